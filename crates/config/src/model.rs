@@ -1,0 +1,282 @@
+//! The validated model the program runs on. Built only by `validate`, never deserialized: every value
+//! here has been checked, every default filled in, every reference between sections resolved.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::units::Cidr;
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Process-wide settings.
+    pub global: Global,
+    /// Admin listener address, if any.
+    pub admin: Option<SocketAddr>,
+    /// Listeners in file order.
+    pub listeners: Vec<Listener>,
+    /// Routes in file order.
+    pub routes: Vec<Route>,
+    /// Upstreams in file order.
+    pub upstreams: Vec<Upstream>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone)]
+pub struct Global {
+    /// Worker threads; None: number of cores.
+    pub threads: Option<usize>,
+    /// Time in-flight requests get after a stop signal.
+    pub grace_period: Duration,
+    /// Where access log lines go.
+    pub access_log: AccessLog,
+}
+
+/// Access log destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    /// No access log.
+    Off,
+    /// One JSON line per request on standard output.
+    Stdout,
+    /// Appended to this file.
+    File(PathBuf),
+}
+
+/// Listener protocol engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    /// HTTP/1.1 + h2c.
+    Http,
+}
+
+/// A listener.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Its name in the file.
+    pub name: String,
+    /// Addresses to bind.
+    pub bind: Vec<SocketAddr>,
+    /// Protocol engine.
+    pub protocol: ListenerProtocol,
+    /// Networks whose forwarding headers are trusted.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Largest request header block in bytes.
+    pub max_header_size: usize,
+    /// Time to receive request headers.
+    pub client_header_timeout: Duration,
+    /// Idle time between requests on a keep-alive connection.
+    pub keepalive_timeout: Duration,
+    /// Most concurrent connections.
+    pub max_connections: Option<usize>,
+}
+
+/// A host pattern: exact name or "*.suffix".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// "app.example.com" (lowercase).
+    Exact(String),
+    /// "*.example.com": stores ".example.com"; matches any deeper name.
+    Wildcard(String),
+}
+
+impl HostPattern {
+    /// Whether a request host (lowercase, no port) matches.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => h.eq_ignore_ascii_case(host),
+            HostPattern::Wildcard(suffix) => {
+                host.len() > suffix.len()
+                    && host.as_bytes()[host.len() - suffix.len()..]
+                        .eq_ignore_ascii_case(suffix.as_bytes())
+            }
+        }
+    }
+}
+
+/// What a route matches; every present field must match.
+#[derive(Debug, Clone, Default)]
+pub struct RouteMatch {
+    /// Any of these hosts.
+    pub hosts: Vec<HostPattern>,
+    /// Path starts with this.
+    pub path_prefix: Option<String>,
+    /// Any of these methods (uppercase).
+    pub methods: Vec<String>,
+    /// Each header present with this exact value (names lowercase).
+    pub headers: Vec<(String, String)>,
+    /// Client address in any of these networks.
+    pub sources: Vec<Cidr>,
+}
+
+/// What a route does.
+#[derive(Debug, Clone)]
+pub enum RouteAction {
+    /// Forward to the upstream with this index in `Config::upstreams`.
+    Upstream(usize),
+    /// Redirect to a template.
+    Redirect {
+        /// Template with {host}, {path}, {path_and_query}, {query}, {scheme}.
+        to: String,
+        /// 301, 302, 303, 307, 308.
+        status: u16,
+    },
+    /// Answer directly.
+    Respond {
+        /// Status code.
+        status: u16,
+        /// Body.
+        body: String,
+    },
+}
+
+/// Header changes.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderOps {
+    /// Set (replace).
+    pub set: Vec<(String, String)>,
+    /// Add (append).
+    pub add: Vec<(String, String)>,
+    /// Remove (lowercase names).
+    pub remove: Vec<String>,
+}
+
+impl HeaderOps {
+    /// No changes at all.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// A route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Name for metrics and logs.
+    pub name: String,
+    /// Indexes into `Config::listeners` that this route serves.
+    pub listeners: Vec<usize>,
+    /// Match conditions.
+    pub matcher: RouteMatch,
+    /// The action.
+    pub action: RouteAction,
+    /// Prefix removed from the path.
+    pub strip_prefix: Option<String>,
+    /// Prefix added to the path.
+    pub add_prefix: Option<String>,
+    /// Host header sent upstream.
+    pub set_host: Option<String>,
+    /// Largest request body.
+    pub max_body: Option<u64>,
+    /// Request header changes.
+    pub request_headers: HeaderOps,
+    /// Response header changes.
+    pub response_headers: HeaderOps,
+}
+
+/// A server of an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// As written: "127.0.0.1:9001", "[::1]:9002", "app3.internal:80".
+    pub address: String,
+    /// Host part without brackets.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Weight (>= 1).
+    pub weight: u32,
+    /// Backup server.
+    pub backup: bool,
+}
+
+/// Balancing algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round robin.
+    RoundRobin,
+    /// Weighted least in-flight requests.
+    LeastConn,
+    /// Power of two choices.
+    RandomTwo,
+    /// Consistent hash (Maglev).
+    Hash,
+}
+
+/// What `hash` balancing hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's address.
+    ClientIp,
+    /// A request header (lowercase name).
+    Header(String),
+    /// A cookie.
+    Cookie(String),
+    /// The request path.
+    Path,
+}
+
+/// Active health checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Path for GET.
+    pub path: String,
+    /// Between checks.
+    pub interval: Duration,
+    /// Per check.
+    pub timeout: Duration,
+    /// Successes to go up.
+    pub rise: u32,
+    /// Failures to go down.
+    pub fall: u32,
+    /// Inclusive status range of success.
+    pub expect: (u16, u16),
+    /// Host header.
+    pub host: Option<String>,
+}
+
+/// Passive ejection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Passive {
+    /// Consecutive failures.
+    pub fall: u32,
+    /// Time out of rotation.
+    pub cooldown: Duration,
+}
+
+/// Upstream protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 cleartext, prior knowledge.
+    H2c,
+}
+
+/// An upstream: a pool of servers.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Name in the file.
+    pub name: String,
+    /// Servers in file order.
+    pub servers: Vec<Server>,
+    /// Algorithm.
+    pub balance: Balance,
+    /// For `Hash`.
+    pub hash_key: HashKey,
+    /// Sticky cookie name.
+    pub sticky_cookie: Option<String>,
+    /// Active checks.
+    pub health_check: Option<HealthCheck>,
+    /// Passive ejection.
+    pub passive: Option<Passive>,
+    /// Extra tries.
+    pub retries: u32,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Time to response headers.
+    pub response_timeout: Duration,
+    /// Pooled connection idle time.
+    pub idle_timeout: Duration,
+    /// Protocol to the servers.
+    pub protocol: UpstreamProtocol,
+}

@@ -1,0 +1,299 @@
+//! The file format, exactly as written: serde structs that reject unknown keys. Nothing at run time
+//! reads these; `validate` turns them into the model. Values with a syntax of their own (durations,
+//! sizes, CIDRs) stay strings here so that `validate` can report each bad one with its key path.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Process-wide settings.
+    #[serde(default)]
+    pub global: RawGlobal,
+    /// The admin listener (metrics, status, reload). Absent: none.
+    pub admin: Option<RawAdmin>,
+    /// Listeners by name.
+    #[serde(default)]
+    pub listeners: BTreeMap<String, RawListener>,
+    /// Routes, tried in order; the first match serves.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    /// Upstreams (server pools) by name.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
+}
+
+/// `[global]`
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawGlobal {
+    /// Worker threads; default: the number of cores.
+    pub threads: Option<usize>,
+    /// How long in-flight requests may run on after a stop signal. Default "30s".
+    pub grace_period: Option<String>,
+    /// "off" | "stdout" | a file path. Default "stdout".
+    pub access_log: Option<String>,
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Address of the admin listener, e.g. "127.0.0.1:9901".
+    pub bind: String,
+}
+
+/// One address or a list of them.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged, expecting = "an address string or a list of address strings")]
+pub enum OneOrMany {
+    /// "0.0.0.0:8080"
+    One(String),
+    /// ["0.0.0.0:8080", "[::]:8080"]
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The addresses as a slice.
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            OneOrMany::One(s) => std::slice::from_ref(s),
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// A listener's protocol engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawListenerProtocol {
+    /// HTTP/1.1 and HTTP/2 by prior knowledge (h2c).
+    #[default]
+    Http,
+}
+
+/// `[listeners.NAME]`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// Addresses to listen on.
+    pub bind: OneOrMany,
+    /// Protocol engine; default "http".
+    #[serde(default)]
+    pub protocol: RawListenerProtocol,
+    /// Clients whose X-Forwarded-For / Forwarded headers are trusted and appended to.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Largest request header block; larger answers 431. Default "64KiB".
+    pub max_header_size: Option<String>,
+    /// Time a client has to send its request headers; then 408. Default "10s".
+    pub client_header_timeout: Option<String>,
+    /// Idle time allowed between requests on a client keep-alive connection. Default "60s".
+    pub keepalive_timeout: Option<String>,
+    /// Most concurrent client connections; more wait in the kernel's backlog. Default: no limit.
+    pub max_connections: Option<usize>,
+}
+
+/// `redirect = { to, status }`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedirect {
+    /// Target; `{host}`, `{path}`, `{path_and_query}`, `{query}` and `{scheme}` are replaced.
+    pub to: String,
+    /// 301, 302, 303, 307 or 308. Default 302.
+    pub status: Option<u16>,
+}
+
+/// `respond = { status, body }`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRespond {
+    /// Status code of the answer.
+    pub status: u16,
+    /// Body of the answer (text/plain). Default: empty.
+    #[serde(default)]
+    pub body: String,
+}
+
+/// `request_headers` / `response_headers`
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderOps {
+    /// Headers to set (replacing any with the same name).
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Headers to add (keeping existing ones).
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    /// Header names to remove.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// `[[routes]]`
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// A name for metrics and logs. Default "route<N>" (N counts from 0 in file order).
+    pub name: Option<String>,
+    /// Listeners this route serves. Default: every http/https listener.
+    pub listeners: Option<Vec<String>>,
+    /// Host names; "*.example.com" matches any deeper name.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Path prefix to match.
+    pub path_prefix: Option<String>,
+    /// Methods to match.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Request headers that must be present with exactly these values.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Client networks (a "zone").
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Action: forward to this upstream.
+    pub upstream: Option<String>,
+    /// Action: redirect.
+    pub redirect: Option<RawRedirect>,
+    /// Action: answer directly.
+    pub respond: Option<RawRespond>,
+    /// Remove this prefix from the path before forwarding.
+    pub strip_prefix: Option<String>,
+    /// Add this prefix to the path before forwarding (after strip_prefix).
+    pub add_prefix: Option<String>,
+    /// Host header sent upstream instead of the client's.
+    pub set_host: Option<String>,
+    /// Largest request body; larger answers 413. Default: no limit.
+    pub max_body: Option<String>,
+    /// Header changes on the request sent upstream.
+    #[serde(default)]
+    pub request_headers: RawHeaderOps,
+    /// Header changes on the response sent to the client.
+    #[serde(default)]
+    pub response_headers: RawHeaderOps,
+}
+
+/// A server: "host:port" or `{ address, weight, backup }`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "a server address string or a table { address, weight, backup }"
+)]
+pub enum RawServer {
+    /// "127.0.0.1:9001"
+    Address(String),
+    /// { address = "[::1]:9002", weight = 3 }
+    Full(RawServerFull),
+}
+
+/// `{ address, weight, backup }`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerFull {
+    /// "host:port", "[v6]:port".
+    pub address: String,
+    /// Relative weight; default 1.
+    pub weight: Option<u32>,
+    /// Gets traffic only when no primary server is up.
+    #[serde(default)]
+    pub backup: bool,
+}
+
+/// Balancing algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawBalance {
+    /// Smooth weighted round robin, process-wide.
+    #[default]
+    RoundRobin,
+    /// Fewest in-flight requests relative to weight.
+    LeastConn,
+    /// Power of two random choices.
+    RandomTwo,
+    /// Consistent hash (Maglev) on `hash_key`.
+    Hash,
+}
+
+/// Upstream protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawUpstreamProtocol {
+    /// HTTP/1.1 with keep-alive.
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext by prior knowledge (gRPC origins).
+    H2c,
+}
+
+/// `sticky = { cookie }`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSticky {
+    /// Cookie name.
+    pub cookie: String,
+}
+
+/// `health_check = { ... }`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// Path requested by GET. Default "/".
+    pub path: Option<String>,
+    /// Time between checks. Default "2s".
+    pub interval: Option<String>,
+    /// Time a check may take. Default "1s".
+    pub timeout: Option<String>,
+    /// Successes to come back up. Default 2.
+    pub rise: Option<u32>,
+    /// Failures to go down. Default 3.
+    pub fall: Option<u32>,
+    /// Status range that counts as success. Default "200-399".
+    pub expect: Option<String>,
+    /// Host header of the check. Default: the server's address.
+    pub host: Option<String>,
+}
+
+/// `passive = { fall, cooldown }`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassive {
+    /// Consecutive connect errors or 5xx that take a server out. Default 3.
+    pub fall: Option<u32>,
+    /// How long it stays out. Default "10s".
+    pub cooldown: Option<String>,
+}
+
+/// `[upstreams.NAME]`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// The servers.
+    pub servers: Vec<RawServer>,
+    /// Balancing algorithm. Default "round_robin".
+    #[serde(default)]
+    pub balance: RawBalance,
+    /// For `hash`: "client_ip" | "header:NAME" | "cookie:NAME" | "path". Default "client_ip".
+    pub hash_key: Option<String>,
+    /// Cookie affinity on top of any balance.
+    pub sticky: Option<RawSticky>,
+    /// Active health checks. Absent: none.
+    pub health_check: Option<RawHealthCheck>,
+    /// Passive ejection on errors. Absent: none.
+    pub passive: Option<RawPassive>,
+    /// Extra tries on another server after a connect error or reset. Default 2.
+    pub retries: Option<u32>,
+    /// Default "2s".
+    pub connect_timeout: Option<String>,
+    /// Time to the response headers. Default "30s".
+    pub response_timeout: Option<String>,
+    /// How long a pooled connection may stay idle. Default "60s".
+    pub idle_timeout: Option<String>,
+    /// "http1" | "h2c". Default "http1".
+    #[serde(default)]
+    pub protocol: RawUpstreamProtocol,
+}

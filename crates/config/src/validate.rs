@@ -1,0 +1,622 @@
+//! raw -> model. Each section is deserialized on its own so that one bad listener does not hide the
+//! errors of the next; then every value is checked and every reference resolved, and every problem
+//! is collected with its key path. Nothing here stops at the first error.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::ConfigError;
+use crate::locate::{KeyPath, line_col, path_at, span_of};
+use crate::model::*;
+use crate::raw::*;
+use crate::units::{Cidr, parse_duration, parse_host_port, parse_size, parse_status_range};
+
+struct Pending {
+    span: Option<Range<usize>>,
+    path: Option<KeyPath>,
+    message: String,
+}
+
+struct Validator {
+    errors: Vec<Pending>,
+}
+
+impl Validator {
+    fn at(&mut self, path: &KeyPath, message: impl Into<String>) {
+        self.errors.push(Pending {
+            span: None,
+            path: Some(path.clone()),
+            message: message.into(),
+        });
+    }
+
+    fn de<T: DeserializeOwned>(&mut self, v: &Spanned<DeValue<'_>>) -> Option<T> {
+        match T::deserialize(toml::de::ValueDeserializer::from(v.clone())) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.errors.push(Pending {
+                    span: Some(e.span().unwrap_or_else(|| v.span())),
+                    path: None,
+                    message: e.message().to_string(),
+                });
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, path: &KeyPath, v: Option<&str>, default: Duration) -> Duration {
+        match v.map(parse_duration) {
+            None => default,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                self.at(path, e);
+                default
+            }
+        }
+    }
+
+    fn size(&mut self, path: &KeyPath, v: Option<&str>) -> Option<u64> {
+        match v.map(parse_size) {
+            None => None,
+            Some(Ok(d)) => Some(d),
+            Some(Err(e)) => {
+                self.at(path, e);
+                None
+            }
+        }
+    }
+
+    fn cidrs(&mut self, path: &KeyPath, v: &[String]) -> Vec<Cidr> {
+        let mut out = Vec::new();
+        for (i, s) in v.iter().enumerate() {
+            match Cidr::parse(s) {
+                Ok(c) => out.push(c),
+                Err(e) => self.at(&path.index(i), e),
+            }
+        }
+        out
+    }
+
+    fn header_ops(&mut self, path: &KeyPath, raw: &RawHeaderOps) -> HeaderOps {
+        let mut ops = HeaderOps::default();
+        for (kind, map, out) in [
+            ("set", &raw.set, &mut ops.set),
+            ("add", &raw.add, &mut ops.add),
+        ] {
+            for (k, v) in map {
+                let p = path.key(kind).key(k);
+                if http_token(k).is_err() {
+                    self.at(&p, format!("`{k}` is not a valid header name"));
+                } else if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                    self.at(&p, "header value holds CR, LF or NUL");
+                } else {
+                    out.push((k.to_ascii_lowercase(), v.clone()));
+                }
+            }
+        }
+        for (i, k) in raw.remove.iter().enumerate() {
+            if http_token(k).is_err() {
+                self.at(&path.key("remove").index(i), format!("`{k}` is not a valid header name"));
+            } else {
+                ops.remove.push(k.to_ascii_lowercase());
+            }
+        }
+        ops
+    }
+}
+
+/// RFC 9110 §5.6.2 token.
+fn http_token(s: &str) -> Result<(), ()> {
+    let ok = !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+        });
+    if ok { Ok(()) } else { Err(()) }
+}
+
+const SECTIONS: &str = "global, admin, listeners, routes, upstreams";
+
+pub(crate) fn parse_and_validate(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
+    let (table, syntax) = DeTable::parse_recoverable(text);
+    let locate = |span: Range<usize>, path: String, message: String| {
+        let (line, col) = line_col(text, span.start);
+        ConfigError {
+            file: file.to_string(),
+            line,
+            col,
+            path,
+            message,
+        }
+    };
+    if !syntax.is_empty() {
+        return Err(syntax
+            .into_iter()
+            .map(|e| {
+                let msg = e.message().trim().to_string();
+                locate(e.span().unwrap_or(0..0), String::new(), msg)
+            })
+            .collect());
+    }
+    let span = table.span();
+    let root = Spanned::new(span, DeValue::Table(table.into_inner()));
+    let mut v = Validator { errors: Vec::new() };
+    let config = validate(&mut v, &root);
+    if v.errors.is_empty()
+        && let Some(c) = config
+    {
+        return Ok(c);
+    }
+    let mut out: Vec<ConfigError> = v
+        .errors
+        .into_iter()
+        .map(|p| {
+            let (span, path) = match (p.span, p.path) {
+                (Some(s), Some(p)) => (s, p),
+                (Some(s), None) => {
+                    let path = path_at(&root, s.start);
+                    (s, path)
+                }
+                (None, Some(p)) => (span_of(&root, &p), p),
+                (None, None) => (0..0, KeyPath::default()),
+            };
+            locate(span, path.to_string(), p.message)
+        })
+        .collect();
+    out.sort_by_key(|e| (e.line, e.col));
+    out.dedup();
+    Err(out)
+}
+
+fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
+    let DeValue::Table(top) = root.get_ref() else {
+        return None;
+    };
+    let mut global = RawGlobal::default();
+    let mut admin: Option<RawAdmin> = None;
+    let mut listeners: Vec<(String, Option<RawListener>)> = Vec::new();
+    let mut routes: Vec<Option<RawRoute>> = Vec::new();
+    let mut upstreams: Vec<(String, Option<RawUpstream>)> = Vec::new();
+    for (key, val) in top.iter() {
+        let path = KeyPath::default().key(key.get_ref());
+        match key.get_ref().as_ref() {
+            "global" => global = v.de(val).unwrap_or_default(),
+            "admin" => admin = v.de(val),
+            "listeners" | "upstreams" => {
+                let Some(t) = val.get_ref().as_table() else {
+                    v.at(&path, "expected a table of named entries");
+                    continue;
+                };
+                for (name, entry) in t.iter() {
+                    let name = name.get_ref().to_string();
+                    if key.get_ref() == "listeners" {
+                        listeners.push((name, v.de(entry)));
+                    } else {
+                        upstreams.push((name, v.de(entry)));
+                    }
+                }
+            }
+            "routes" => {
+                let Some(a) = val.get_ref().as_array() else {
+                    v.at(&path, "expected an array of tables ([[routes]])");
+                    continue;
+                };
+                for entry in a.iter() {
+                    routes.push(v.de(entry));
+                }
+            }
+            other => v.at(
+                &path,
+                format!("unknown section `{other}`, expected one of {SECTIONS}"),
+            ),
+        }
+    }
+
+    let root_path = KeyPath::default();
+    let gp = root_path.key("global");
+    if global.threads == Some(0) {
+        v.at(&gp.key("threads"), "must be at least 1");
+    }
+    let global_model = Global {
+        threads: global.threads.filter(|t| *t > 0),
+        grace_period: v.duration(
+            &gp.key("grace_period"),
+            global.grace_period.as_deref(),
+            Duration::from_secs(30),
+        ),
+        access_log: match global.access_log.as_deref() {
+            None | Some("stdout") => AccessLog::Stdout,
+            Some("off") => AccessLog::Off,
+            Some("") => {
+                v.at(&gp.key("access_log"), "expected \"off\", \"stdout\" or a file path");
+                AccessLog::Off
+            }
+            Some(p) => AccessLog::File(PathBuf::from(p)),
+        },
+    };
+
+    let admin_model = admin.and_then(|a| match a.bind.parse::<SocketAddr>() {
+        Ok(s) => Some(s),
+        Err(_) => {
+            v.at(
+                &root_path.key("admin").key("bind"),
+                format!("`{}` is not an IP:port address like \"127.0.0.1:9901\"", a.bind),
+            );
+            None
+        }
+    });
+
+    // Listeners
+    let mut listener_models = Vec::new();
+    let mut bound: BTreeMap<SocketAddr, String> = BTreeMap::new();
+    for (name, raw) in &listeners {
+        let Some(raw) = raw else { continue };
+        let lp = root_path.key("listeners").key(name);
+        let mut binds = Vec::new();
+        if raw.bind.as_slice().is_empty() {
+            v.at(&lp.key("bind"), "needs at least one address");
+        }
+        for (i, b) in raw.bind.as_slice().iter().enumerate() {
+            let bp = match raw.bind {
+                OneOrMany::One(_) => lp.key("bind"),
+                OneOrMany::Many(_) => lp.key("bind").index(i),
+            };
+            match b.parse::<SocketAddr>() {
+                Ok(addr) => {
+                    if addr.port() != 0
+                        && let Some(other) = bound.insert(addr, name.clone())
+                    {
+                        v.at(&bp, format!("{addr} is already bound by listener `{other}`"));
+                    }
+                    if Some(addr) == admin_model && addr.port() != 0 {
+                        v.at(&bp, format!("{addr} is the admin listener's address"));
+                    }
+                    binds.push(addr);
+                }
+                Err(_) => v.at(
+                    &bp,
+                    format!("`{b}` is not an IP:port address like \"0.0.0.0:8080\" or \"[::]:8080\""),
+                ),
+            }
+        }
+        let max_header_size = v
+            .size(&lp.key("max_header_size"), raw.max_header_size.as_deref())
+            .unwrap_or(64 * 1024);
+        if max_header_size < 1024 || max_header_size > 16 << 20 {
+            v.at(&lp.key("max_header_size"), "must be between 1KiB and 16MiB");
+        }
+        if raw.max_connections == Some(0) {
+            v.at(&lp.key("max_connections"), "must be at least 1");
+        }
+        listener_models.push(Listener {
+            name: name.clone(),
+            bind: binds,
+            protocol: match raw.protocol {
+                RawListenerProtocol::Http => ListenerProtocol::Http,
+            },
+            trusted_proxies: v.cidrs(&lp.key("trusted_proxies"), &raw.trusted_proxies),
+            max_header_size: max_header_size.clamp(1024, 16 << 20) as usize,
+            client_header_timeout: v.duration(
+                &lp.key("client_header_timeout"),
+                raw.client_header_timeout.as_deref(),
+                Duration::from_secs(10),
+            ),
+            keepalive_timeout: v.duration(
+                &lp.key("keepalive_timeout"),
+                raw.keepalive_timeout.as_deref(),
+                Duration::from_secs(60),
+            ),
+            max_connections: raw.max_connections.filter(|m| *m > 0),
+        });
+    }
+
+    // Upstreams
+    let mut upstream_models = Vec::new();
+    for (name, raw) in &upstreams {
+        let Some(raw) = raw else {
+            // Keep the name known so routes naming it don't report a second error.
+            upstream_models.push(None);
+            continue;
+        };
+        let up = root_path.key("upstreams").key(name);
+        upstream_models.push(Some(upstream(v, &up, name, raw)));
+    }
+    let upstream_index = |n: &str| upstreams.iter().position(|(name, _)| name == n);
+
+    // Routes
+    let mut route_models = Vec::new();
+    let mut names = HashSet::new();
+    for (i, raw) in routes.iter().enumerate() {
+        let Some(raw) = raw else { continue };
+        let rp = root_path.key("routes").index(i);
+        let name = raw.name.clone().unwrap_or_else(|| format!("route{i}"));
+        if !names.insert(name.clone()) {
+            v.at(&rp.key("name"), format!("route name `{name}` is used twice"));
+        }
+        let listeners_idx: Vec<usize> = match &raw.listeners {
+            None => listeners
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, l))| {
+                    l.as_ref()
+                        .is_none_or(|l| l.protocol == RawListenerProtocol::Http)
+                })
+                .map(|(i, _)| i)
+                .collect(),
+            Some(ls) => {
+                let mut out = Vec::new();
+                for (j, l) in ls.iter().enumerate() {
+                    match listeners.iter().position(|(n, _)| n == l) {
+                        Some(i) => out.push(i),
+                        None => v.at(
+                            &rp.key("listeners").index(j),
+                            format!("no listener named `{l}`"),
+                        ),
+                    }
+                }
+                out
+            }
+        };
+        let mut hosts = Vec::new();
+        for (j, h) in raw.hosts.iter().enumerate() {
+            let h = h.to_ascii_lowercase();
+            let (pat, name) = match h.strip_prefix("*.") {
+                Some(rest) => (HostPattern::Wildcard(format!(".{rest}")), rest.to_string()),
+                None => (HostPattern::Exact(h.clone()), h.clone()),
+            };
+            let ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+            if ok {
+                hosts.push(pat);
+            } else {
+                v.at(
+                    &rp.key("hosts").index(j),
+                    format!("`{h}` is not a host name or \"*.domain\" pattern"),
+                );
+            }
+        }
+        let mut methods = Vec::new();
+        for (j, m) in raw.methods.iter().enumerate() {
+            if http_token(m).is_err() {
+                v.at(&rp.key("methods").index(j), format!("`{m}` is not a method"));
+            } else {
+                methods.push(m.to_ascii_uppercase());
+            }
+        }
+        let mut headers = Vec::new();
+        for (k, val) in &raw.headers {
+            if http_token(k).is_err() {
+                v.at(&rp.key("headers").key(k), format!("`{k}` is not a header name"));
+            } else {
+                headers.push((k.to_ascii_lowercase(), val.clone()));
+            }
+        }
+        for (key, p) in [
+            ("path_prefix", &raw.path_prefix),
+            ("strip_prefix", &raw.strip_prefix),
+            ("add_prefix", &raw.add_prefix),
+        ] {
+            if let Some(p) = p
+                && !p.starts_with('/')
+            {
+                v.at(&rp.key(key), format!("`{p}` must start with `/`"));
+            }
+        }
+        let actions = [
+            raw.upstream.is_some(),
+            raw.redirect.is_some(),
+            raw.respond.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        let action = if actions != 1 {
+            v.at(
+                &rp,
+                "needs exactly one action: `upstream`, `redirect` or `respond`",
+            );
+            None
+        } else if let Some(u) = &raw.upstream {
+            match upstream_index(u) {
+                Some(i) => Some(RouteAction::Upstream(i)),
+                None => {
+                    v.at(&rp.key("upstream"), format!("no upstream named `{u}`"));
+                    None
+                }
+            }
+        } else if let Some(r) = &raw.redirect {
+            let status = r.status.unwrap_or(302);
+            if ![301, 302, 303, 307, 308].contains(&status) {
+                v.at(
+                    &rp.key("redirect").key("status"),
+                    format!("{status} is not a redirect status: expected 301, 302, 303, 307 or 308"),
+                );
+            }
+            Some(RouteAction::Redirect {
+                to: r.to.clone(),
+                status,
+            })
+        } else if let Some(r) = &raw.respond {
+            if !(200..=599).contains(&r.status) {
+                v.at(
+                    &rp.key("respond").key("status"),
+                    format!("{} is not a final status (200-599)", r.status),
+                );
+            }
+            Some(RouteAction::Respond {
+                status: r.status,
+                body: r.body.clone(),
+            })
+        } else {
+            None
+        };
+        if let Some(h) = &raw.set_host
+            && (h.is_empty() || h.bytes().any(|b| b.is_ascii_whitespace() || b == b'/'))
+        {
+            v.at(&rp.key("set_host"), format!("`{h}` is not a host[:port]"));
+        }
+        let route = Route {
+            name,
+            listeners: listeners_idx,
+            matcher: RouteMatch {
+                hosts,
+                path_prefix: raw.path_prefix.clone(),
+                methods,
+                headers,
+                sources: v.cidrs(&rp.key("sources"), &raw.sources),
+            },
+            action: action.unwrap_or(RouteAction::Respond {
+                status: 500,
+                body: String::new(),
+            }),
+            strip_prefix: raw.strip_prefix.clone(),
+            add_prefix: raw.add_prefix.clone(),
+            set_host: raw.set_host.clone(),
+            max_body: v.size(&rp.key("max_body"), raw.max_body.as_deref()),
+            request_headers: v.header_ops(&rp.key("request_headers"), &raw.request_headers),
+            response_headers: v.header_ops(&rp.key("response_headers"), &raw.response_headers),
+        };
+        route_models.push(route);
+    }
+
+    Some(Config {
+        global: global_model,
+        admin: admin_model,
+        listeners: listener_models,
+        routes: route_models,
+        upstreams: upstream_models.into_iter().collect::<Option<Vec<_>>>()?,
+    })
+}
+
+fn upstream(v: &mut Validator, up: &KeyPath, name: &str, raw: &RawUpstream) -> Upstream {
+    let mut servers: Vec<Server> = Vec::new();
+    if raw.servers.is_empty() {
+        v.at(&up.key("servers"), "needs at least one server");
+    }
+    for (i, s) in raw.servers.iter().enumerate() {
+        let sp = up.key("servers").index(i);
+        let (address, weight, backup, ap) = match s {
+            RawServer::Address(a) => (a, 1, false, sp.clone()),
+            RawServer::Full(f) => (&f.address, f.weight.unwrap_or(1), f.backup, sp.key("address")),
+        };
+        if weight == 0 || weight > 1000 {
+            v.at(&sp.key("weight"), "must be between 1 and 1000");
+        }
+        match parse_host_port(address) {
+            Ok((host, port)) => {
+                if servers.iter().any(|s| s.address == *address) {
+                    v.at(&ap, format!("server `{address}` is listed twice"));
+                }
+                servers.push(Server {
+                    address: address.clone(),
+                    host,
+                    port,
+                    weight: weight.clamp(1, 1000),
+                    backup,
+                });
+            }
+            Err(e) => v.at(&ap, e),
+        }
+    }
+    if !servers.is_empty() && servers.iter().all(|s| s.backup) {
+        v.at(&up.key("servers"), "needs at least one server that is not a backup");
+    }
+    let hash_key = match raw.hash_key.as_deref() {
+        None | Some("client_ip") => HashKey::ClientIp,
+        Some("path") => HashKey::Path,
+        Some(k) => {
+            if let Some(h) = k.strip_prefix("header:").filter(|h| http_token(h).is_ok()) {
+                HashKey::Header(h.to_ascii_lowercase())
+            } else if let Some(c) = k.strip_prefix("cookie:").filter(|c| !c.is_empty()) {
+                HashKey::Cookie(c.to_string())
+            } else {
+                v.at(
+                    &up.key("hash_key"),
+                    format!("`{k}` is not one of client_ip, header:NAME, cookie:NAME, path"),
+                );
+                HashKey::ClientIp
+            }
+        }
+    };
+    if raw.hash_key.is_some() && raw.balance != RawBalance::Hash {
+        v.at(&up.key("hash_key"), "only used with balance = \"hash\"");
+    }
+    if let Some(s) = &raw.sticky
+        && (s.cookie.is_empty() || http_token(&s.cookie).is_err())
+    {
+        v.at(&up.key("sticky").key("cookie"), "is not a valid cookie name");
+    }
+    let health_check = raw.health_check.as_ref().map(|h| {
+        let hp = up.key("health_check");
+        let path = h.path.clone().unwrap_or_else(|| "/".into());
+        if !path.starts_with('/') {
+            v.at(&hp.key("path"), "must start with `/`");
+        }
+        let expect = match h.expect.as_deref().map(parse_status_range) {
+            None => (200, 399),
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                v.at(&hp.key("expect"), e);
+                (200, 399)
+            }
+        };
+        for (k, n) in [("rise", h.rise), ("fall", h.fall)] {
+            if n == Some(0) {
+                v.at(&hp.key(k), "must be at least 1");
+            }
+        }
+        let interval = v.duration(&hp.key("interval"), h.interval.as_deref(), Duration::from_secs(2));
+        if interval.is_zero() {
+            v.at(&hp.key("interval"), "must be more than zero");
+        }
+        HealthCheck {
+            path,
+            interval,
+            timeout: v.duration(&hp.key("timeout"), h.timeout.as_deref(), Duration::from_secs(1)),
+            rise: h.rise.unwrap_or(2).max(1),
+            fall: h.fall.unwrap_or(3).max(1),
+            expect,
+            host: h.host.clone(),
+        }
+    });
+    let passive = raw.passive.as_ref().map(|p| {
+        let pp = up.key("passive");
+        if p.fall == Some(0) {
+            v.at(&pp.key("fall"), "must be at least 1");
+        }
+        Passive {
+            fall: p.fall.unwrap_or(3).max(1),
+            cooldown: v.duration(&pp.key("cooldown"), p.cooldown.as_deref(), Duration::from_secs(10)),
+        }
+    });
+    Upstream {
+        name: name.to_string(),
+        servers,
+        balance: match raw.balance {
+            RawBalance::RoundRobin => Balance::RoundRobin,
+            RawBalance::LeastConn => Balance::LeastConn,
+            RawBalance::RandomTwo => Balance::RandomTwo,
+            RawBalance::Hash => Balance::Hash,
+        },
+        hash_key,
+        sticky_cookie: raw.sticky.as_ref().map(|s| s.cookie.clone()),
+        health_check,
+        passive,
+        retries: raw.retries.unwrap_or(2),
+        connect_timeout: v.duration(&up.key("connect_timeout"), raw.connect_timeout.as_deref(), Duration::from_secs(2)),
+        response_timeout: v.duration(&up.key("response_timeout"), raw.response_timeout.as_deref(), Duration::from_secs(30)),
+        idle_timeout: v.duration(&up.key("idle_timeout"), raw.idle_timeout.as_deref(), Duration::from_secs(60)),
+        protocol: match raw.protocol {
+            RawUpstreamProtocol::Http1 => UpstreamProtocol::Http1,
+            RawUpstreamProtocol::H2c => UpstreamProtocol::H2c,
+        },
+    }
+}
