@@ -66,7 +66,10 @@ fn the_contract_example_parses() {
     assert!(r.matcher.hosts[1].matches("a.b.example.com"));
     assert!(!r.matcher.hosts[1].matches("example.com"));
     assert!(matches!(r.action, RouteAction::Upstream(0)));
-    assert!(matches!(c.routes[1].action, RouteAction::Redirect { status: 301, .. }));
+    assert!(matches!(
+        c.routes[1].action,
+        RouteAction::Redirect { status: 301, .. }
+    ));
     let u = &c.upstreams[0];
     assert_eq!(u.servers[1].host, "::1");
     assert_eq!(u.servers[1].weight, 3);
@@ -161,7 +164,10 @@ bind = "127.0.0.1:8080"
 "#;
     let all = parse(text, "t.toml").unwrap_err().to_string();
     assert!(all.contains("unknown section `listners`"), "{all}");
-    assert!(all.contains("listeners.b.bind: 127.0.0.1:8080 is already bound by listener `a`"), "{all}");
+    assert!(
+        all.contains("listeners.b.bind: 127.0.0.1:8080 is already bound by listener `a`"),
+        "{all}"
+    );
 }
 
 #[test]

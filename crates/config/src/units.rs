@@ -12,7 +12,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("`{s}` has no unit: expected a duration like \"250ms\", \"2s\", \"1m\""))?;
+        .ok_or_else(|| {
+            format!("`{s}` has no unit: expected a duration like \"250ms\", \"2s\", \"1m\"")
+        })?;
     let (num, unit) = s.split_at(split);
     let n: f64 = num
         .parse()
@@ -99,11 +101,15 @@ impl Cidr {
         let ip = canonical_ip(ip);
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -142,7 +148,8 @@ pub fn parse_status_range(s: &str) -> Result<(u16, u16), String> {
 
 /// Splits "host:port", "[v6]:port" or "v4:port" into host and port. The host keeps no brackets.
 pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
-    let err = || format!("`{s}` is not an address like \"127.0.0.1:9001\", \"[::1]:80\" or \"name:80\"");
+    let err =
+        || format!("`{s}` is not an address like \"127.0.0.1:9001\", \"[::1]:80\" or \"name:80\"");
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (h, p) = rest.split_once("]:").ok_or_else(err)?;
         h.parse::<std::net::Ipv6Addr>().map_err(|_| err())?;
@@ -204,9 +211,15 @@ mod tests {
 
     #[test]
     fn host_ports() {
-        assert_eq!(parse_host_port("127.0.0.1:80"), Ok(("127.0.0.1".into(), 80)));
+        assert_eq!(
+            parse_host_port("127.0.0.1:80"),
+            Ok(("127.0.0.1".into(), 80))
+        );
         assert_eq!(parse_host_port("[::1]:9002"), Ok(("::1".into(), 9002)));
-        assert_eq!(parse_host_port("app3.internal:80"), Ok(("app3.internal".into(), 80)));
+        assert_eq!(
+            parse_host_port("app3.internal:80"),
+            Ok(("app3.internal".into(), 80))
+        );
         assert!(parse_host_port("::1:80").is_err());
         assert!(parse_host_port("host").is_err());
         assert!(parse_host_port("host:0").is_err());

@@ -103,7 +103,10 @@ impl Validator {
         }
         for (i, k) in raw.remove.iter().enumerate() {
             if http_token(k).is_err() {
-                self.at(&path.key("remove").index(i), format!("`{k}` is not a valid header name"));
+                self.at(
+                    &path.key("remove").index(i),
+                    format!("`{k}` is not a valid header name"),
+                );
             } else {
                 ops.remove.push(k.to_ascii_lowercase());
             }
@@ -115,9 +118,8 @@ impl Validator {
 /// RFC 9110 §5.6.2 token.
 fn http_token(s: &str) -> Result<(), ()> {
     let ok = !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        });
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if ok { Ok(()) } else { Err(()) }
 }
 
@@ -234,7 +236,10 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
             None | Some("stdout") => AccessLog::Stdout,
             Some("off") => AccessLog::Off,
             Some("") => {
-                v.at(&gp.key("access_log"), "expected \"off\", \"stdout\" or a file path");
+                v.at(
+                    &gp.key("access_log"),
+                    "expected \"off\", \"stdout\" or a file path",
+                );
                 AccessLog::Off
             }
             Some(p) => AccessLog::File(PathBuf::from(p)),
@@ -246,7 +251,10 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
         Err(_) => {
             v.at(
                 &root_path.key("admin").key("bind"),
-                format!("`{}` is not an IP:port address like \"127.0.0.1:9901\"", a.bind),
+                format!(
+                    "`{}` is not an IP:port address like \"127.0.0.1:9901\"",
+                    a.bind
+                ),
             );
             None
         }
@@ -272,7 +280,10 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
                     if addr.port() != 0
                         && let Some(other) = bound.insert(addr, name.clone())
                     {
-                        v.at(&bp, format!("{addr} is already bound by listener `{other}`"));
+                        v.at(
+                            &bp,
+                            format!("{addr} is already bound by listener `{other}`"),
+                        );
                     }
                     if Some(addr) == admin_model && addr.port() != 0 {
                         v.at(&bp, format!("{addr} is the admin listener's address"));
@@ -281,7 +292,9 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
                 }
                 Err(_) => v.at(
                     &bp,
-                    format!("`{b}` is not an IP:port address like \"0.0.0.0:8080\" or \"[::]:8080\""),
+                    format!(
+                        "`{b}` is not an IP:port address like \"0.0.0.0:8080\" or \"[::]:8080\""
+                    ),
                 ),
             }
         }
@@ -337,7 +350,10 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
         let rp = root_path.key("routes").index(i);
         let name = raw.name.clone().unwrap_or_else(|| format!("route{i}"));
         if !names.insert(name.clone()) {
-            v.at(&rp.key("name"), format!("route name `{name}` is used twice"));
+            v.at(
+                &rp.key("name"),
+                format!("route name `{name}` is used twice"),
+            );
         }
         let listeners_idx: Vec<usize> = match &raw.listeners {
             None => listeners
@@ -386,7 +402,10 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
         let mut methods = Vec::new();
         for (j, m) in raw.methods.iter().enumerate() {
             if http_token(m).is_err() {
-                v.at(&rp.key("methods").index(j), format!("`{m}` is not a method"));
+                v.at(
+                    &rp.key("methods").index(j),
+                    format!("`{m}` is not a method"),
+                );
             } else {
                 methods.push(m.to_ascii_uppercase());
             }
@@ -394,7 +413,10 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
         let mut headers = Vec::new();
         for (k, val) in &raw.headers {
             if http_token(k).is_err() {
-                v.at(&rp.key("headers").key(k), format!("`{k}` is not a header name"));
+                v.at(
+                    &rp.key("headers").key(k),
+                    format!("`{k}` is not a header name"),
+                );
             } else {
                 headers.push((k.to_ascii_lowercase(), val.clone()));
             }
@@ -437,7 +459,9 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
             if ![301, 302, 303, 307, 308].contains(&status) {
                 v.at(
                     &rp.key("redirect").key("status"),
-                    format!("{status} is not a redirect status: expected 301, 302, 303, 307 or 308"),
+                    format!(
+                        "{status} is not a redirect status: expected 301, 302, 303, 307 or 308"
+                    ),
                 );
             }
             Some(RouteAction::Redirect {
@@ -505,7 +529,12 @@ fn upstream(v: &mut Validator, up: &KeyPath, name: &str, raw: &RawUpstream) -> U
         let sp = up.key("servers").index(i);
         let (address, weight, backup, ap) = match s {
             RawServer::Address(a) => (a, 1, false, sp.clone()),
-            RawServer::Full(f) => (&f.address, f.weight.unwrap_or(1), f.backup, sp.key("address")),
+            RawServer::Full(f) => (
+                &f.address,
+                f.weight.unwrap_or(1),
+                f.backup,
+                sp.key("address"),
+            ),
         };
         if weight == 0 || weight > 1000 {
             v.at(&sp.key("weight"), "must be between 1 and 1000");
@@ -527,7 +556,10 @@ fn upstream(v: &mut Validator, up: &KeyPath, name: &str, raw: &RawUpstream) -> U
         }
     }
     if !servers.is_empty() && servers.iter().all(|s| s.backup) {
-        v.at(&up.key("servers"), "needs at least one server that is not a backup");
+        v.at(
+            &up.key("servers"),
+            "needs at least one server that is not a backup",
+        );
     }
     let hash_key = match raw.hash_key.as_deref() {
         None | Some("client_ip") => HashKey::ClientIp,
@@ -552,7 +584,10 @@ fn upstream(v: &mut Validator, up: &KeyPath, name: &str, raw: &RawUpstream) -> U
     if let Some(s) = &raw.sticky
         && (s.cookie.is_empty() || http_token(&s.cookie).is_err())
     {
-        v.at(&up.key("sticky").key("cookie"), "is not a valid cookie name");
+        v.at(
+            &up.key("sticky").key("cookie"),
+            "is not a valid cookie name",
+        );
     }
     let health_check = raw.health_check.as_ref().map(|h| {
         let hp = up.key("health_check");
@@ -573,14 +608,22 @@ fn upstream(v: &mut Validator, up: &KeyPath, name: &str, raw: &RawUpstream) -> U
                 v.at(&hp.key(k), "must be at least 1");
             }
         }
-        let interval = v.duration(&hp.key("interval"), h.interval.as_deref(), Duration::from_secs(2));
+        let interval = v.duration(
+            &hp.key("interval"),
+            h.interval.as_deref(),
+            Duration::from_secs(2),
+        );
         if interval.is_zero() {
             v.at(&hp.key("interval"), "must be more than zero");
         }
         HealthCheck {
             path,
             interval,
-            timeout: v.duration(&hp.key("timeout"), h.timeout.as_deref(), Duration::from_secs(1)),
+            timeout: v.duration(
+                &hp.key("timeout"),
+                h.timeout.as_deref(),
+                Duration::from_secs(1),
+            ),
             rise: h.rise.unwrap_or(2).max(1),
             fall: h.fall.unwrap_or(3).max(1),
             expect,
@@ -594,7 +637,11 @@ fn upstream(v: &mut Validator, up: &KeyPath, name: &str, raw: &RawUpstream) -> U
         }
         Passive {
             fall: p.fall.unwrap_or(3).max(1),
-            cooldown: v.duration(&pp.key("cooldown"), p.cooldown.as_deref(), Duration::from_secs(10)),
+            cooldown: v.duration(
+                &pp.key("cooldown"),
+                p.cooldown.as_deref(),
+                Duration::from_secs(10),
+            ),
         }
     });
     Upstream {
@@ -611,9 +658,21 @@ fn upstream(v: &mut Validator, up: &KeyPath, name: &str, raw: &RawUpstream) -> U
         health_check,
         passive,
         retries: raw.retries.unwrap_or(2),
-        connect_timeout: v.duration(&up.key("connect_timeout"), raw.connect_timeout.as_deref(), Duration::from_secs(2)),
-        response_timeout: v.duration(&up.key("response_timeout"), raw.response_timeout.as_deref(), Duration::from_secs(30)),
-        idle_timeout: v.duration(&up.key("idle_timeout"), raw.idle_timeout.as_deref(), Duration::from_secs(60)),
+        connect_timeout: v.duration(
+            &up.key("connect_timeout"),
+            raw.connect_timeout.as_deref(),
+            Duration::from_secs(2),
+        ),
+        response_timeout: v.duration(
+            &up.key("response_timeout"),
+            raw.response_timeout.as_deref(),
+            Duration::from_secs(30),
+        ),
+        idle_timeout: v.duration(
+            &up.key("idle_timeout"),
+            raw.idle_timeout.as_deref(),
+            Duration::from_secs(60),
+        ),
         protocol: match raw.protocol {
             RawUpstreamProtocol::Http1 => UpstreamProtocol::Http1,
             RawUpstreamProtocol::H2c => UpstreamProtocol::H2c,

@@ -1,1 +1,188 @@
-fn main(){}
+//! The `gatehouse` command: run | check | demo | schema.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gatehouse::Gatehouse;
+
+#[derive(Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "A reverse proxy, load balancer and application gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with a config file.
+    Run {
+        /// Config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a config file: prints `ok`, or every error with file:line:col, and exits 1.
+    Check {
+        /// Config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Three demo origins on loopback behind a proxy on 127.0.0.1:8080 (admin on :9901).
+    Demo {
+        /// Proxy address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        bind: String,
+        /// Admin address.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: String,
+    },
+    /// Print the config file's JSON Schema.
+    Schema,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(t) = threads {
+        b.worker_threads(t);
+    }
+    b.enable_all().build()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Schema => {
+            println!("{}", gatehouse_config::json_schema());
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => match gatehouse_config::load(&config) {
+            Ok(_) => {
+                println!("ok");
+                ExitCode::SUCCESS
+            }
+            Err(errs) => {
+                eprintln!("{errs}");
+                eprintln!("{} error(s) in {}", errs.0.len(), config.display());
+                ExitCode::from(1)
+            }
+        },
+        Command::Run { config } => {
+            init_logging();
+            let model = match gatehouse_config::load(&config) {
+                Ok(m) => m,
+                Err(errs) => {
+                    eprintln!("{errs}");
+                    return ExitCode::from(1);
+                }
+            };
+            let rt = match runtime(model.global.threads) {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            rt.block_on(serve(model, Some(config), None))
+        }
+        Command::Demo { bind, admin } => {
+            init_logging();
+            let rt = match runtime(None) {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            rt.block_on(async move {
+                let mut origins = Vec::new();
+                for name in ["demo-1", "demo-2", "demo-3"] {
+                    match gatehouse::demo::start_origin(name).await {
+                        Ok(a) => origins.push(a),
+                        Err(e) => {
+                            eprintln!("cannot start demo origin: {e}");
+                            return ExitCode::from(1);
+                        }
+                    }
+                }
+                let text = gatehouse::demo::config(&bind, &admin, &origins);
+                let model = match gatehouse_config::parse(&text, "demo.toml") {
+                    Ok(m) => m,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(1);
+                    }
+                };
+                let banner = format!(
+                    "gatehouse demo: proxy on http://{bind}, admin on http://{admin}, origins {origins:?}\n\
+                     try:\n  curl -s http://{bind}/hello\n  curl -s -H 'X-Forwarded-For: 6.6.6.6' http://{bind}/ | grep -i forwarded\n  \
+                     curl -s http://{admin}/status\n  curl -s http://{admin}/metrics | grep gatehouse_http_requests\n\
+                     Ctrl-C stops it."
+                );
+                serve(model, None, Some(banner)).await
+            })
+        }
+    }
+}
+
+async fn serve(
+    model: gatehouse_config::Config,
+    path: Option<PathBuf>,
+    banner: Option<String>,
+) -> ExitCode {
+    use tokio::signal::unix::{SignalKind, signal};
+    let grace = model.global.grace_period;
+    let gh = match Gatehouse::start(model, path).await {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(b) = banner {
+        eprintln!("{b}");
+    }
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        eprintln!("cannot install signal handlers");
+        return ExitCode::from(1);
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let _ = gh.reload().await;
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    let grace = gh
+        .shared()
+        .snapshot()
+        .config
+        .global
+        .grace_period
+        .max(grace.min(grace));
+    tracing::info!(
+        ?grace,
+        "stopping: no new connections, finishing in-flight requests"
+    );
+    let left = gh.shutdown(grace).await;
+    tracing::info!(left, "stopped");
+    ExitCode::SUCCESS
+}

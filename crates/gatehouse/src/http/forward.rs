@@ -1,0 +1,211 @@
+//! Forwarding one request to an upstream: pick a server, get a pooled or new connection, send,
+//! wait for the response headers within `response_timeout`, and retry when that is safe.
+//!
+//! Retry rules: a connect error never consumed the request, so it is retried for any method; a
+//! request the connection refused before writing (hyper hands it back) likewise; after that, only
+//! an idempotent request without a body is re-sent. A stale pooled connection gets one fresh retry
+//! on the same server without counting against the server.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use http::{Method, Request, Response, request::Parts};
+use http_body_util::BodyExt;
+
+use crate::error::{ErrorKind, ProxyError};
+use crate::upstream::pool::{self, Conn, PooledBody, UpBody};
+use crate::upstream::{PickInput, ServerState, Upstream};
+
+/// A successful forward: the response and the server that gave it.
+pub struct Forwarded {
+    /// Response from the origin.
+    pub response: Response<PooledBody>,
+    /// The server.
+    pub server: Arc<ServerState>,
+}
+
+/// Keeps a server's in-flight count up while alive.
+pub struct ActiveGuard(pub Arc<ServerState>);
+
+impl ActiveGuard {
+    /// Counts one more in-flight request on `s`.
+    pub fn new(s: Arc<ServerState>) -> Self {
+        s.active.fetch_add(1, Ordering::Relaxed);
+        s.requests.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(s)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+fn rebuild(saved: &Option<Parts>) -> Option<Request<UpBody>> {
+    let p = saved.as_ref()?;
+    let mut req = Request::new(
+        http_body_util::Empty::new()
+            .map_err(|n| match n {})
+            .boxed_unsync(),
+    );
+    *req.method_mut() = p.method.clone();
+    *req.uri_mut() = p.uri.clone();
+    *req.version_mut() = p.version;
+    *req.headers_mut() = p.headers.clone();
+    Some(req)
+}
+
+/// Sends `req` to a server of `up`; `upgrade`: keep the connection out of the pool (it becomes a
+/// tunnel). Returns the response with the server's in-flight guard.
+pub async fn forward(
+    up: &Upstream,
+    req: Request<UpBody>,
+    pick: PickInput<'_>,
+    upgrade: bool,
+) -> Result<(Forwarded, ActiveGuard), ProxyError> {
+    let m = &up.model;
+    let bodyless = http_body::Body::is_end_stream(req.body());
+    // An idempotent request without a body can be sent again: keep its head to rebuild it.
+    let (saved, mut req): (Option<Parts>, Option<Request<UpBody>>) =
+        if idempotent(req.method()) && bodyless && m.retries > 0 {
+            let (parts, _empty_body) = req.into_parts();
+            (Some(parts), None)
+        } else {
+            (None, Some(req))
+        };
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last: Option<ProxyError> = None;
+    let mut fresh_retry: Option<usize> = None;
+    let mut attempts = 0;
+    while attempts <= m.retries {
+        let (i, reuse_ok) = match fresh_retry.take() {
+            Some(i) => (i, false),
+            None => {
+                let input = PickInput {
+                    exclude: &tried,
+                    ..pick
+                };
+                let Some(i) = up.pick(&input).or_else(|| {
+                    // Every server was tried: go round again rather than fail early.
+                    if tried.is_empty() {
+                        None
+                    } else {
+                        up.pick(&PickInput {
+                            exclude: &[],
+                            ..input
+                        })
+                    }
+                }) else {
+                    break;
+                };
+                attempts += 1;
+                tried.push(i);
+                (i, true)
+            }
+        };
+        let server = up.servers[i].clone();
+        let Some(r) = req.take().or_else(|| rebuild(&saved)) else {
+            break;
+        };
+        let pooled = if reuse_ok { server.pool.take() } else { None };
+        let reused = pooled.is_some();
+        let conn = match pooled {
+            Some(c) => c,
+            None => match pool::connect(&server, m.connect_timeout).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(upstream = %m.name, server = %server.spec.address, error = %e, "connect failed");
+                    server.record_failure(m.passive.as_ref());
+                    last = Some(
+                        ProxyError::new(ErrorKind::ConnectFailed)
+                            .with(e)
+                            .retryable(true),
+                    );
+                    req = Some(r);
+                    continue;
+                }
+            },
+        };
+        let guard = ActiveGuard::new(server.clone());
+        let sent = match conn {
+            Conn::H1(mut sender) => {
+                let fut = sender.try_send_request(r);
+                match tokio::time::timeout(m.response_timeout, fut).await {
+                    Ok(Ok(resp)) => {
+                        let ret = (!upgrade).then(|| (server.clone(), sender));
+                        Ok(resp.map(|b| PooledBody::new(b, ret)))
+                    }
+                    Ok(Err(mut e)) => Err((e.take_message(), e.into_error())),
+                    Err(_) => {
+                        server.record_failure(m.passive.as_ref());
+                        return Err(ProxyError::new(ErrorKind::UpstreamTimeout).with(format!(
+                            "no response from {} within {:?}",
+                            server.spec.address, m.response_timeout
+                        )));
+                    }
+                }
+            }
+            Conn::H2(mut sender) => {
+                let fut = sender.try_send_request(r);
+                match tokio::time::timeout(m.response_timeout, fut).await {
+                    Ok(Ok(resp)) => Ok(resp.map(|b| PooledBody::new(b, None))),
+                    Ok(Err(mut e)) => Err((e.take_message(), e.into_error())),
+                    Err(_) => {
+                        server.record_failure(m.passive.as_ref());
+                        return Err(ProxyError::new(ErrorKind::UpstreamTimeout).with(format!(
+                            "no response from {} within {:?}",
+                            server.spec.address, m.response_timeout
+                        )));
+                    }
+                }
+            }
+        };
+        match sent {
+            Ok(response) => {
+                return Ok((Forwarded { response, server }, guard));
+            }
+            Err((given_back, err)) => {
+                drop(guard);
+                if is_body_limit(&err) {
+                    return Err(ProxyError::new(ErrorKind::BodyTooLarge).with(err));
+                }
+                tracing::debug!(upstream = %m.name, server = %server.spec.address, reused, error = %err, "send failed");
+                let replay = given_back.or_else(|| rebuild(&saved));
+                if reused && replay.is_some() {
+                    // A pooled connection the origin had closed: try once more on a new one.
+                    fresh_retry = Some(i);
+                    req = replay;
+                    continue;
+                }
+                server.record_failure(m.passive.as_ref());
+                last = Some(ProxyError::new(ErrorKind::UpstreamReset).with(err));
+                match replay {
+                    Some(r) => req = Some(r),
+                    None => break,
+                }
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        ProxyError::new(ErrorKind::NoHealthyServer).with(format!("upstream `{}`", m.name))
+    }))
+}
+
+fn is_body_limit(err: &hyper::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.is::<crate::http::body::TooLarge>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}

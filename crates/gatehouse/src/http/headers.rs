@@ -1,0 +1,344 @@
+//! Header rewriting in both directions: hop-by-hop removal (RFC 9110 §7.6.1), forwarding headers
+//! (X-Forwarded-*, RFC 7239 Forwarded, Via), request ids, header operations of a route, and the
+//! mapping of Location back to the public host and prefix.
+
+use std::net::IpAddr;
+
+use gatehouse_config::model::HeaderOps;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that frame the message or name it: a `Connection` header may never remove these.
+const PROTECTED: [&str; 3] = ["content-length", "transfer-encoding", "host"];
+
+/// Removes hop-by-hop headers: every header named by `Connection` (except framing headers and
+/// Host), then Connection, Keep-Alive, Proxy-Connection, TE, Transfer-Encoding, Upgrade and
+/// every Proxy-* header. Returns whether the TE header asked for trailers.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
+    let mut named: Vec<HeaderName> = Vec::new();
+    for v in headers.get_all(header::CONNECTION) {
+        if let Ok(s) = v.to_str() {
+            for tok in s.split(',') {
+                let tok = tok.trim().to_ascii_lowercase();
+                if tok.is_empty() || PROTECTED.contains(&tok.as_str()) {
+                    continue;
+                }
+                if let Ok(n) = HeaderName::from_bytes(tok.as_bytes()) {
+                    named.push(n);
+                }
+            }
+        }
+    }
+    for n in named {
+        headers.remove(n);
+    }
+    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
+        v.to_str()
+            .map(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+            .unwrap_or(false)
+    });
+    for h in [
+        header::CONNECTION,
+        header::TE,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(h);
+    }
+    headers.remove("keep-alive");
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for k in proxy {
+        headers.remove(k);
+    }
+    te_trailers
+}
+
+/// The `Upgrade` value of a request that asks for a protocol switch (not h2c: never forwarded).
+pub fn upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
+    let conn_upgrade = headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .map(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+            .unwrap_or(false)
+    });
+    let up = headers.get(header::UPGRADE)?;
+    let is_h2c = up
+        .to_str()
+        .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("h2c")))
+        .unwrap_or(true);
+    (conn_upgrade && !is_h2c).then(|| up.clone())
+}
+
+/// Who the request came from, as the forwarding headers need it.
+pub struct ClientInfo<'a> {
+    /// The client's address.
+    pub ip: IpAddr,
+    /// Whether the peer is a trusted proxy (its forwarding headers are kept and appended to).
+    pub trusted: bool,
+    /// "http" or "https".
+    pub proto: &'static str,
+    /// The Host the client asked for (with port, as sent).
+    pub host: &'a str,
+    /// "1.1", "2", "1.0".
+    pub version: &'static str,
+}
+
+fn append_or_set(headers: &mut HeaderMap, name: HeaderName, keep: bool, value: &str) {
+    let joined = if keep {
+        let old: Vec<&str> = headers
+            .get_all(&name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if old.is_empty() {
+            value.to_string()
+        } else {
+            format!("{}, {value}", old.join(", "))
+        }
+    } else {
+        value.to_string()
+    };
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(name, v);
+    }
+}
+
+/// Sets X-Forwarded-For/-Proto/-Host, Forwarded and Via. From an untrusted peer the incoming
+/// values are replaced: a client cannot forge its address to the origin.
+pub fn set_forwarding(headers: &mut HeaderMap, c: &ClientInfo<'_>) {
+    let ip = gatehouse_config::units::canonical_ip(c.ip);
+    let ip_s = ip.to_string();
+    append_or_set(
+        headers,
+        HeaderName::from_static("x-forwarded-for"),
+        c.trusted,
+        &ip_s,
+    );
+    let xfp = HeaderName::from_static("x-forwarded-proto");
+    if !(c.trusted && headers.contains_key(&xfp)) {
+        headers.insert(xfp, HeaderValue::from_static(c.proto));
+    }
+    let xfh = HeaderName::from_static("x-forwarded-host");
+    if !(c.trusted && headers.contains_key(&xfh))
+        && let Ok(v) = HeaderValue::from_str(c.host)
+    {
+        headers.insert(xfh, v);
+    }
+    // RFC 7239 §6: IPv6 addresses are bracketed and the node quoted.
+    let node = if ip.is_ipv6() {
+        format!("\"[{ip}]\"")
+    } else {
+        ip_s
+    };
+    let host_ok = c
+        .host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    let element = if host_ok && !c.host.is_empty() {
+        format!("for={node};host={};proto={}", c.host, c.proto)
+    } else {
+        format!("for={node};proto={}", c.proto)
+    };
+    append_or_set(headers, header::FORWARDED, c.trusted, &element);
+    append_via(headers, c.version);
+}
+
+/// Appends this hop to Via (RFC 9110 §7.6.3).
+pub fn append_via(headers: &mut HeaderMap, version: &str) {
+    append_or_set(headers, header::VIA, true, &format!("{version} gatehouse"));
+}
+
+/// The request id: the client's when it is sane, else a new random one.
+pub fn request_id(headers: &HeaderMap) -> String {
+    if let Some(v) = headers.get("x-request-id")
+        && let Ok(s) = v.to_str()
+        && !s.is_empty()
+        && s.len() <= 128
+        && s.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return s.to_string();
+    }
+    format!("{:032x}", fastrand::u128(..))
+}
+
+/// Applies a route's header operations: remove, then set, then add.
+pub fn apply_ops(headers: &mut HeaderMap, ops: &HeaderOps) {
+    for name in &ops.remove {
+        headers.remove(name.as_str());
+    }
+    for (name, value) in &ops.set {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(n, v);
+        }
+    }
+    for (name, value) in &ops.add {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+}
+
+/// Rewrites the path: `strip_prefix` removed, then `add_prefix` put in front.
+pub fn rewrite_path(path: &str, strip: Option<&str>, add: Option<&str>) -> String {
+    let mut p = path;
+    if let Some(s) = strip
+        && let Some(rest) = p.strip_prefix(s.trim_end_matches('/'))
+        && (rest.is_empty() || rest.starts_with('/') || s.ends_with('/'))
+    {
+        p = rest;
+    }
+    let mut out = String::with_capacity(p.len() + add.map_or(0, str::len) + 1);
+    if let Some(a) = add {
+        out.push_str(a.trim_end_matches('/'));
+    }
+    if !p.starts_with('/') {
+        out.push('/');
+    }
+    out.push_str(p);
+    out
+}
+
+/// What Location rewriting needs to know.
+pub struct LocationMap<'a> {
+    /// Authorities the origin may call itself: its address, `set_host`.
+    pub internal: &'a [&'a str],
+    /// The client's Host.
+    pub public_host: &'a str,
+    /// "http" / "https" towards the client.
+    pub public_scheme: &'a str,
+    /// Route's strip_prefix (public side).
+    pub public_prefix: &'a str,
+    /// Route's add_prefix (origin side).
+    pub internal_prefix: &'a str,
+}
+
+/// Maps a Location / Content-Location value that names the origin or its prefix back to the
+/// public host and prefix (nginx's `proxy_redirect default`). Returns None when nothing changes.
+pub fn map_location(value: &str, m: &LocationMap<'_>) -> Option<String> {
+    let (absolute, path) = if let Some(rest) = value
+        .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"))
+    {
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..end];
+        if !m.internal.iter().any(|i| i.eq_ignore_ascii_case(authority)) {
+            return None;
+        }
+        (true, &rest[end..])
+    } else if value.starts_with('/') && !value.starts_with("//") {
+        (false, value)
+    } else {
+        return None;
+    };
+    let mapped_path = if m.internal_prefix.is_empty() && m.public_prefix.is_empty() {
+        path.to_string()
+    } else {
+        let ip = m.internal_prefix.trim_end_matches('/');
+        match path.strip_prefix(ip) {
+            Some(rest) if rest.is_empty() || rest.starts_with(['/', '?', '#']) => {
+                format!("{}{}", m.public_prefix.trim_end_matches('/'), rest)
+            }
+            _ => path.to_string(),
+        }
+    };
+    let mapped_path = if mapped_path.is_empty() {
+        "/".to_string()
+    } else {
+        mapped_path
+    };
+    if absolute {
+        Some(format!(
+            "{}://{}{}",
+            m.public_scheme, m.public_host, mapped_path
+        ))
+    } else if mapped_path != path {
+        Some(mapped_path)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_cannot_strip_framing() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, content-length, x-secret, host"),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("proxy-authorization", HeaderValue::from_static("x"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        assert!(remove_hop_by_hop(&mut h));
+        assert!(h.contains_key(header::CONTENT_LENGTH));
+        assert!(h.contains_key(header::HOST));
+        assert!(!h.contains_key("x-secret"));
+        assert!(!h.contains_key("proxy-authorization"));
+        assert!(!h.contains_key(header::CONNECTION));
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            rewrite_path("/api/users", Some("/api"), Some("/v1")),
+            "/v1/users"
+        );
+        assert_eq!(rewrite_path("/api", Some("/api"), None), "/");
+        assert_eq!(rewrite_path("/apix", Some("/api"), None), "/apix");
+        assert_eq!(rewrite_path("/api/", Some("/api/"), None), "/");
+        assert_eq!(rewrite_path("/x?q=1", None, Some("/v1/")), "/v1/x?q=1");
+    }
+
+    #[test]
+    fn locations() {
+        let m = LocationMap {
+            internal: &["app.internal", "127.0.0.1:9001"],
+            public_host: "www.example.com",
+            public_scheme: "http",
+            public_prefix: "/api",
+            internal_prefix: "/v1",
+        };
+        assert_eq!(
+            map_location("http://app.internal/v1/login?x=1", &m).as_deref(),
+            Some("http://www.example.com/api/login?x=1")
+        );
+        assert_eq!(map_location("/v1/a", &m).as_deref(), Some("/api/a"));
+        assert_eq!(map_location("https://elsewhere.org/v1/a", &m), None);
+        assert_eq!(
+            map_location("http://127.0.0.1:9001/", &m).as_deref(),
+            Some("http://www.example.com/")
+        );
+    }
+
+    #[test]
+    fn h2c_upgrade_is_never_forwarded() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Upgrade, HTTP2-Settings"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        assert!(upgrade_request(&h).is_none());
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(upgrade_request(&h).is_some());
+    }
+}

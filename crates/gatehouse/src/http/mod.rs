@@ -1,0 +1,11 @@
+//! The HTTP engine: the connection server, the request pipeline and its phases.
+
+pub mod body;
+pub mod forward;
+pub mod headers;
+pub mod pipeline;
+pub mod respond;
+pub mod router;
+pub mod server;
+
+pub use body::ProxyBody;

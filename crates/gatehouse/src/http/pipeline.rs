@@ -1,0 +1,499 @@
+//! THE order of work on one HTTP request. Read `handle` and `proxy` top to bottom:
+//!
+//! ```text
+//! snapshot -> request id -> host -> route match -> limits -> action:
+//!   respond | redirect | upstream: rewrite request (hop-by-hop, forwarding, host, path, ops)
+//!     -> pick server + forward (pool, timeouts, retries) -> passive health
+//!     -> upgrade tunnel (101) | rewrite response (hop-by-hop, Location, Via, sticky, ops)
+//! -> x-request-id on the answer -> access log + metrics when the body ends
+//! ```
+//!
+//! Each phase is a plain function in its own module; errors are `ProxyError`s that
+//! `respond::error_response` alone turns into answers.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use gatehouse_config::model::{HashKey, Route, RouteAction, UpstreamProtocol};
+use gatehouse_config::units::canonical_ip;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::body::{BodyStats, Observed, OnEnd, RequestBody};
+use super::forward::{ActiveGuard, forward};
+use super::headers::{self, ClientInfo, LocationMap};
+use super::server::ConnTimer;
+use super::{ProxyBody, respond, router};
+use crate::error::{ErrorKind, ProxyError};
+use crate::runtime::{Shared, Snapshot};
+use crate::upstream::{PickInput, Upstream, fnv1a};
+
+/// What a client connection tells each of its requests.
+pub struct ConnCtx {
+    /// Process state.
+    pub shared: Arc<Shared>,
+    /// Listener name.
+    pub listener: Arc<str>,
+    /// The client (or the proxy in front of it).
+    pub peer: SocketAddr,
+    /// Our address the client connected to.
+    pub local: SocketAddr,
+    /// HTTP/1 header-timeout state; None on HTTP/2.
+    pub timer: Option<Arc<ConnTimer>>,
+}
+
+/// Everything the access log and metrics need, finished when the answer's body ends.
+struct Finish {
+    shared: Arc<Shared>,
+    snapshot: Arc<Snapshot>,
+    started: Instant,
+    listener: Arc<str>,
+    route: String,
+    upstream: String,
+    server: String,
+    client: IpAddr,
+    method: String,
+    host: String,
+    path: String,
+    status: u16,
+    request_id: String,
+    stats: Option<Arc<BodyStats>>,
+    guard: Option<ActiveGuard>,
+    timer: Option<Arc<ConnTimer>>,
+}
+
+impl OnEnd for Finish {
+    fn end(self: Box<Self>, bytes_out: u64, completed: bool) {
+        let elapsed = self.started.elapsed();
+        let bytes_in = self
+            .stats
+            .as_ref()
+            .map_or(0, |s| s.bytes_in.load(Ordering::Relaxed));
+        self.shared.metrics.observe_request(
+            &self.listener,
+            &self.route,
+            &self.upstream,
+            self.status,
+            elapsed,
+        );
+        if let Some(log) = &self.snapshot.access_log {
+            log.write(&crate::access_log::Entry {
+                client: self.client,
+                method: &self.method,
+                host: &self.host,
+                path: &self.path,
+                status: self.status,
+                bytes_in,
+                bytes_out,
+                duration: elapsed,
+                listener: &self.listener,
+                route: &self.route,
+                upstream: &self.upstream,
+                server: &self.server,
+                request_id: &self.request_id,
+                completed,
+            });
+        }
+        if let Some(t) = &self.timer {
+            t.end_request();
+        }
+        drop(self.guard);
+    }
+}
+
+/// Serves one request. Never fails: every error becomes an answer here.
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<ConnCtx>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    if let Some(t) = &conn.timer {
+        t.begin_request();
+    }
+    let started = Instant::now();
+    let snapshot = conn.shared.snapshot();
+    let (mut parts, body) = req.into_parts();
+    let request_id = headers::request_id(&parts.headers);
+    let mut fin = Finish {
+        shared: conn.shared.clone(),
+        snapshot: snapshot.clone(),
+        started,
+        listener: conn.listener.clone(),
+        route: String::new(),
+        upstream: String::new(),
+        server: String::new(),
+        client: canonical_ip(conn.peer.ip()),
+        method: parts.method.to_string(),
+        host: String::new(),
+        path: parts.uri.path().to_string(),
+        status: 0,
+        request_id: request_id.clone(),
+        stats: None,
+        guard: None,
+        timer: conn.timer.clone(),
+    };
+    let mut resp = match proxy(&conn, &snapshot, &mut parts, body, &request_id, &mut fin).await {
+        Ok(r) => r,
+        Err(e) => respond::error_response(&e, &request_id),
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    fin.status = resp.status().as_u16();
+    let (head, body) = resp.into_parts();
+    let body = Observed::new(body, Box::new(fin)).boxed_unsync();
+    Ok(Response::from_parts(head, body))
+}
+
+async fn proxy(
+    conn: &ConnCtx,
+    snap: &Arc<Snapshot>,
+    parts: &mut Parts,
+    body: Incoming,
+    request_id: &str,
+    fin: &mut Finish,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let Some(listener) = snap.listener(&conn.listener) else {
+        return Err(ProxyError::new(ErrorKind::NoRoute).with("listener removed by a reload"));
+    };
+    let client = canonical_ip(conn.peer.ip());
+
+    // Host: HTTP/1.1 requires one (RFC 9112 §3.2); HTTP/2 carries it as :authority.
+    let (host_full, host) = match router::request_host(parts) {
+        Some(h) => h,
+        None if parts.version == Version::HTTP_10 => (String::new(), String::new()),
+        None => {
+            return Err(
+                ProxyError::new(ErrorKind::BadRequest).with("missing or invalid Host header")
+            );
+        }
+    };
+    fin.host = host.clone();
+
+    // Route
+    let route = router::select(&snap.config.routes, &listener.routes, parts, &host, client)
+        .ok_or_else(|| {
+            ProxyError::new(ErrorKind::NoRoute)
+                .with(format!("host `{host}` path `{}`", parts.uri.path()))
+        })?;
+    fin.route = route.name.clone();
+
+    // Limits known from the head
+    if let (Some(max), Some(len)) = (route.max_body, content_length(parts))
+        && len > max
+    {
+        return Err(ProxyError::new(ErrorKind::BodyTooLarge)
+            .with(format!("content-length {len} > max_body {max}")));
+    }
+
+    // Action
+    match &route.action {
+        RouteAction::Respond { status, body } => Ok(respond::text(
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
+            body.clone(),
+        )),
+        RouteAction::Redirect { to, status } => {
+            let target = expand_redirect(to, parts, &host, conn_scheme());
+            let mut resp = respond::text(
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::FOUND),
+                Bytes::new(),
+            );
+            resp.headers_mut().remove(header::CONTENT_TYPE);
+            let loc = HeaderValue::from_str(&target)
+                .map_err(|e| ProxyError::new(ErrorKind::BadRequest).with(e))?;
+            resp.headers_mut().insert(header::LOCATION, loc);
+            Ok(resp)
+        }
+        RouteAction::Upstream(i) => {
+            let up = &snap.upstreams[*i];
+            fin.upstream = up.model.name.clone();
+            let trusted = listener
+                .model
+                .trusted_proxies
+                .iter()
+                .any(|c| c.contains(client));
+            to_upstream(
+                conn, up, route, parts, body, request_id, &host_full, client, trusted, fin,
+            )
+            .await
+        }
+    }
+}
+
+fn conn_scheme() -> &'static str {
+    "http"
+}
+
+fn content_length(parts: &Parts) -> Option<u64> {
+    parts
+        .headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Fills a redirect template: {scheme}, {host} (no port), {path}, {query}, {path_and_query}.
+fn expand_redirect(to: &str, parts: &Parts, host: &str, scheme: &str) -> String {
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    to.replace("{scheme}", scheme)
+        .replace("{host}", host)
+        .replace("{path_and_query}", pq)
+        .replace("{path}", parts.uri.path())
+        .replace("{query}", parts.uri.query().unwrap_or(""))
+}
+
+/// The value of cookie `name` in the request, if any.
+fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+fn hash_input(key: &HashKey, parts: &Parts, client: IpAddr) -> Option<u64> {
+    match key {
+        HashKey::ClientIp => Some(match client {
+            IpAddr::V4(a) => fnv1a(&a.octets()),
+            IpAddr::V6(a) => fnv1a(&a.octets()),
+        }),
+        HashKey::Header(h) => parts.headers.get(h.as_str()).map(|v| fnv1a(v.as_bytes())),
+        HashKey::Cookie(c) => cookie(parts, c).map(|v| fnv1a(v.as_bytes())),
+        HashKey::Path => Some(fnv1a(parts.uri.path().as_bytes())),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn to_upstream(
+    conn: &ConnCtx,
+    up: &Arc<Upstream>,
+    route: &Route,
+    parts: &mut Parts,
+    body: Incoming,
+    request_id: &str,
+    host_full: &str,
+    client: IpAddr,
+    trusted: bool,
+    fin: &mut Finish,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    // Rewrite the request head. Framing was settled by the HTTP/1 parser before this point, so
+    // removing hop-by-hop headers cannot change how the body is delimited: the next hop gets a
+    // freshly framed message (Content-Length kept, or chunked by the client connection).
+    let upgrade = if parts.version == Version::HTTP_11 {
+        headers::upgrade_request(&parts.headers)
+    } else {
+        None
+    };
+    let client_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+    let version_label = match parts.version {
+        Version::HTTP_2 => "2",
+        Version::HTTP_10 => "1.0",
+        _ => "1.1",
+    };
+    let te_trailers = headers::remove_hop_by_hop(&mut parts.headers);
+    let h = &mut parts.headers;
+    if te_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(u) = &upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, u.clone());
+    }
+    headers::set_forwarding(
+        h,
+        &ClientInfo {
+            ip: client,
+            trusted,
+            proto: conn_scheme(),
+            host: host_full,
+            version: version_label,
+        },
+    );
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-request-id", v);
+    }
+    let upstream_host = match &route.set_host {
+        Some(sh) => sh.clone(),
+        None => host_full.to_string(),
+    };
+    if (route.set_host.is_some() || !h.contains_key(header::HOST))
+        && let Ok(v) = HeaderValue::from_str(&upstream_host)
+    {
+        h.insert(header::HOST, v);
+    }
+    headers::apply_ops(h, &route.request_headers);
+
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let new_pq = if route.strip_prefix.is_some() || route.add_prefix.is_some() {
+        headers::rewrite_path(
+            pq,
+            route.strip_prefix.as_deref(),
+            route.add_prefix.as_deref(),
+        )
+    } else {
+        pq.to_string()
+    };
+    let uri = match up.model.protocol {
+        UpstreamProtocol::Http1 => new_pq.parse::<Uri>(),
+        UpstreamProtocol::H2c => {
+            let authority = if upstream_host.is_empty() {
+                "localhost"
+            } else {
+                &upstream_host
+            };
+            format!("http://{authority}{new_pq}").parse::<Uri>()
+        }
+    }
+    .map_err(|e| ProxyError::new(ErrorKind::BadRequest).with(e))?;
+    parts.uri = uri;
+    parts.version = match up.model.protocol {
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+        UpstreamProtocol::H2c => Version::HTTP_2,
+    };
+    if up.model.protocol == UpstreamProtocol::H2c {
+        // HTTP/2 carries the authority in :authority; a Host header beside it must agree or go.
+        parts.headers.remove(header::HOST);
+    }
+
+    // Balance and forward
+    let sticky_in = up
+        .model
+        .sticky_cookie
+        .as_deref()
+        .and_then(|c| cookie(parts, c))
+        .map(str::to_string);
+    let hash = hash_input(&up.model.hash_key, parts, client);
+    let stats = Arc::new(BodyStats::default());
+    fin.stats = Some(stats.clone());
+    let req_body = RequestBody::new(body, route.max_body, stats.clone()).boxed_unsync();
+    let req = Request::from_parts(
+        std::mem::replace(parts, Request::new(()).into_parts().0),
+        req_body,
+    );
+    let pick = PickInput {
+        hash,
+        sticky: sticky_in.as_deref(),
+        exclude: &[],
+    };
+    let result = forward(up, req, pick, upgrade.is_some()).await;
+    let _ = conn;
+    let (fwd, guard) = match result {
+        Ok(x) => x,
+        Err(e) if stats.too_large.load(Ordering::Relaxed) => {
+            return Err(ProxyError::new(ErrorKind::BodyTooLarge).with(e));
+        }
+        Err(e) => return Err(e),
+    };
+    let server = fwd.server.clone();
+    fin.server = server.spec.address.clone();
+    fin.guard = Some(guard);
+    let mut resp = fwd.response;
+    let status = resp.status();
+    if status.is_server_error() {
+        server.record_failure(up.model.passive.as_ref());
+    } else {
+        server.record_success();
+    }
+
+    // Protocol switch: tunnel only when the origin accepted it with 101.
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_on) = client_upgrade else {
+            return Err(ProxyError::new(ErrorKind::UpstreamReset)
+                .with("origin switched protocols without being asked"));
+        };
+        let origin_on = hyper::upgrade::on(&mut resp);
+        let (up_name, addr) = (up.model.name.clone(), server.spec.address.clone());
+        tokio::spawn(async move {
+            match tokio::try_join!(client_on, origin_on) {
+                Ok((c, o)) => {
+                    let mut c = TokioIo::new(c);
+                    let mut o = TokioIo::new(o);
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut o).await {
+                        tracing::debug!(upstream = %up_name, server = %addr, error = %e, "tunnel ended");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(upstream = %up_name, server = %addr, error = %e, "upgrade failed")
+                }
+            }
+        });
+        let mut out = Response::new(
+            http_body_util::Empty::new()
+                .map_err(|n| match n {})
+                .boxed_unsync(),
+        );
+        *out.status_mut() = status;
+        for name in [
+            header::UPGRADE,
+            header::SEC_WEBSOCKET_ACCEPT,
+            header::SEC_WEBSOCKET_PROTOCOL,
+            header::SEC_WEBSOCKET_EXTENSIONS,
+        ] {
+            if let Some(v) = resp.headers().get(&name) {
+                out.headers_mut().insert(name, v.clone());
+            }
+        }
+        out.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        return Ok(out);
+    }
+
+    // Rewrite the response head
+    let h = resp.headers_mut();
+    headers::remove_hop_by_hop(h);
+    let server_addr = server.spec.address.as_str();
+    let mut internal: Vec<&str> = vec![server_addr];
+    if let Some(sh) = &route.set_host {
+        internal.push(sh.as_str());
+    }
+    let map = LocationMap {
+        internal: &internal,
+        public_host: host_full,
+        public_scheme: conn_scheme(),
+        public_prefix: route.strip_prefix.as_deref().unwrap_or(""),
+        internal_prefix: route.add_prefix.as_deref().unwrap_or(""),
+    };
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        if let Some(v) = h.get(&name).and_then(|v| v.to_str().ok())
+            && let Some(mapped) = headers::map_location(v, &map)
+            && let Ok(nv) = HeaderValue::from_str(&mapped)
+        {
+            h.insert(name, nv);
+        }
+    }
+    headers::append_via(h, "1.1");
+    if let Some(name) = &up.model.sticky_cookie
+        && sticky_in.as_deref() != Some(server.id.as_str())
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "{name}={}; Path=/; HttpOnly; SameSite=Lax",
+            server.id
+        ))
+    {
+        h.append(header::SET_COOKIE, v);
+    }
+    headers::apply_ops(h, &route.response_headers);
+    Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync()))
+}

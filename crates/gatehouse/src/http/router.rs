@@ -1,0 +1,59 @@
+//! Route selection: the first route of the listener whose every match field holds.
+
+use std::net::IpAddr;
+
+use gatehouse_config::model::{Route, RouteMatch};
+use http::request::Parts;
+
+/// Whether `m` matches the request. `host` is lowercase and without port.
+pub fn matches(m: &RouteMatch, parts: &Parts, host: &str, client: IpAddr) -> bool {
+    (m.hosts.is_empty() || m.hosts.iter().any(|h| h.matches(host)))
+        && m.path_prefix
+            .as_deref()
+            .is_none_or(|p| parts.uri.path().starts_with(p))
+        && (m.methods.is_empty() || m.methods.iter().any(|x| x == parts.method.as_str()))
+        && m.headers.iter().all(|(k, v)| {
+            parts
+                .headers
+                .get_all(k.as_str())
+                .iter()
+                .any(|have| have.as_bytes() == v.as_bytes())
+        })
+        && (m.sources.is_empty() || m.sources.iter().any(|c| c.contains(client)))
+}
+
+/// The first matching route among `candidates` (indexes into `routes`).
+pub fn select<'a>(
+    routes: &'a [Route],
+    candidates: &[usize],
+    parts: &Parts,
+    host: &str,
+    client: IpAddr,
+) -> Option<&'a Route> {
+    candidates
+        .iter()
+        .map(|i| &routes[*i])
+        .find(|r| matches(&r.matcher, parts, host, client))
+}
+
+/// The host name of a request, lowercase, without port: Host header, else the URI authority.
+pub fn request_host(parts: &Parts) -> Option<(String, String)> {
+    let full = match parts.headers.get(http::header::HOST) {
+        Some(h) => h.to_str().ok()?.to_string(),
+        None => parts.uri.authority()?.as_str().to_string(),
+    };
+    let name = strip_port(&full).to_ascii_lowercase();
+    Some((full, name))
+}
+
+/// "example.com:8080" -> "example.com"; "[::1]:80" -> "[::1]".
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        match host.find(']') {
+            Some(i) => &host[..=i],
+            None => host,
+        }
+    } else {
+        host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+    }
+}

@@ -1,0 +1,245 @@
+//! One client connection: tell HTTP/2 (prior knowledge preface) from HTTP/1, enforce the header
+//! and keep-alive timeouts on HTTP/1, serve requests through the pipeline, and shut down
+//! gracefully on request.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use gatehouse_config::model::Listener;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+use super::pipeline::{self, ConnCtx};
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const RESPONSE_408: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+
+/// Whether a request is being served on an HTTP/1 connection (between the end of its headers
+/// and the end of its answer), which pauses the header and keep-alive timers.
+#[derive(Debug, Default)]
+pub struct ConnTimer {
+    in_request: AtomicBool,
+}
+
+impl ConnTimer {
+    /// The pipeline got a request head.
+    pub fn begin_request(&self) {
+        self.in_request.store(true, Ordering::Relaxed);
+    }
+    /// The answer's body ended.
+    pub fn end_request(&self) {
+        self.in_request.store(false, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the first byte of a request.
+    Idle,
+    /// Some bytes of a request head came; the rest must come before the deadline.
+    Headers,
+    /// A request is being served.
+    InRequest,
+}
+
+/// The client socket as hyper sees it: replays the bytes read to detect the protocol, and on
+/// HTTP/1 answers 408 to a client too slow to send its headers (hyper itself would only close).
+pub struct ClientIo {
+    inner: TcpStream,
+    prefix: Bytes,
+    timer: Option<Arc<ConnTimer>>,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
+    phase: Phase,
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        let Some(timer) = &this.timer else {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        };
+        if timer.in_request.load(Ordering::Relaxed) {
+            this.phase = Phase::InRequest;
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        if this.phase == Phase::InRequest {
+            this.phase = Phase::Idle;
+            this.sleep
+                .as_mut()
+                .reset(Instant::now() + this.idle_timeout);
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before && this.phase == Phase::Idle {
+                    this.phase = Phase::Headers;
+                    this.sleep
+                        .as_mut()
+                        .reset(Instant::now() + this.header_timeout);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if this.sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                match this.phase {
+                    Phase::Headers => {
+                        // Best effort: a fresh 408 fits in any socket buffer; if it does not go
+                        // out now the client was not listening anyway.
+                        let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
+                        tracing::info!("client too slow to send request headers: 408");
+                        Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "client header timeout",
+                        )))
+                    }
+                    // Idle keep-alive connection: end it quietly (EOF).
+                    _ => Poll::Ready(Ok(())),
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Reads until the HTTP/2 preface is confirmed or ruled out. None: the client left or stalled.
+async fn sniff(stream: &mut TcpStream, timeout: Duration) -> Option<(bool, Bytes)> {
+    let mut buf = BytesMut::with_capacity(H2_PREFACE.len());
+    let work = async {
+        while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
+            let n = stream.read_buf(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+        }
+        Some(())
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(Some(())) => {}
+        Ok(None) => return None,
+        Err(_) => {
+            if !buf.is_empty() {
+                use tokio::io::AsyncWriteExt;
+                let _ = stream.write_all(RESPONSE_408).await;
+            }
+            return None;
+        }
+    }
+    let h2 = buf.starts_with(H2_PREFACE);
+    Some((h2, buf.freeze()))
+}
+
+/// Resolves when shutdown starts (never holds the watch borrow across an await).
+async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Serves a client connection until it ends or shutdown completes it.
+pub async fn serve(mut stream: TcpStream, settings: &Listener, ctx: ConnCtx) {
+    let _ = stream.set_nodelay(true);
+    let mut shutdown = ctx.shared.shutdown_signal();
+    let Some((h2, prefix)) = sniff(&mut stream, settings.client_header_timeout).await else {
+        return;
+    };
+    let timer = (!h2).then(|| Arc::new(ConnTimer::default()));
+    let io = ClientIo {
+        inner: stream,
+        phase: if prefix.is_empty() {
+            Phase::Idle
+        } else {
+            Phase::Headers
+        },
+        prefix,
+        timer: timer.clone(),
+        header_timeout: settings.client_header_timeout,
+        idle_timeout: settings.keepalive_timeout,
+        sleep: Box::pin(tokio::time::sleep(settings.client_header_timeout)),
+    };
+    let ctx = Arc::new(ConnCtx { timer, ..ctx });
+    let service = service_fn(move |req| pipeline::handle(req, ctx.clone()));
+    let io = TokioIo::new(io);
+    if h2 {
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .max_header_list_size(settings.max_header_size as u32)
+            .keep_alive_interval(Some(Duration::from_secs(30)));
+        let conn = b.serve_connection(io, service);
+        tokio::pin!(conn);
+        let res = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = stopped(&mut shutdown) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "h2 client connection ended with an error");
+        }
+    } else {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        // hyper refuses a read buffer under 8 KiB; a larger head answers 431.
+        b.max_buf_size(settings.max_header_size.max(8192))
+            .keep_alive(true)
+            .max_headers(256);
+        let conn = b.serve_connection(io, service).with_upgrades();
+        tokio::pin!(conn);
+        let res = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = stopped(&mut shutdown) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "client connection ended with an error");
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Prometheus metrics. Request counters and the duration histogram are updated on the request
+//! path; per-server gauges are filled from the live snapshot when /metrics is scraped.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::runtime::Snapshot;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    listener: String,
+    route: String,
+    upstream: String,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabels {
+    upstream: String,
+    server: String,
+}
+
+/// The process's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<ListenerLabels, Histogram>,
+    server_up: Family<ServerLabels, Gauge>,
+    server_active: Family<ServerLabels, Gauge>,
+    server_requests: Family<ServerLabels, Gauge>,
+    server_failures: Family<ServerLabels, Gauge>,
+    reloads: Family<Vec<(String, String)>, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("gatehouse");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered", requests.clone());
+        let duration = Family::<ListenerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ])
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request head to the end of the answer",
+            duration.clone(),
+        );
+        let server_up = Family::<ServerLabels, Gauge>::default();
+        registry.register(
+            "upstream_server_up",
+            "1 when the server takes traffic",
+            server_up.clone(),
+        );
+        let server_active = Family::<ServerLabels, Gauge>::default();
+        registry.register(
+            "upstream_active_connections",
+            "Requests in flight to the server",
+            server_active.clone(),
+        );
+        let server_requests = Family::<ServerLabels, Gauge>::default();
+        registry.register(
+            "upstream_server_requests",
+            "Requests sent to the server since it was configured",
+            server_requests.clone(),
+        );
+        let server_failures = Family::<ServerLabels, Gauge>::default();
+        registry.register(
+            "upstream_server_failures",
+            "Connect errors, resets and 5xx from the server since it was configured",
+            server_failures.clone(),
+        );
+        let reloads = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads by result",
+            reloads.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            server_up,
+            server_active,
+            server_requests,
+            server_failures,
+            reloads,
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn observe_request(
+        &self,
+        listener: &str,
+        route: &str,
+        upstream: &str,
+        code: u16,
+        took: Duration,
+    ) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                listener: listener.to_string(),
+                route: route.to_string(),
+                upstream: upstream.to_string(),
+                code,
+            })
+            .inc();
+        self.duration
+            .get_or_create(&ListenerLabels {
+                listener: listener.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a reload attempt.
+    pub fn observe_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads
+            .get_or_create(&vec![("result".to_string(), result.to_string())])
+            .inc();
+    }
+
+    /// The text exposition, with server gauges taken from `snap`.
+    pub fn encode(&self, snap: &Snapshot) -> String {
+        self.server_up.clear();
+        self.server_active.clear();
+        self.server_requests.clear();
+        self.server_failures.clear();
+        for up in &snap.upstreams {
+            for s in &up.servers {
+                let l = ServerLabels {
+                    upstream: up.model.name.clone(),
+                    server: s.spec.address.clone(),
+                };
+                self.server_up
+                    .get_or_create(&l)
+                    .set(i64::from(s.is_available()));
+                self.server_active
+                    .get_or_create(&l)
+                    .set(s.active.load(Ordering::Relaxed) as i64);
+                self.server_requests
+                    .get_or_create(&l)
+                    .set(s.requests.load(Ordering::Relaxed) as i64);
+                self.server_failures
+                    .get_or_create(&l)
+                    .set(s.failures.load(Ordering::Relaxed) as i64);
+            }
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,116 @@
+//! model -> Snapshot: the only place that sees every part. Server states are looked up by
+//! fingerprint so that unchanged servers keep their health, counters and pooled connections.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use gatehouse_config::model::{AccessLog, Config, Listener};
+
+use crate::access_log::{AccessLogger, Target};
+use crate::upstream::{ServerState, Upstream, health};
+
+/// A listener's run-time view: its settings and the routes that serve it, in order.
+#[derive(Debug)]
+pub struct ListenerRt {
+    /// Settings.
+    pub model: Listener,
+    /// Indexes into `config.routes`.
+    pub routes: Vec<usize>,
+}
+
+/// Everything a request needs, immutable once built.
+pub struct Snapshot {
+    /// The validated config.
+    pub config: Config,
+    /// Listeners in config order.
+    pub listeners: Vec<ListenerRt>,
+    /// Upstreams in config order (route actions index into this).
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// The access log, if on.
+    pub access_log: Option<Arc<AccessLogger>>,
+}
+
+impl Snapshot {
+    /// Nothing configured (before the first config is applied).
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            config: Config {
+                global: gatehouse_config::model::Global {
+                    threads: None,
+                    grace_period: std::time::Duration::from_secs(30),
+                    access_log: AccessLog::Off,
+                },
+                admin: None,
+                listeners: Vec::new(),
+                routes: Vec::new(),
+                upstreams: Vec::new(),
+            },
+            listeners: Vec::new(),
+            upstreams: Vec::new(),
+            access_log: None,
+        }
+    }
+
+    /// A listener by name.
+    pub fn listener(&self, name: &str) -> Option<&ListenerRt> {
+        self.listeners.iter().find(|l| l.model.name == name)
+    }
+}
+
+pub(super) fn assemble(
+    config: Config,
+    servers: &mut HashMap<String, Weak<ServerState>>,
+    prev_log: Option<&Arc<AccessLogger>>,
+) -> Result<Snapshot, Vec<String>> {
+    let access_log = match &config.global.access_log {
+        AccessLog::Off => None,
+        other => {
+            let target = match other {
+                AccessLog::File(p) => Target::File(p.clone()),
+                _ => Target::Stdout,
+            };
+            match prev_log {
+                Some(l) if *l.target() == target => Some(l.clone()),
+                _ => Some(Arc::new(AccessLogger::start(target).map_err(|e| {
+                    vec![format!("global.access_log: cannot open: {e}")]
+                })?)),
+            }
+        }
+    };
+    servers.retain(|_, w| w.strong_count() > 0);
+    let upstreams: Vec<Arc<Upstream>> = config
+        .upstreams
+        .iter()
+        .map(|m| {
+            let up = Upstream::new(m, |fp| servers.get(fp).and_then(Weak::upgrade));
+            for s in &up.servers {
+                if !servers.contains_key(&s.fingerprint) {
+                    servers.insert(s.fingerprint.clone(), Arc::downgrade(s));
+                    health::spawn(s, m.health_check.clone(), m.connect_timeout);
+                }
+            }
+            Arc::new(up)
+        })
+        .collect();
+    let listeners = config
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| ListenerRt {
+            model: l.clone(),
+            routes: config
+                .routes
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.listeners.contains(&i))
+                .map(|(j, _)| j)
+                .collect(),
+        })
+        .collect();
+    Ok(Snapshot {
+        config,
+        listeners,
+        upstreams,
+        access_log,
+    })
+}

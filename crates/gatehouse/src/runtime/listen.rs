@@ -1,0 +1,140 @@
+//! Binding and accepting: one accept task per bound address. A socket is bound before a reload
+//! commits and starts accepting only after it does; stopping it closes the socket while open
+//! connections carry on.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use gatehouse_config::model::Listener;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::Shared;
+use crate::http::pipeline::ConnCtx;
+
+/// A bound socket and, once started, its accept task.
+pub struct Bound {
+    /// The address bound (port resolved).
+    pub local: SocketAddr,
+    pending: Mutex<Option<Box<dyn FnOnce() -> JoinHandle<()> + Send>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Bound {
+    /// Starts accepting.
+    pub fn start(&self) {
+        let start = self.pending.lock().ok().and_then(|mut p| p.take());
+        if let Some(start) = start
+            && let Ok(mut t) = self.task.lock()
+        {
+            *t = Some(start());
+        }
+    }
+
+    /// Stops accepting and closes the socket.
+    pub fn stop(&self) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.take();
+        }
+        if let Ok(mut t) = self.task.lock()
+            && let Some(t) = t.take()
+        {
+            t.abort();
+        }
+    }
+}
+
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        // "[::]:8080" and "0.0.0.0:8080" may both be listed: keep the families apart.
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Binds an HTTP listener address; accepting starts with `Bound::start`.
+pub fn bind_http(shared: &Arc<Shared>, l: &Listener, addr: SocketAddr) -> std::io::Result<Bound> {
+    let listener = bind_tcp(addr)?;
+    let local = listener.local_addr()?;
+    let shared = shared.clone();
+    let name: Arc<str> = Arc::from(l.name.as_str());
+    let limit = l.max_connections.map(|m| Arc::new(Semaphore::new(m)));
+    tracing::info!(listener = %name, %local, "listening");
+    let start = move || {
+        tokio::spawn(async move {
+            loop {
+                let permit = match &limit {
+                    Some(s) => match s.clone().acquire_owned().await {
+                        Ok(p) => Some(p),
+                        Err(_) => return,
+                    },
+                    None => None,
+                };
+                let (stream, peer) = match listener.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let shared = shared.clone();
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let _guard = shared.track();
+                    let snap = shared.snapshot();
+                    let Some(settings) = snap.listener(&name).map(|l| l.model.clone()) else {
+                        return;
+                    };
+                    drop(snap);
+                    let ctx = ConnCtx {
+                        shared: shared.clone(),
+                        listener: name,
+                        peer,
+                        local,
+                        timer: None,
+                    };
+                    crate::http::server::serve(stream, &settings, ctx).await;
+                });
+            }
+        })
+    };
+    Ok(Bound {
+        local,
+        pending: Mutex::new(Some(Box::new(start))),
+        task: Mutex::new(None),
+    })
+}
+
+/// Binds the admin listener.
+pub fn bind_admin(shared: &Arc<Shared>, addr: SocketAddr) -> std::io::Result<Bound> {
+    let listener = bind_tcp(addr)?;
+    let local = listener.local_addr()?;
+    let shared = shared.clone();
+    tracing::info!(%local, "admin listening");
+    let start = move || {
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                };
+                tokio::spawn(crate::admin::serve(stream, shared.clone()));
+            }
+        })
+    };
+    Ok(Bound {
+        local,
+        pending: Mutex::new(Some(Box::new(start))),
+        task: Mutex::new(None),
+    })
+}

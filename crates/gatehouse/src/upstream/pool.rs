@@ -1,0 +1,247 @@
+//! Connections to one server: connect (with timeout, over every resolved address), the HTTP/1.1 or
+//! h2c handshake, and the pool of idle keep-alive connections. An HTTP/1.1 connection goes back to
+//! the pool only when its response body was read to the end.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gatehouse_config::model::UpstreamProtocol;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use super::ServerState;
+use crate::error::BoxError;
+
+/// The body type sent upstream.
+pub type UpBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Idle connections kept per server at most.
+const MAX_IDLE: usize = 512;
+
+/// A ready connection.
+pub enum Conn {
+    /// HTTP/1.1: one request at a time.
+    H1(http1::SendRequest<UpBody>),
+    /// h2c: multiplexed, shared.
+    H2(http2::SendRequest<UpBody>),
+}
+
+struct Idle {
+    sender: http1::SendRequest<UpBody>,
+    since: Instant,
+}
+
+/// Pooled connections of one server.
+pub struct Pool {
+    protocol: UpstreamProtocol,
+    idle_timeout: Duration,
+    idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<UpBody>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("idle", &self.idle_count())
+            .finish()
+    }
+}
+
+impl Pool {
+    /// An empty pool.
+    pub fn new(protocol: UpstreamProtocol, idle_timeout: Duration) -> Pool {
+        Pool {
+            protocol,
+            idle_timeout,
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+        }
+    }
+
+    /// Idle HTTP/1.1 connections held now.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// A pooled connection that is still open and ready, if any.
+    pub fn take(&self) -> Option<Conn> {
+        match self.protocol {
+            UpstreamProtocol::Http1 => {
+                let mut idle = self.idle.lock().ok()?;
+                while let Some(c) = idle.pop() {
+                    if c.sender.is_ready() && c.since.elapsed() < self.idle_timeout {
+                        return Some(Conn::H1(c.sender));
+                    }
+                }
+                None
+            }
+            UpstreamProtocol::H2c => {
+                let mut h2 = self.h2.lock().ok()?;
+                match h2.as_ref() {
+                    Some(s) if !s.is_closed() => Some(Conn::H2(s.clone())),
+                    _ => {
+                        *h2 = None;
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn put_h1(&self, sender: http1::SendRequest<UpBody>) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() >= MAX_IDLE {
+                idle.remove(0);
+            }
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    fn put_h2(&self, sender: &http2::SendRequest<UpBody>) {
+        if let Ok(mut h2) = self.h2.lock() {
+            *h2 = Some(sender.clone());
+        }
+    }
+}
+
+/// Opens a TCP connection to one of the server's addresses within `timeout`.
+pub async fn connect_tcp(server: &ServerState, timeout: Duration) -> io::Result<TcpStream> {
+    let mut addrs: Vec<SocketAddr> = server.addrs.load().as_ref().clone();
+    if addrs.is_empty() {
+        addrs = super::health::resolve(&server.spec.host, server.spec.port).await?;
+        server.addrs.store(Arc::new(addrs.clone()));
+    }
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for addr in addrs {
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => last = e,
+            Err(_) => {
+                last = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connect to {addr} timed out after {timeout:?}"),
+                )
+            }
+        }
+    }
+    Err(last)
+}
+
+/// A new connection with the handshake done.
+pub async fn connect(server: &ServerState, timeout: Duration) -> Result<Conn, BoxError> {
+    let tcp = connect_tcp(server, timeout).await?;
+    let io = TokioIo::new(tcp);
+    match server.pool.protocol {
+        UpstreamProtocol::Http1 => {
+            let (sender, conn) = http1::Builder::new().handshake(io).await?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(error = %e, "upstream connection ended");
+                }
+            });
+            Ok(Conn::H1(sender))
+        }
+        UpstreamProtocol::H2c => {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(io)
+                .await?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "upstream h2 connection ended");
+                }
+            });
+            server.pool.put_h2(&sender);
+            Ok(Conn::H2(sender))
+        }
+    }
+}
+
+/// Hands an HTTP/1.1 connection back to its pool once it can take another request.
+pub fn release(server: Arc<ServerState>, mut sender: http1::SendRequest<UpBody>) {
+    if sender.is_ready() {
+        server.pool.put_h1(sender);
+    } else if !sender.is_closed() {
+        // The connection task has not yet seen the end of the response: wait for it briefly.
+        tokio::spawn(async move {
+            let ready = tokio::time::timeout(Duration::from_secs(1), sender.ready()).await;
+            if matches!(ready, Ok(Ok(()))) {
+                server.pool.put_h1(sender);
+            }
+        });
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that returns its HTTP/1.1 connection to the pool when read to the end.
+    pub struct PooledBody {
+        #[pin]
+        inner: Incoming,
+        ret: Option<(Arc<ServerState>, http1::SendRequest<UpBody>)>,
+    }
+}
+
+impl PooledBody {
+    /// Wraps `inner`; `ret` is the connection to release at the end, if pooling applies.
+    pub fn new(
+        inner: Incoming,
+        ret: Option<(Arc<ServerState>, http1::SendRequest<UpBody>)>,
+    ) -> Self {
+        PooledBody { inner, ret }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let mut this = self.project();
+        let res = this.inner.as_mut().poll_frame(cx);
+        // hyper stops polling a body whose announced length was sent: the end is seen either as
+        // the final None or as the stream reporting its own end after the last data frame.
+        let ended = match &res {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            _ => false,
+        };
+        match &res {
+            _ if ended => {
+                if let Some((server, sender)) = this.ret.take() {
+                    release(server, sender);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.ret.take();
+            }
+            _ => {}
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
