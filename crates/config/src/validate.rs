@@ -301,7 +301,7 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
         let max_header_size = v
             .size(&lp.key("max_header_size"), raw.max_header_size.as_deref())
             .unwrap_or(64 * 1024);
-        if max_header_size < 1024 || max_header_size > 16 << 20 {
+        if !(1024..=16 << 20).contains(&max_header_size) {
             v.at(&lp.key("max_header_size"), "must be between 1KiB and 16MiB");
         }
         if raw.max_connections == Some(0) {

@@ -143,7 +143,6 @@ async fn serve(
     banner: Option<String>,
 ) -> ExitCode {
     use tokio::signal::unix::{SignalKind, signal};
-    let grace = model.global.grace_period;
     let gh = match Gatehouse::start(model, path).await {
         Ok(g) => g,
         Err(e) => {
@@ -171,13 +170,8 @@ async fn serve(
             _ = int.recv() => break,
         }
     }
-    let grace = gh
-        .shared()
-        .snapshot()
-        .config
-        .global
-        .grace_period
-        .max(grace.min(grace));
+    // The grace period of the config in force now (a reload may have changed it).
+    let grace = gh.shared().snapshot().config.global.grace_period;
     tracing::info!(
         ?grace,
         "stopping: no new connections, finishing in-flight requests"

@@ -115,6 +115,8 @@ pub async fn forward(
         let Some(r) = req.take().or_else(|| rebuild(&saved)) else {
             break;
         };
+        // Counted in flight from the moment it is picked, so that concurrent picks see it.
+        let guard = ActiveGuard::new(server.clone());
         let pooled = if reuse_ok { server.pool.take() } else { None };
         let reused = pooled.is_some();
         let conn = match pooled {
@@ -134,7 +136,6 @@ pub async fn forward(
                 }
             },
         };
-        let guard = ActiveGuard::new(server.clone());
         let sent = match conn {
             Conn::H1(mut sender) => {
                 let fut = sender.try_send_request(r);

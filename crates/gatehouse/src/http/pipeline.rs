@@ -220,7 +220,7 @@ async fn proxy(
                 .iter()
                 .any(|c| c.contains(client));
             to_upstream(
-                conn, up, route, parts, body, request_id, &host_full, client, trusted, fin,
+                up, route, parts, body, request_id, &host_full, client, trusted, fin,
             )
             .await
         }
@@ -282,7 +282,6 @@ fn hash_input(key: &HashKey, parts: &Parts, client: IpAddr) -> Option<u64> {
 
 #[allow(clippy::too_many_arguments)]
 async fn to_upstream(
-    conn: &ConnCtx,
     up: &Arc<Upstream>,
     route: &Route,
     parts: &mut Parts,
@@ -399,7 +398,6 @@ async fn to_upstream(
         exclude: &[],
     };
     let result = forward(up, req, pick, upgrade.is_some()).await;
-    let _ = conn;
     let (fwd, guard) = match result {
         Ok(x) => x,
         Err(e) if stats.too_large.load(Ordering::Relaxed) => {

@@ -14,11 +14,14 @@ use tokio::task::JoinHandle;
 use super::Shared;
 use crate::http::pipeline::ConnCtx;
 
+/// Starts a bound socket's accept task.
+type Starter = Box<dyn FnOnce() -> JoinHandle<()> + Send>;
+
 /// A bound socket and, once started, its accept task.
 pub struct Bound {
     /// The address bound (port resolved).
     pub local: SocketAddr,
-    pending: Mutex<Option<Box<dyn FnOnce() -> JoinHandle<()> + Send>>>,
+    pending: Mutex<Option<Starter>>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 

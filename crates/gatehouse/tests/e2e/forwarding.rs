@@ -1,0 +1,217 @@
+//! Forwarding headers and trust, request ids, hop-by-hop removal, and framing safety.
+
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+
+use crate::common::*;
+
+fn cfg(origin: std::net::SocketAddr, trusted: &str) -> String {
+    format!(
+        r#"
+[global]
+access_log = "off"
+[listeners.web]
+bind = "127.0.0.1:0"
+trusted_proxies = [{trusted}]
+[[routes]]
+upstream = "app"
+[upstreams.app]
+servers = ["{origin}"]
+"#
+    )
+}
+
+/// An origin that answers with the request body length and echoes a few request facts.
+async fn body_echo() -> Origin {
+    origin(|req| async move {
+        let cl = req
+            .headers()
+            .get("content-length")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let te = req
+            .headers()
+            .get("transfer-encoding")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        text(200, format!("len={} cl={cl} te={te}", body.len()))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn untrusted_clients_cannot_forge_their_address() {
+    let o = named("o").await;
+    let gh = proxy(&cfg(o.addr, "")).await;
+    let addr = web(&gh);
+    get_with(
+        addr,
+        "shop.example",
+        "/",
+        &[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil"),
+        ],
+    )
+    .await;
+    let h = o.last().headers;
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "shop.example");
+    assert_eq!(h["forwarded"], "for=127.0.0.1;host=shop.example;proto=http");
+    assert_eq!(h["via"], "1.1 gatehouse");
+    assert_eq!(h["x-request-id"].len(), 32);
+}
+
+#[tokio::test]
+async fn trusted_proxies_are_appended_to() {
+    let o = named("o").await;
+    let gh = proxy(&cfg(o.addr, "\"127.0.0.0/8\"")).await;
+    let addr = web(&gh);
+    let r = get_with(
+        addr,
+        "shop.example",
+        "/",
+        &[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("forwarded", "for=203.0.113.9;proto=https"),
+            ("x-forwarded-proto", "https"),
+            ("x-request-id", "abc-123"),
+        ],
+    )
+    .await;
+    let h = o.last().headers;
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(
+        h["forwarded"],
+        "for=203.0.113.9;proto=https, for=127.0.0.1;host=shop.example;proto=http"
+    );
+    assert_eq!(h["x-request-id"], "abc-123");
+    assert_eq!(
+        r.header("x-request-id"),
+        Some("abc-123"),
+        "request id echoed to the client"
+    );
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_removed_both_ways_but_never_framing() {
+    let o = origin(|req| async move {
+        let len = req.into_body().collect().await.unwrap().to_bytes().len();
+        let mut r = text(200, format!("len={len}"));
+        r.headers_mut()
+            .insert("connection", "x-internal".parse().unwrap());
+        r.headers_mut()
+            .insert("x-internal", "secret".parse().unwrap());
+        r.headers_mut()
+            .insert("keep-alive", "timeout=5".parse().unwrap());
+        r
+    })
+    .await;
+    let gh = proxy(&cfg(o.addr, "")).await;
+    let addr = web(&gh);
+    // `Connection: content-length, host` must not strip the framing or the Host.
+    let resp = raw(
+        addr,
+        b"POST /p HTTP/1.1\r\nHost: h.example\r\nConnection: content-length, host, x-secret\r\n\
+          X-Secret: 1\r\nKeep-Alive: 5\r\nProxy-Authorization: Basic eA==\r\nTE: trailers\r\n\
+          Content-Length: 5\r\n\r\nhello",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("len=5"), "{resp}");
+    assert!(!resp.to_ascii_lowercase().contains("x-internal"), "{resp}");
+    assert!(
+        !resp.to_ascii_lowercase().contains("keep-alive: timeout"),
+        "{resp}"
+    );
+    let h = o.last().headers;
+    assert_eq!(h["host"], "h.example");
+    assert_eq!(h["content-length"], "5");
+    for gone in [
+        "x-secret",
+        "keep-alive",
+        "proxy-authorization",
+        "connection",
+    ] {
+        assert!(h.get(gone).is_none(), "{gone} reached the origin");
+    }
+    assert_eq!(
+        h["te"], "trailers",
+        "TE: trailers is the one TE value forwarded"
+    );
+}
+
+#[tokio::test]
+async fn chunked_requests_are_reframed_and_ambiguous_framing_never_reaches_the_origin() {
+    let o = body_echo().await;
+    let gh = proxy(&cfg(o.addr, "")).await;
+    let addr = web(&gh);
+    let resp = raw(
+        addr,
+        b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(resp.contains("len=11"), "{resp}");
+
+    // CL + TE: the request is framed by chunked alone (RFC 9112 §6.3), the connection closes
+    // after it, and the bytes that a CL-framing origin would have read as a second request never
+    // become one.
+    let before = o.hits();
+    let resp = raw(
+        addr,
+        b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
+          0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_millis(800),
+    )
+    .await;
+    let seen: Vec<String> = o
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.uri.clone())
+        .collect();
+    assert!(
+        !seen.iter().any(|u| u.contains("smuggled")),
+        "smuggled request reached the origin: {seen:?}"
+    );
+    assert!(o.hits() - before <= 1);
+    assert_eq!(
+        resp.matches("HTTP/1.1 ").count(),
+        1,
+        "one answer, then the connection closes: {resp}"
+    );
+
+    // Conflicting Content-Length values and a non-chunked final coding are refused.
+    for bad in [
+        &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"[..],
+        &b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"[..],
+        &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"[..],
+        &b"GET / HTTP/1.1\r\nHost : x\r\n\r\n"[..],
+    ] {
+        let before = o.hits();
+        let resp = raw(addr, bad, Duration::from_millis(500)).await;
+        assert!(
+            resp.starts_with("HTTP/1.1 400"),
+            "{:?} -> {resp}",
+            String::from_utf8_lossy(bad)
+        );
+        assert_eq!(o.hits(), before);
+    }
+    // HTTP/1.1 without Host.
+    let resp = raw(addr, b"GET / HTTP/1.1\r\n\r\n", Duration::from_millis(500)).await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+}

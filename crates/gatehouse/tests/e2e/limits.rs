@@ -1,0 +1,149 @@
+//! Limits: header block size (431), body size (413), slow headers (408).
+
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::*;
+
+async fn setup() -> (Origin, gatehouse::Gatehouse) {
+    let o = origin(|req| async move {
+        let n = req
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes().len())
+            .unwrap_or(0);
+        text(200, format!("got {n}"))
+    })
+    .await;
+    let cfg = format!(
+        r#"
+[global]
+access_log = "off"
+[listeners.web]
+bind = "127.0.0.1:0"
+max_header_size = "16KiB"
+client_header_timeout = "300ms"
+[[routes]]
+path_prefix = "/upload"
+max_body = "1KiB"
+upstream = "app"
+[[routes]]
+upstream = "app"
+[upstreams.app]
+servers = ["{}"]
+"#,
+        o.addr
+    );
+    let gh = proxy(&cfg).await;
+    (o, gh)
+}
+
+#[tokio::test]
+async fn oversized_headers_are_431() {
+    let (o, gh) = setup().await;
+    let big = "a".repeat(20 * 1024);
+    let req = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    let resp = raw(web(&gh), req.as_bytes(), Duration::from_millis(500)).await;
+    assert!(
+        resp.starts_with("HTTP/1.1 431"),
+        "{}",
+        &resp[..resp.len().min(200)]
+    );
+    let ok = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        &big[..8000]
+    );
+    let resp = raw(web(&gh), ok.as_bytes(), Duration::from_millis(500)).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert_eq!(o.hits(), 1);
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413_whether_announced_or_streamed() {
+    let (o, gh) = setup().await;
+    let a = web(&gh);
+    let r = send(
+        a,
+        http::Request::post("/upload")
+            .header("host", "x")
+            .body(full(vec![b'x'; 1024]))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.text(), "got 1024", "exactly max_body passes");
+    let r = send(
+        a,
+        http::Request::post("/upload")
+            .header("host", "x")
+            .body(full(vec![b'x'; 1025]))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    assert_eq!(
+        o.hits(),
+        1,
+        "an announced oversize body never reaches the origin"
+    );
+    // Chunked: the limit trips while streaming.
+    let mut body = Vec::new();
+    for _ in 0..4 {
+        body.extend_from_slice(b"200\r\n");
+        body.extend_from_slice(&[b'y'; 512]);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let mut req =
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    req.extend_from_slice(&body);
+    let resp = raw(a, &req, Duration::from_millis(800)).await;
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    // Other routes have no limit.
+    let r = send(
+        a,
+        http::Request::post("/other")
+            .header("host", "x")
+            .body(full(vec![b'x'; 100_000]))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.text(), "got 100000");
+}
+
+#[tokio::test]
+async fn slow_headers_get_408() {
+    let (o, gh) = setup().await;
+    let mut s = TcpStream::connect(web(&gh)).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let t = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .ok();
+    let resp = String::from_utf8_lossy(&out);
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(t.elapsed() >= Duration::from_millis(250));
+    assert_eq!(o.hits(), 0);
+    // A keep-alive client that pauses between requests is not cut by the header timeout.
+    let mut s = TcpStream::connect(web(&gh)).await.unwrap();
+    s.write_all(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.write_all(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "second request on the idle connection"
+    );
+}

@@ -1,0 +1,14 @@
+//! End-to-end tests: real sockets on ephemeral ports, in-process origins, and real peers.
+
+#![allow(clippy::unwrap_used)]
+
+mod balance;
+mod cli;
+mod common;
+mod forwarding;
+mod health;
+mod lifecycle;
+mod limits;
+mod nginx;
+mod protocols;
+mod routing;

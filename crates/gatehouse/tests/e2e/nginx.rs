@@ -1,0 +1,158 @@
+//! nginx as a real origin: static files over pooled keep-alive, forwarding headers as nginx sees
+//! them, and nginx's own redirects mapped back to the public host.
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use crate::common::*;
+
+struct Nginx {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn nginx_bin() -> &'static str {
+    if std::path::Path::new("/usr/sbin/nginx").exists() {
+        "/usr/sbin/nginx"
+    } else {
+        "nginx"
+    }
+}
+
+async fn start_nginx() -> Nginx {
+    let dir = std::env::temp_dir().join(format!(
+        "gatehouse-nginx-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(dir.join("www/dir")).unwrap();
+    std::fs::write(dir.join("www/index.html"), "x".repeat(1024)).unwrap();
+    std::fs::write(dir.join("www/dir/index.html"), "in dir").unwrap();
+    let port = free_port();
+    let d = dir.display();
+    let conf = format!(
+        r#"
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  keepalive_requests 10000;
+  server {{
+    listen 127.0.0.1:{port};
+    root {d}/www;
+    location = /echo {{
+      default_type text/plain;
+      return 200 "host=$host xff=$http_x_forwarded_for proto=$http_x_forwarded_proto conn=$connection req=$connection_requests\n";
+    }}
+  }}
+}}
+"#
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let child = Command::new(nginx_bin())
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-p")
+        .arg(&dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .spawn()
+        .expect("start nginx");
+    let ok = eventually(Duration::from_secs(10), async || {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(
+        ok,
+        "nginx did not start: {}",
+        std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+    );
+    Nginx { child, dir, port }
+}
+
+#[tokio::test]
+async fn nginx_as_a_real_origin() {
+    if !require("nginx") {
+        return;
+    }
+    let n = start_nginx().await;
+    let cfg = format!(
+        r#"
+[global]
+access_log = "off"
+[listeners.web]
+bind = "127.0.0.1:0"
+[[routes]]
+path_prefix = "/internal"
+upstream = "nginx"
+strip_prefix = "/internal"
+set_host = "127.0.0.1:{port}"
+[[routes]]
+upstream = "nginx"
+[upstreams.nginx]
+servers = ["127.0.0.1:{port}"]
+health_check = {{ path = "/index.html", interval = "1s" }}
+"#,
+        port = n.port
+    );
+    let gh = proxy(&cfg).await;
+    let addr = web(&gh);
+    let r = get(addr, "www.example.com", "/index.html").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 1024);
+    assert_eq!(r.header("via"), Some("1.1 gatehouse"));
+
+    // Keep-alive to nginx: the same upstream connection serves successive requests.
+    let first = get(addr, "www.example.com", "/echo").await.text();
+    let second = get(addr, "www.example.com", "/echo").await.text();
+    assert!(
+        first.starts_with("host=www.example.com xff=127.0.0.1 proto=http"),
+        "{first}"
+    );
+    let conn = |s: &str| {
+        s.split("conn=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        conn(&first),
+        conn(&second),
+        "pooled connection reused: {first} / {second}"
+    );
+
+    // nginx redirects /dir to http://127.0.0.1:PORT/dir/ (its own address): mapped back.
+    let r = get(addr, "www.example.com", "/internal/dir").await;
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.header("location"),
+        Some("http://www.example.com/internal/dir/")
+    );
+    assert_eq!(
+        get(addr, "www.example.com", "/internal/dir/").await.text(),
+        "in dir"
+    );
+}
