@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod forward;
+pub mod framing;
 pub mod headers;
 pub mod pipeline;
 pub mod respond;

@@ -114,9 +114,7 @@ pub async fn handle(
     req: Request<Incoming>,
     conn: Arc<ConnCtx>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    if let Some(t) = &conn.timer {
-        t.begin_request();
-    }
+    let ambiguous = conn.timer.as_ref().is_some_and(|t| t.begin_request());
     let started = Instant::now();
     let snapshot = conn.shared.snapshot();
     let (mut parts, body) = req.into_parts();
@@ -139,7 +137,14 @@ pub async fn handle(
         guard: None,
         timer: conn.timer.clone(),
     };
-    let mut resp = match proxy(&conn, &snapshot, &mut parts, body, &request_id, &mut fin).await {
+    let result = if ambiguous {
+        // RFC 9112 §6.3: both Content-Length and Transfer-Encoding. Refused, not guessed.
+        Err(ProxyError::new(ErrorKind::BadRequest)
+            .with("request carries both Content-Length and Transfer-Encoding"))
+    } else {
+        proxy(&conn, &snapshot, &mut parts, body, &request_id, &mut fin).await
+    };
+    let mut resp = match result {
         Ok(r) => r,
         Err(e) => respond::error_response(&e, &request_id),
     };

@@ -4,12 +4,12 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use gatehouse_config::model::Listener;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use super::framing::FramingWatch;
 use super::pipeline::{self, ConnCtx};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -28,12 +29,19 @@ const RESPONSE_408: &[u8] =
 #[derive(Debug, Default)]
 pub struct ConnTimer {
     in_request: AtomicBool,
+    /// Framing verdicts of the heads read so far (uncontended: one connection's reads and
+    /// requests take turns).
+    framing: Mutex<FramingWatch>,
 }
 
 impl ConnTimer {
-    /// The pipeline got a request head.
-    pub fn begin_request(&self) {
+    /// The pipeline got a request head. Returns whether that head had ambiguous framing.
+    pub fn begin_request(&self) -> bool {
         self.in_request.store(true, Ordering::Relaxed);
+        self.framing
+            .lock()
+            .map(|mut f| f.next_verdict())
+            .unwrap_or(false)
     }
     /// The answer's body ended.
     pub fn end_request(&self) {
@@ -63,6 +71,20 @@ pub struct ClientIo {
     phase: Phase,
 }
 
+impl ClientIo {
+    /// Feeds bytes read from the client to the framing watch; `fresh_request`: the connection was
+    /// idle, so these bytes start a new head.
+    fn scan(&self, bytes: &[u8], fresh_request: bool) {
+        let Some(timer) = &self.timer else { return };
+        if let Ok(mut f) = timer.framing.lock() {
+            if fresh_request {
+                f.resync();
+            }
+            f.feed(bytes);
+        }
+    }
+}
+
 impl AsyncRead for ClientIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -73,7 +95,8 @@ impl AsyncRead for ClientIo {
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
-            this.prefix.advance(n);
+            let head = this.prefix.split_to(n);
+            this.scan(&head, false);
             return Poll::Ready(Ok(()));
         }
         let Some(timer) = &this.timer else {
@@ -81,7 +104,11 @@ impl AsyncRead for ClientIo {
         };
         if timer.in_request.load(Ordering::Relaxed) {
             this.phase = Phase::InRequest;
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+            let before = buf.filled().len();
+            let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+            // Body bytes, or a pipelined next request: the watch tells them apart.
+            this.scan(&buf.filled()[before..], false);
+            return res;
         }
         if this.phase == Phase::InRequest {
             this.phase = Phase::Idle;
@@ -92,12 +119,14 @@ impl AsyncRead for ClientIo {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before && this.phase == Phase::Idle {
+                let fresh_request = this.phase == Phase::Idle;
+                if buf.filled().len() > before && fresh_request {
                     this.phase = Phase::Headers;
                     this.sleep
                         .as_mut()
                         .reset(Instant::now() + this.header_timeout);
                 }
+                this.scan(&buf.filled()[before..], fresh_request);
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),

@@ -15,6 +15,7 @@ struct Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // One process (master_process off): killing it leaves no orphan worker holding our pipes.
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -43,6 +44,7 @@ async fn start_nginx() -> Nginx {
     let conf = format!(
         r#"
 worker_processes 1;
+master_process off;
 daemon off;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
