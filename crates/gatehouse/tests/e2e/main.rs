@@ -9,6 +9,7 @@ mod forwarding;
 mod health;
 mod lifecycle;
 mod limits;
+mod misc;
 mod nginx;
 mod protocols;
 mod routing;
