@@ -1,0 +1,374 @@
+#!/usr/bin/env python3
+"""gatehouse vs nginx vs HAProxy, one worker each, alternated over rounds, medians and ratios.
+
+Layout on a 2-core machine: every proxy is pinned to CPU 1; the nginx origin and the load tools
+share CPU 0. Absolute numbers on a shared machine are noise; the ratios within one run are the
+result. See bench/README.md.
+"""
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GATEHOUSE = os.path.join(ROOT, "target/release/gatehouse")
+LOADGEN = os.path.join(ROOT, "bench/loadgen/target/release/gatehouse-loadgen")
+PROXY_CPU = "1"
+LOAD_CPU = "0"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def which(name):
+    return shutil.which(name) or ("/usr/sbin/" + name if os.path.exists("/usr/sbin/" + name) else None)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, what, proc=None, timeout=10.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not listen on {port}")
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Setup:
+    def __init__(self, work):
+        self.work = work
+        self.procs = []
+        www = os.path.join(work, "www")
+        os.makedirs(www)
+        with open(os.path.join(www, "1k"), "wb") as f:
+            f.write(b"a" * 1024)
+        with open(os.path.join(www, "100k"), "wb") as f:
+            f.write(b"b" * 102400)
+        self.origin_port = free_port()
+        self.ports = {}
+
+    def spawn(self, args, cpu, **kw):
+        p = subprocess.Popen(["taskset", "-c", cpu] + args, stdout=subprocess.DEVNULL,
+                             stderr=open(os.path.join(self.work, f"{os.path.basename(args[0])}-{len(self.procs)}.err"), "w"), **kw)
+        self.procs.append(p)
+        return p
+
+    def nginx_conf(self, name, body):
+        d = os.path.join(self.work, name)
+        os.makedirs(d, exist_ok=True)
+        conf = f"""
+worker_processes 1;
+master_process off;
+daemon off;
+worker_rlimit_nofile 19500;
+pid {d}/nginx.pid;
+error_log {d}/error.log error;
+events {{ worker_connections 19000; }}
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  {body}
+}}
+"""
+        path = os.path.join(d, "nginx.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        return d, path
+
+    def start_origin(self):
+        d, conf = self.nginx_conf("origin", f"""
+  server {{ listen 127.0.0.1:{self.origin_port} backlog=4096; root {self.work}/www; }}""")
+        p = self.spawn([which("nginx"), "-c", conf, "-p", d, "-e", f"{d}/error.log"], LOAD_CPU)
+        wait_port(self.origin_port, "nginx origin", p)
+
+    def start_nginx(self):
+        port, h2 = free_port(), free_port()
+        d, conf = self.nginx_conf("nginx-proxy", f"""
+  upstream origin {{ server 127.0.0.1:{self.origin_port}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    listen 127.0.0.1:{h2} http2 backlog=4096;
+    location / {{
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_buffering on;
+    }}
+  }}""")
+        p = self.spawn([which("nginx"), "-c", conf, "-p", d, "-e", f"{d}/error.log"], PROXY_CPU)
+        wait_port(port, "nginx proxy", p)
+        return p, port, h2
+
+    def start_haproxy(self):
+        port = free_port()
+        conf = os.path.join(self.work, "haproxy.cfg")
+        with open(conf, "w") as f:
+            f.write(f"""
+global
+  nbthread 1
+  maxconn 9800
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+  option forwardfor
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{port}
+  default_backend be
+backend be
+  server origin 127.0.0.1:{self.origin_port} maxconn 2000
+""")
+        p = self.spawn([which("haproxy"), "-db", "-f", conf], PROXY_CPU)
+        wait_port(port, "haproxy", p)
+        return p, port, port
+
+    def start_gatehouse(self):
+        port = free_port()
+        conf = os.path.join(self.work, "gatehouse.toml")
+        with open(conf, "w") as f:
+            f.write(f"""
+[global]
+threads = 1
+access_log = "off"
+[listeners.web]
+bind = "127.0.0.1:{port}"
+keepalive_timeout = "300s"
+[[routes]]
+upstream = "origin"
+[upstreams.origin]
+servers = ["127.0.0.1:{self.origin_port}"]
+idle_timeout = "300s"
+""")
+        p = self.spawn([GATEHOUSE, "run", "-c", conf], PROXY_CPU, env={**os.environ, "RUST_LOG": "warn"})
+        wait_port(port, "gatehouse", p)
+        return p, port, port
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def run_load(cmd):
+    out = subprocess.run(["taskset", "-c", LOAD_CPU] + cmd, capture_output=True, text=True)
+    return out.stdout + out.stderr
+
+
+def parse_wrk(out):
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    errs = 0
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errs = sum(int(x) for x in m.groups())
+    lat = {}
+    for pct, val, unit in re.findall(r"\s+(50|99)%\s+([\d.]+)(us|ms|s)\b", out):
+        lat[pct] = float(val) * {"us": 1, "ms": 1000, "s": 1e6}[unit]
+    return {"rps": rps, "requests": total, "bad": non2xx + errs,
+            "p50_us": lat.get("50", 0), "p99_us": lat.get("99", 0)}
+
+
+def parse_h2load(out):
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    if not m:
+        raise RuntimeError("h2load failed:\n" + out)
+    rps = float(m.group(1))
+    done = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    bad = int(done.group(1)) - int(codes.group(1))
+    mean = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms)", out)
+    p50 = float(mean.group(1)) * (1000 if mean.group(2) == "ms" else 1) if mean else 0
+    return {"rps": rps, "requests": int(done.group(3)), "bad": bad, "p50_us": p50, "p99_us": 0}
+
+
+SCENARIOS = {
+    "keepalive-1k": lambda port, h2, d: parse_wrk(run_load(
+        ["wrk", "-t1", "-c50", f"-d{d}s", "--latency", f"http://127.0.0.1:{port}/1k"])),
+    "keepalive-100k": lambda port, h2, d: parse_wrk(run_load(
+        ["wrk", "-t1", "-c50", f"-d{d}s", "--latency", f"http://127.0.0.1:{port}/100k"])),
+    "close-1k": lambda port, h2, d: parse_wrk(run_load(
+        ["wrk", "-t1", "-c50", f"-d{d}s", "--latency", "-H", "Connection: close", f"http://127.0.0.1:{port}/1k"])),
+    "h2c-1k": lambda port, h2, d: parse_h2load(run_load(
+        ["h2load", "-c", "10", "-m", "10", "-D", str(d), f"http://127.0.0.1:{h2}/1k"])),
+}
+
+
+def measure(proc, fn):
+    before = cpu_ticks(proc.pid)
+    r = fn()
+    used = cpu_ticks(proc.pid) - before
+    r["cpu_us_per_req"] = used / TICK * 1e6 / max(r["requests"], 1)
+    return r
+
+
+def med(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(vals) if vals else 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--scenarios", default="keepalive-1k,keepalive-100k,close-1k,h2c-1k,latency,idle")
+    # 9,000, not 10,000: this sandbox caps open files at 20,000 per process (hard limit, not
+    # raisable) and HAProxy reserves two descriptors per connection.
+    ap.add_argument("--idle", type=int, default=9000)
+    ap.add_argument("--write-results", action="store_true")
+    args = ap.parse_args()
+    wanted = args.scenarios.split(",")
+
+    work = tempfile.mkdtemp(prefix="gatehouse-bench-")
+    s = Setup(work)
+    results = {}
+    try:
+        s.start_origin()
+        proxies = {"gatehouse": s.start_gatehouse(), "nginx": s.start_nginx(), "haproxy": s.start_haproxy()}
+        names = list(proxies)
+        # Warm every proxy's upstream pool.
+        for name, (p, port, h2) in proxies.items():
+            run_load(["wrk", "-t1", "-c50", "-d1s", f"http://127.0.0.1:{port}/1k"])
+        for sc in [x for x in wanted if x in SCENARIOS]:
+            rows = {n: [] for n in names}
+            for rnd in range(args.rounds):
+                order = names[rnd % len(names):] + names[:rnd % len(names)]
+                for n in order:
+                    p, port, h2 = proxies[n]
+                    rows[n].append(measure(p, lambda: SCENARIOS[sc](port, h2, args.duration)))
+                    time.sleep(0.5)
+            results[sc] = {n: {k: med(rows[n], k) for k in ("rps", "p50_us", "p99_us", "cpu_us_per_req")}
+                           | {"bad": sum(r["bad"] for r in rows[n])} for n in names}
+            print_table(sc, results[sc])
+        if "latency" in wanted:
+            peak = min(results.get("keepalive-1k", {}).get(n, {}).get("rps", 0) or 20000 for n in names)
+            rate = max(int(peak / 2), 1000)
+            rows = {n: [] for n in names}
+            for rnd in range(args.rounds):
+                order = names[rnd % len(names):] + names[:rnd % len(names)]
+                for n in order:
+                    p, port, h2 = proxies[n]
+                    def fn():
+                        out = run_load([LOADGEN, "rate", f"http://127.0.0.1:{port}/1k", str(rate), "50", str(args.duration * 2)])
+                        j = json.loads(out.strip().splitlines()[-1])
+                        return {"rps": j["requests"] / (args.duration * 2), "requests": j["requests"],
+                                "bad": j["non_2xx"] + j["errors"], "p50_us": j["p50_us"],
+                                "p99_us": j["p99_us"], "p999_us": j["p999_us"]}
+                    rows[n].append(measure(p, fn))
+                    time.sleep(0.5)
+            results["latency"] = {n: {k: med(rows[n], k) for k in ("rps", "p50_us", "p99_us", "p999_us", "cpu_us_per_req")}
+                                  | {"bad": sum(r["bad"] for r in rows[n]), "rate": rate} for n in names}
+            print_table(f"latency at {rate} req/s (half the slowest peak), open loop", results["latency"], p999=True)
+        if "idle" in wanted:
+            results["idle"] = {}
+            for n in names:
+                p, port, h2 = proxies[n]
+                before = rss_kib(p.pid)
+                hold = subprocess.Popen(["taskset", "-c", LOAD_CPU, LOADGEN, "hold", f"127.0.0.1:{port}", str(args.idle)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                line = hold.stdout.readline().split()
+                time.sleep(1.0)
+                after = rss_kib(p.pid)
+                hold.stdin.close()
+                hold.wait(30)
+                held = int(line[1]) if len(line) > 1 else 0
+                failed = int(line[3]) if len(line) > 3 else args.idle
+                results["idle"][n] = {"held": held, "failed": failed,
+                                      "bytes_per_conn": (after - before) * 1024 / max(held, 1),
+                                      "rss_before_kib": before, "rss_after_kib": after}
+                time.sleep(2.0)
+            print("\n## idle keep-alive connections: resident memory per connection")
+            print("| proxy | connections | failed | RSS before | RSS after | bytes / connection |")
+            print("|---|---:|---:|---:|---:|---:|")
+            for n, r in results["idle"].items():
+                print(f"| {n} | {r['held']} | {r['failed']} | {r['rss_before_kib']} KiB | {r['rss_after_kib']} KiB | {r['bytes_per_conn']:.0f} |")
+    finally:
+        s.stop()
+    if args.write_results:
+        write_results(results, args)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}" if b else "-"
+
+
+def print_table(title, r, p999=False):
+    print(f"\n## {title}")
+    extra = " p99.9 µs |" if p999 else ""
+    print(f"| proxy | req/s | p50 µs | p99 µs |{extra} CPU µs/req | req per CPU-s | non-2xx+errors |")
+    print("|---|---:|---:|---:|" + ("---:|" if p999 else "") + "---:|---:|---:|")
+    for n, x in r.items():
+        e = f" {x['p999_us']:.0f} |" if p999 else ""
+        per_cpu = 1e6 / x["cpu_us_per_req"] if x["cpu_us_per_req"] else 0
+        print(f"| {n} | {x['rps']:.0f} | {x['p50_us']:.0f} | {x['p99_us']:.0f} |{e} {x['cpu_us_per_req']:.1f} | {per_cpu:.0f} | {x['bad']} |")
+    g = r.get("gatehouse")
+    for peer in ("nginx", "haproxy"):
+        if g and peer in r:
+            x = r[peer]
+            gc, pc = g["cpu_us_per_req"], x["cpu_us_per_req"]
+            print(f"gatehouse/{peer}: req/s {ratio(g['rps'], x['rps'])}, p99 {ratio(g['p99_us'], x['p99_us'])}, "
+                  f"CPU/req {ratio(gc, pc)}, req per CPU-s {ratio(pc, gc)}")
+    sys.stdout.flush()
+
+
+def write_results(results, args):
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+    path = os.path.join(ROOT, "bench/RESULTS.latest.json")
+    with open(path, "w") as f:
+        json.dump({"date": datetime.datetime.utcnow().isoformat(timespec="seconds") + "Z",
+                   "commit": commit + ("-dirty" if dirty else ""), "rounds": args.rounds,
+                   "duration_s": args.duration, "results": results}, f, indent=1)
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
