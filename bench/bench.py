@@ -165,9 +165,9 @@ backend be
         wait_port(port, "haproxy", p)
         return p, port, port
 
-    def start_gatehouse(self):
+    def start_gatehouse(self, binary=GATEHOUSE, name="gatehouse"):
         port = free_port()
-        conf = os.path.join(self.work, "gatehouse.toml")
+        conf = os.path.join(self.work, f"{name}.toml")
         with open(conf, "w") as f:
             f.write(f"""
 [global]
@@ -182,8 +182,8 @@ upstream = "origin"
 servers = ["127.0.0.1:{self.origin_port}"]
 idle_timeout = "300s"
 """)
-        p = self.spawn([GATEHOUSE, "run", "-c", conf], PROXY_CPU, env={**os.environ, "RUST_LOG": "warn"})
-        wait_port(port, "gatehouse", p)
+        p = self.spawn([binary, "run", "-c", conf], PROXY_CPU, env={**os.environ, "RUST_LOG": "warn"})
+        wait_port(port, name, p)
         return p, port, port
 
     def stop(self):
@@ -263,6 +263,9 @@ def main():
     # raisable) and HAProxy reserves two descriptors per connection.
     ap.add_argument("--idle", type=int, default=9000)
     ap.add_argument("--write-results", action="store_true")
+    ap.add_argument("--extra", action="append", default=[], metavar="NAME=BINARY",
+                    help="another gatehouse build to measure beside the others (A/B of a change)")
+    ap.add_argument("--only", default="", help="comma-separated proxies to run (default: all)")
     args = ap.parse_args()
     wanted = args.scenarios.split(",")
 
@@ -272,6 +275,11 @@ def main():
     try:
         s.start_origin()
         proxies = {"gatehouse": s.start_gatehouse(), "nginx": s.start_nginx(), "haproxy": s.start_haproxy()}
+        for e in args.extra:
+            name, binary = e.split("=", 1)
+            proxies[name] = s.start_gatehouse(binary, name)
+        if args.only:
+            proxies = {n: v for n, v in proxies.items() if n in args.only.split(",")}
         names = list(proxies)
         # Warm every proxy's upstream pool.
         for name, (p, port, h2) in proxies.items():

@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use gatehouse::Gatehouse;
 
+// mimalloc: a proxy allocates and frees small objects per request (header maps, bodies, futures);
+// bench/RESULTS.md records what it measured against glibc malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "gatehouse",
@@ -54,6 +59,11 @@ fn init_logging() {
 }
 
 fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    // One thread: everything runs on the main thread, with no work-stealing scheduler to pay for
+    // (bench/RESULTS.md has the measured effect).
+    if threads == Some(1) {
+        return tokio::runtime::Builder::new_current_thread().enable_all().build();
+    }
     let mut b = tokio::runtime::Builder::new_multi_thread();
     if let Some(t) = threads {
         b.worker_threads(t);
