@@ -62,7 +62,9 @@ fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     // One thread: everything runs on the main thread, with no work-stealing scheduler to pay for
     // (bench/RESULTS.md has the measured effect).
     if threads == Some(1) {
-        return tokio::runtime::Builder::new_current_thread().enable_all().build();
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
     }
     let mut b = tokio::runtime::Builder::new_multi_thread();
     if let Some(t) = threads {

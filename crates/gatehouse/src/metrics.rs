@@ -1,10 +1,11 @@
 //! Prometheus metrics. Request counters and the duration histogram are updated on the request
 //! path; per-server gauges are filled from the live snapshot when /metrics is scraped.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -13,17 +14,28 @@ use prometheus_client::registry::Registry;
 
 use crate::runtime::Snapshot;
 
+/// A label value shared with the snapshot: cloning it on the request path is a reference count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Label(Arc<str>);
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(&self.0)
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    listener: String,
-    route: String,
-    upstream: String,
+    listener: Label,
+    route: Label,
+    upstream: Label,
     code: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
-    listener: String,
+    listener: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -112,23 +124,23 @@ impl Metrics {
     /// Counts one answered request.
     pub fn observe_request(
         &self,
-        listener: &str,
-        route: &str,
-        upstream: &str,
+        listener: &Arc<str>,
+        route: &Arc<str>,
+        upstream: &Arc<str>,
         code: u16,
         took: Duration,
     ) {
         self.requests
             .get_or_create(&RequestLabels {
-                listener: listener.to_string(),
-                route: route.to_string(),
-                upstream: upstream.to_string(),
+                listener: Label(listener.clone()),
+                route: Label(route.clone()),
+                upstream: Label(upstream.clone()),
                 code,
             })
             .inc();
         self.duration
             .get_or_create(&ListenerLabels {
-                listener: listener.to_string(),
+                listener: Label(listener.clone()),
             })
             .observe(took.as_secs_f64());
     }

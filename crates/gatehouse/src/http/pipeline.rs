@@ -56,13 +56,13 @@ struct Finish {
     snapshot: Arc<Snapshot>,
     started: Instant,
     listener: Arc<str>,
-    route: String,
-    upstream: String,
-    server: String,
+    route: Arc<str>,
+    upstream: Arc<str>,
+    server: Arc<str>,
     client: IpAddr,
-    method: String,
+    method: http::Method,
     host: String,
-    path: String,
+    uri: Uri,
     status: u16,
     request_id: String,
     stats: Option<Arc<BodyStats>>,
@@ -87,9 +87,9 @@ impl OnEnd for Finish {
         if let Some(log) = &self.snapshot.access_log {
             log.write(&crate::access_log::Entry {
                 client: self.client,
-                method: &self.method,
+                method: self.method.as_str(),
                 host: &self.host,
-                path: &self.path,
+                path: self.uri.path(),
                 status: self.status,
                 bytes_in,
                 bytes_out,
@@ -109,11 +109,17 @@ impl OnEnd for Finish {
     }
 }
 
+/// The "" label, shared.
+fn empty_label() -> Arc<str> {
+    static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from("")).clone()
+}
+
 /// Serves one request. Never fails: every error becomes an answer here.
 pub async fn handle(
     req: Request<Incoming>,
     conn: Arc<ConnCtx>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Result<Response<Observed>, Infallible> {
     let ambiguous = conn.timer.as_ref().is_some_and(|t| t.begin_request());
     let started = Instant::now();
     let snapshot = conn.shared.snapshot();
@@ -124,13 +130,13 @@ pub async fn handle(
         snapshot: snapshot.clone(),
         started,
         listener: conn.listener.clone(),
-        route: String::new(),
-        upstream: String::new(),
-        server: String::new(),
+        route: empty_label(),
+        upstream: empty_label(),
+        server: empty_label(),
         client: canonical_ip(conn.peer.ip()),
-        method: parts.method.to_string(),
+        method: parts.method.clone(),
         host: String::new(),
-        path: parts.uri.path().to_string(),
+        uri: parts.uri.clone(),
         status: 0,
         request_id: request_id.clone(),
         stats: None,
@@ -153,8 +159,10 @@ pub async fn handle(
     }
     fin.status = resp.status().as_u16();
     let (head, body) = resp.into_parts();
-    let body = Observed::new(body, Box::new(fin)).boxed_unsync();
-    Ok(Response::from_parts(head, body))
+    Ok(Response::from_parts(
+        head,
+        Observed::new(body, Box::new(fin)),
+    ))
 }
 
 async fn proxy(
@@ -183,12 +191,13 @@ async fn proxy(
     fin.host = host.clone();
 
     // Route
-    let route = router::select(&snap.config.routes, &listener.routes, parts, &host, client)
+    let route_index = router::select(&snap.config.routes, &listener.routes, parts, &host, client)
         .ok_or_else(|| {
-            ProxyError::new(ErrorKind::NoRoute)
-                .with(format!("host `{host}` path `{}`", parts.uri.path()))
-        })?;
-    fin.route = route.name.clone();
+        ProxyError::new(ErrorKind::NoRoute)
+            .with(format!("host `{host}` path `{}`", parts.uri.path()))
+    })?;
+    let route = &snap.config.routes[route_index];
+    fin.route = snap.route_names[route_index].clone();
 
     // Limits known from the head
     if let (Some(max), Some(len)) = (route.max_body, content_length(parts))
@@ -218,7 +227,7 @@ async fn proxy(
         }
         RouteAction::Upstream(i) => {
             let up = &snap.upstreams[*i];
-            fin.upstream = up.model.name.clone();
+            fin.upstream = up.name.clone();
             let trusted = listener
                 .model
                 .trusted_proxies
@@ -411,7 +420,7 @@ async fn to_upstream(
         Err(e) => return Err(e),
     };
     let server = fwd.server.clone();
-    fin.server = server.spec.address.clone();
+    fin.server = server.label.clone();
     fin.guard = Some(guard);
     let mut resp = fwd.response;
     let status = resp.status();

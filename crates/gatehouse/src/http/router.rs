@@ -22,18 +22,18 @@ pub fn matches(m: &RouteMatch, parts: &Parts, host: &str, client: IpAddr) -> boo
         && (m.sources.is_empty() || m.sources.iter().any(|c| c.contains(client)))
 }
 
-/// The first matching route among `candidates` (indexes into `routes`).
-pub fn select<'a>(
-    routes: &'a [Route],
+/// The index of the first matching route among `candidates` (indexes into `routes`).
+pub fn select(
+    routes: &[Route],
     candidates: &[usize],
     parts: &Parts,
     host: &str,
     client: IpAddr,
-) -> Option<&'a Route> {
+) -> Option<usize> {
     candidates
         .iter()
-        .map(|i| &routes[*i])
-        .find(|r| matches(&r.matcher, parts, host, client))
+        .copied()
+        .find(|i| matches(&routes[*i].matcher, parts, host, client))
 }
 
 /// The host name of a request, lowercase, without port: Host header, else the URI authority.

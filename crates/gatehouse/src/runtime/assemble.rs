@@ -28,6 +28,8 @@ pub struct Snapshot {
     pub upstreams: Vec<Arc<Upstream>>,
     /// The access log, if on.
     pub access_log: Option<Arc<AccessLogger>>,
+    /// Route names as shared labels, by route index.
+    pub route_names: Vec<Arc<str>>,
 }
 
 impl Snapshot {
@@ -48,6 +50,7 @@ impl Snapshot {
             listeners: Vec::new(),
             upstreams: Vec::new(),
             access_log: None,
+            route_names: Vec::new(),
         }
     }
 
@@ -107,7 +110,13 @@ pub(super) fn assemble(
                 .collect(),
         })
         .collect();
+    let route_names = config
+        .routes
+        .iter()
+        .map(|r| Arc::from(r.name.as_str()))
+        .collect();
     Ok(Snapshot {
+        route_names,
         config,
         listeners,
         upstreams,

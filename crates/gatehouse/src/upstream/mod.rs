@@ -59,6 +59,8 @@ pub struct ServerState {
     pub pool: Pool,
     /// The settings this state was made for; a change makes a new state.
     pub fingerprint: String,
+    /// The address as a shared label for logs and metrics.
+    pub label: Arc<str>,
 }
 
 impl ServerState {
@@ -87,6 +89,7 @@ impl ServerState {
             failures: AtomicU64::new(0),
             pool: Pool::new(up.protocol, up.idle_timeout),
             fingerprint: fingerprint(up, spec),
+            label: Arc::from(spec.address.as_str()),
         })
     }
 
@@ -147,6 +150,8 @@ fn fingerprint(up: &model::Upstream, spec: &model::Server) -> String {
 pub struct Upstream {
     /// The validated settings.
     pub model: model::Upstream,
+    /// The name as a shared label for logs and metrics.
+    pub name: Arc<str>,
     /// Servers in config order (primaries and backups).
     pub servers: Vec<Arc<ServerState>>,
     selector: Selector,
@@ -180,6 +185,7 @@ impl Upstream {
         let selector = Selector::new(model);
         Upstream {
             model: model.clone(),
+            name: Arc::from(model.name.as_str()),
             servers,
             selector,
         }
