@@ -49,6 +49,64 @@ pub enum AccessLog {
 pub enum ListenerProtocol {
     /// HTTP/1.1 + h2c.
     Http,
+    /// HTTP/1.1 + HTTP/2 over TLS.
+    Https,
+}
+
+/// A certificate and its key, as files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    /// PEM chain.
+    pub cert: PathBuf,
+    /// PEM key.
+    pub key: PathBuf,
+    /// DER OCSP response to staple.
+    pub ocsp: Option<PathBuf>,
+}
+
+/// Client certificate policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Not asked for.
+    None,
+    /// Verified when given.
+    Optional,
+    /// Required.
+    Required,
+}
+
+/// TLS settings of an https listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// Certificates in file order; the first is the default.
+    pub certificates: Vec<CertificateFiles>,
+    /// Lowest TLS version: 12 or 13.
+    pub min_version: u8,
+    /// No matching SNI: refuse the handshake.
+    pub strict_sni: bool,
+    /// CAs for client certificates.
+    pub client_ca: Option<PathBuf>,
+    /// Client certificate policy.
+    pub client_auth: ClientAuth,
+    /// Strict-Transport-Security value.
+    pub hsts: Option<String>,
+    /// ALPN protocols offered, in order.
+    pub alpn: Vec<String>,
+}
+
+/// TLS to an upstream's servers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamTls {
+    /// CAs instead of the system roots.
+    pub ca: Option<PathBuf>,
+    /// Name verified and sent as SNI; None: the server's host.
+    pub server_name: Option<String>,
+    /// SPKI SHA-256 pins (base64), replacing chain validation.
+    pub pin_sha256: Vec<String>,
+    /// Client certificate and key for mTLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Accept any certificate.
+    pub dangerous_skip_verify: bool,
 }
 
 /// A listener.
@@ -70,6 +128,8 @@ pub struct Listener {
     pub keepalive_timeout: Duration,
     /// Most concurrent connections.
     pub max_connections: Option<usize>,
+    /// TLS, for https listeners.
+    pub tls: Option<ListenerTls>,
 }
 
 /// A host pattern: exact name or "*.suffix".
@@ -250,6 +310,8 @@ pub enum UpstreamProtocol {
     Http1,
     /// HTTP/2 cleartext, prior knowledge.
     H2c,
+    /// HTTP/2 over TLS.
+    H2,
 }
 
 /// An upstream: a pool of servers.
@@ -279,4 +341,6 @@ pub struct Upstream {
     pub idle_timeout: Duration,
     /// Protocol to the servers.
     pub protocol: UpstreamProtocol,
+    /// TLS to the servers.
+    pub tls: Option<UpstreamTls>,
 }

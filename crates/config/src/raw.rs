@@ -74,6 +74,8 @@ pub enum RawListenerProtocol {
     /// HTTP/1.1 and HTTP/2 by prior knowledge (h2c).
     #[default]
     Http,
+    /// HTTP/1.1 and HTTP/2 over TLS (ALPN).
+    Https,
 }
 
 /// `[listeners.NAME]`
@@ -96,6 +98,79 @@ pub struct RawListener {
     pub keepalive_timeout: Option<String>,
     /// Most concurrent client connections; more wait in the kernel's backlog. Default: no limit.
     pub max_connections: Option<usize>,
+    /// ALPN protocols offered on https listeners. Default ["h2", "http/1.1"].
+    pub alpn: Option<Vec<String>>,
+    /// TLS settings of an https listener.
+    pub tls: Option<RawListenerTls>,
+}
+
+/// `{ cert, key, ocsp }`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    /// PEM file: the certificate, then its chain.
+    pub cert: String,
+    /// PEM file: the private key (PKCS#8, SEC1 or RSA).
+    pub key: String,
+    /// DER file: an OCSP response to staple.
+    pub ocsp: Option<String>,
+}
+
+/// Client certificate policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawClientAuth {
+    /// No client certificates asked for.
+    #[default]
+    None,
+    /// Asked for; verified when given.
+    Optional,
+    /// Required and verified.
+    Required,
+}
+
+/// `tls` of an https listener.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    /// Certificates; SNI picks among them.
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+    /// "1.2" | "1.3". Default "1.2".
+    pub min_version: Option<String>,
+    /// Refuse handshakes whose SNI matches no certificate. Default false.
+    #[serde(default)]
+    pub strict_sni: bool,
+    /// PEM file of CAs that sign client certificates.
+    pub client_ca: Option<String>,
+    /// "none" | "optional" | "required". Default "none".
+    #[serde(default)]
+    pub client_auth: RawClientAuth,
+    /// Strict-Transport-Security value added to every answer.
+    pub hsts: Option<String>,
+    /// Names to obtain by ACME (not implemented yet).
+    #[serde(default)]
+    pub acme: Vec<String>,
+}
+
+/// `tls` of an upstream.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// PEM file of CAs to trust instead of the system roots.
+    pub ca: Option<String>,
+    /// Name to verify (and send as SNI). Default: the server's host.
+    pub server_name: Option<String>,
+    /// Base64 SHA-256 hashes of trusted SubjectPublicKeyInfo: replaces chain validation.
+    #[serde(default)]
+    pub pin_sha256: Vec<String>,
+    /// PEM client certificate for mTLS to the origin.
+    pub client_cert: Option<String>,
+    /// PEM key of `client_cert`.
+    pub client_key: Option<String>,
+    /// Accept any certificate. Loudly logged.
+    #[serde(default)]
+    pub dangerous_skip_verify: bool,
 }
 
 /// `redirect = { to, status }`
@@ -228,6 +303,8 @@ pub enum RawUpstreamProtocol {
     Http1,
     /// HTTP/2 over cleartext by prior knowledge (gRPC origins).
     H2c,
+    /// HTTP/2 over TLS (needs `tls`).
+    H2,
 }
 
 /// `sticky = { cookie }`
@@ -293,7 +370,9 @@ pub struct RawUpstream {
     pub response_timeout: Option<String>,
     /// How long a pooled connection may stay idle. Default "60s".
     pub idle_timeout: Option<String>,
-    /// "http1" | "h2c". Default "http1".
+    /// "http1" | "h2c" | "h2". Default "http1".
     #[serde(default)]
     pub protocol: RawUpstreamProtocol,
+    /// TLS to the servers. Absent: cleartext.
+    pub tls: Option<RawUpstreamTls>,
 }

@@ -26,9 +26,20 @@ struct Pending {
 
 struct Validator {
     errors: Vec<Pending>,
+    /// Directory of the config file: relative paths in it are relative to this.
+    base: PathBuf,
 }
 
 impl Validator {
+    fn path(&self, p: &str) -> PathBuf {
+        let p = PathBuf::from(p);
+        if p.is_absolute() {
+            p
+        } else {
+            self.base.join(p)
+        }
+    }
+
     fn at(&mut self, path: &KeyPath, message: impl Into<String>) {
         self.errors.push(Pending {
             span: None,
@@ -148,7 +159,14 @@ pub(crate) fn parse_and_validate(text: &str, file: &str) -> Result<Config, Vec<C
     }
     let span = table.span();
     let root = Spanned::new(span, DeValue::Table(table.into_inner()));
-    let mut v = Validator { errors: Vec::new() };
+    let base = std::path::Path::new(file)
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    let mut v = Validator {
+        errors: Vec::new(),
+        base,
+    };
     let config = validate(&mut v, &root);
     if v.errors.is_empty()
         && let Some(c) = config
@@ -307,11 +325,14 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
         if raw.max_connections == Some(0) {
             v.at(&lp.key("max_connections"), "must be at least 1");
         }
+        let tls = listener_tls(v, &lp, raw);
         listener_models.push(Listener {
             name: name.clone(),
             bind: binds,
+            tls,
             protocol: match raw.protocol {
                 RawListenerProtocol::Http => ListenerProtocol::Http,
+                RawListenerProtocol::Https => ListenerProtocol::Https,
             },
             trusted_proxies: v.cidrs(&lp.key("trusted_proxies"), &raw.trusted_proxies),
             max_header_size: max_header_size.clamp(1024, 16 << 20) as usize,
@@ -360,8 +381,12 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
                 .iter()
                 .enumerate()
                 .filter(|(_, (_, l))| {
-                    l.as_ref()
-                        .is_none_or(|l| l.protocol == RawListenerProtocol::Http)
+                    l.as_ref().is_none_or(|l| {
+                        matches!(
+                            l.protocol,
+                            RawListenerProtocol::Http | RawListenerProtocol::Https
+                        )
+                    })
                 })
                 .map(|(i, _)| i)
                 .collect(),
@@ -676,6 +701,162 @@ fn upstream(v: &mut Validator, up: &KeyPath, name: &str, raw: &RawUpstream) -> U
         protocol: match raw.protocol {
             RawUpstreamProtocol::Http1 => UpstreamProtocol::Http1,
             RawUpstreamProtocol::H2c => UpstreamProtocol::H2c,
+            RawUpstreamProtocol::H2 => UpstreamProtocol::H2,
         },
+        tls: upstream_tls(v, up, raw),
     }
+}
+
+fn listener_tls(v: &mut Validator, lp: &KeyPath, raw: &RawListener) -> Option<ListenerTls> {
+    let tp = lp.key("tls");
+    match (raw.protocol, &raw.tls) {
+        (RawListenerProtocol::Http, Some(_)) => {
+            v.at(
+                &tp,
+                "only https listeners take `tls` (set protocol = \"https\")",
+            );
+            return None;
+        }
+        (RawListenerProtocol::Http, None) => {
+            if raw.alpn.is_some() {
+                v.at(&lp.key("alpn"), "only https listeners negotiate ALPN");
+            }
+            return None;
+        }
+        (RawListenerProtocol::Https, None) => {
+            v.at(lp, "an https listener needs `tls.certificates`");
+            return None;
+        }
+        (RawListenerProtocol::Https, Some(_)) => {}
+    }
+    let t = raw.tls.as_ref()?;
+    if !t.acme.is_empty() {
+        v.at(
+            &tp.key("acme"),
+            "ACME is not implemented yet: give the certificates as files",
+        );
+    }
+    if t.certificates.is_empty() {
+        v.at(&tp.key("certificates"), "needs at least one { cert, key }");
+    }
+    let certificates = t
+        .certificates
+        .iter()
+        .map(|c| CertificateFiles {
+            cert: v.path(&c.cert),
+            key: v.path(&c.key),
+            ocsp: c.ocsp.as_deref().map(|o| v.path(o)),
+        })
+        .collect();
+    let min_version = match t.min_version.as_deref() {
+        None | Some("1.2") => 12,
+        Some("1.3") => 13,
+        Some(x) => {
+            v.at(
+                &tp.key("min_version"),
+                format!("`{x}` is not a TLS version gatehouse offers: expected \"1.2\" or \"1.3\""),
+            );
+            12
+        }
+    };
+    let client_auth = match t.client_auth {
+        RawClientAuth::None => ClientAuth::None,
+        RawClientAuth::Optional => ClientAuth::Optional,
+        RawClientAuth::Required => ClientAuth::Required,
+    };
+    if client_auth != ClientAuth::None && t.client_ca.is_none() {
+        v.at(
+            &tp.key("client_ca"),
+            "needed when client_auth is optional or required",
+        );
+    }
+    if let Some(h) = &t.hsts
+        && (h.is_empty() || h.bytes().any(|b| b.is_ascii_control()))
+    {
+        v.at(&tp.key("hsts"), "is not a valid header value");
+    }
+    let alpn = match &raw.alpn {
+        None => vec!["h2".to_string(), "http/1.1".to_string()],
+        Some(list) => {
+            for (i, a) in list.iter().enumerate() {
+                if a != "h2" && a != "http/1.1" {
+                    v.at(
+                        &lp.key("alpn").index(i),
+                        format!("`{a}` is not offered: expected \"h2\" or \"http/1.1\""),
+                    );
+                }
+            }
+            if list.is_empty() {
+                v.at(&lp.key("alpn"), "needs at least one protocol");
+            }
+            list.clone()
+        }
+    };
+    Some(ListenerTls {
+        certificates,
+        min_version,
+        strict_sni: t.strict_sni,
+        client_ca: t.client_ca.as_deref().map(|c| v.path(c)),
+        client_auth,
+        hsts: t.hsts.clone(),
+        alpn,
+    })
+}
+
+fn upstream_tls(v: &mut Validator, up: &KeyPath, raw: &RawUpstream) -> Option<UpstreamTls> {
+    let tp = up.key("tls");
+    match (&raw.tls, raw.protocol) {
+        (None, RawUpstreamProtocol::H2) => {
+            v.at(
+                &up.key("protocol"),
+                "\"h2\" needs `tls` (for cleartext HTTP/2 use \"h2c\")",
+            );
+            return None;
+        }
+        (Some(_), RawUpstreamProtocol::H2c) => {
+            v.at(
+                &up.key("protocol"),
+                "\"h2c\" is cleartext: with `tls` use \"h2\"",
+            );
+        }
+        _ => {}
+    }
+    let t = raw.tls.as_ref()?;
+    for (i, pin) in t.pin_sha256.iter().enumerate() {
+        let ok = pin.len() == 44
+            && pin.ends_with('=')
+            && pin[..43]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+        if !ok {
+            v.at(
+                &tp.key("pin_sha256").index(i),
+                "is not a base64 SHA-256 hash (44 characters ending in `=`)",
+            );
+        }
+    }
+    if t.client_cert.is_some() != t.client_key.is_some() {
+        v.at(&tp, "client_cert and client_key go together");
+    }
+    if t.dangerous_skip_verify && (t.ca.is_some() || !t.pin_sha256.is_empty()) {
+        v.at(
+            &tp.key("dangerous_skip_verify"),
+            "contradicts `ca` / `pin_sha256`: choose one way to trust the origin",
+        );
+    }
+    if let Some(n) = &t.server_name
+        && (n.is_empty() || n.contains(['/', ' ', ':']) && n.parse::<std::net::IpAddr>().is_err())
+    {
+        v.at(&tp.key("server_name"), format!("`{n}` is not a host name"));
+    }
+    Some(UpstreamTls {
+        ca: t.ca.as_deref().map(|c| v.path(c)),
+        server_name: t.server_name.clone(),
+        pin_sha256: t.pin_sha256.clone(),
+        client_cert: match (&t.client_cert, &t.client_key) {
+            (Some(c), Some(k)) => Some((v.path(c), v.path(k))),
+            _ => None,
+        },
+        dangerous_skip_verify: t.dangerous_skip_verify,
+    })
 }

@@ -34,6 +34,8 @@ pub enum ErrorKind {
     BodyTooLarge,
     /// The request is malformed or ambiguous.
     BadRequest,
+    /// The Host is not a name this TLS connection's certificate covers.
+    Misdirected,
     /// A bug or an unexpected local failure.
     Internal,
 }
@@ -55,7 +57,10 @@ impl ProxyError {
     /// A new error of `kind`, side derived from the kind.
     pub fn new(kind: ErrorKind) -> Self {
         let side = match kind {
-            ErrorKind::NoRoute | ErrorKind::BodyTooLarge | ErrorKind::BadRequest => Side::Client,
+            ErrorKind::NoRoute
+            | ErrorKind::BodyTooLarge
+            | ErrorKind::BadRequest
+            | ErrorKind::Misdirected => Side::Client,
             ErrorKind::Internal => Side::Internal,
             _ => Side::Upstream,
         };

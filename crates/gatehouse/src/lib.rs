@@ -10,6 +10,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod runtime;
+pub mod tls;
 pub mod upstream;
 
 pub use runtime::Gatehouse;

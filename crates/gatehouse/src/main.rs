@@ -81,9 +81,18 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check { config } => match gatehouse_config::load(&config) {
-            Ok(_) => {
-                println!("ok");
-                ExitCode::SUCCESS
+            Ok(model) => {
+                // Certificate, key and CA files are part of the config: read them too.
+                let errors = gatehouse::tls::check_files(&model);
+                if errors.is_empty() {
+                    println!("ok");
+                    return ExitCode::SUCCESS;
+                }
+                for e in &errors {
+                    eprintln!("{}: {e}", config.display());
+                }
+                eprintln!("{} error(s) in {}", errors.len(), config.display());
+                ExitCode::from(1)
             }
             Err(errs) => {
                 eprintln!("{errs}");

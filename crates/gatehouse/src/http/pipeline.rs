@@ -48,6 +48,8 @@ pub struct ConnCtx {
     pub local: SocketAddr,
     /// HTTP/1 header-timeout state; None on HTTP/2.
     pub timer: Option<Arc<ConnTimer>>,
+    /// What the TLS handshake established; None on cleartext.
+    pub tls: Option<Arc<crate::tls::TlsInfo>>,
 }
 
 /// Everything the access log and metrics need, finished when the answer's body ends.
@@ -157,6 +159,10 @@ pub async fn handle(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
+    if let Some(hsts) = conn.tls.as_ref().and_then(|t| t.hsts.clone()) {
+        resp.headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+    }
     fin.status = resp.status().as_u16();
     let (head, body) = resp.into_parts();
     Ok(Response::from_parts(
@@ -189,6 +195,16 @@ async fn proxy(
         }
     };
     fin.host = host.clone();
+    // No domain fronting across certificates: the Host must be a name the served certificate
+    // covers (RFC 9110 §15.5.20: 421 Misdirected Request).
+    if let Some(tls) = &conn.tls
+        && !host.is_empty()
+        && !crate::tls::covers(&tls.names, &host)
+    {
+        return Err(ProxyError::new(ErrorKind::Misdirected).with(format!(
+            "host `{host}` is not covered by this connection's certificate"
+        )));
+    }
 
     // Route
     let route_index = router::select(&snap.config.routes, &listener.routes, parts, &host, client)
@@ -214,7 +230,7 @@ async fn proxy(
             body.clone(),
         )),
         RouteAction::Redirect { to, status } => {
-            let target = expand_redirect(to, parts, &host, conn_scheme());
+            let target = expand_redirect(to, parts, &host, conn_scheme(conn));
             let mut resp = respond::text(
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::FOUND),
                 Bytes::new(),
@@ -234,16 +250,21 @@ async fn proxy(
                 .iter()
                 .any(|c| c.contains(client));
             to_upstream(
-                up, route, parts, body, request_id, &host_full, client, trusted, fin,
+                conn, up, route, parts, body, request_id, &host_full, client, trusted, fin,
             )
             .await
         }
     }
 }
 
-fn conn_scheme() -> &'static str {
-    "http"
+/// "https" on a TLS connection, else "http".
+fn conn_scheme(conn: &ConnCtx) -> &'static str {
+    if conn.tls.is_some() { "https" } else { "http" }
 }
+
+/// Headers that carry the verified client certificate upstream; never taken from the client.
+const CLIENT_CERT_SUBJECT: &str = "x-client-cert-subject";
+const CLIENT_CERT_SHA256: &str = "x-client-cert-sha256";
 
 fn content_length(parts: &Parts) -> Option<u64> {
     parts
@@ -296,6 +317,7 @@ fn hash_input(key: &HashKey, parts: &Parts, client: IpAddr) -> Option<u64> {
 
 #[allow(clippy::too_many_arguments)]
 async fn to_upstream(
+    conn: &ConnCtx,
     up: &Arc<Upstream>,
     route: &Route,
     parts: &mut Parts,
@@ -336,7 +358,7 @@ async fn to_upstream(
         &ClientInfo {
             ip: client,
             trusted,
-            proto: conn_scheme(),
+            proto: conn_scheme(conn),
             host: host_full,
             version: version_label,
         },
@@ -352,6 +374,24 @@ async fn to_upstream(
         && let Ok(v) = HeaderValue::from_str(&upstream_host)
     {
         h.insert(header::HOST, v);
+    }
+    h.remove(CLIENT_CERT_SUBJECT);
+    h.remove(CLIENT_CERT_SHA256);
+    if let Some(tls) = &conn.tls {
+        if let Some(v) = tls
+            .client_subject
+            .as_deref()
+            .and_then(|s| HeaderValue::from_str(s).ok())
+        {
+            h.insert(CLIENT_CERT_SUBJECT, v);
+        }
+        if let Some(v) = tls
+            .client_sha256
+            .as_deref()
+            .and_then(|s| HeaderValue::from_str(s).ok())
+        {
+            h.insert(CLIENT_CERT_SHA256, v);
+        }
     }
     headers::apply_ops(h, &route.request_headers);
 
@@ -371,22 +411,27 @@ async fn to_upstream(
     };
     let uri = match up.model.protocol {
         UpstreamProtocol::Http1 => new_pq.parse::<Uri>(),
-        UpstreamProtocol::H2c => {
+        UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
             let authority = if upstream_host.is_empty() {
                 "localhost"
             } else {
                 &upstream_host
             };
-            format!("http://{authority}{new_pq}").parse::<Uri>()
+            let scheme = if up.model.protocol == UpstreamProtocol::H2 {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{authority}{new_pq}").parse::<Uri>()
         }
     }
     .map_err(|e| ProxyError::new(ErrorKind::BadRequest).with(e))?;
     parts.uri = uri;
     parts.version = match up.model.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
-        UpstreamProtocol::H2c => Version::HTTP_2,
+        UpstreamProtocol::H2c | UpstreamProtocol::H2 => Version::HTTP_2,
     };
-    if up.model.protocol == UpstreamProtocol::H2c {
+    if up.model.protocol != UpstreamProtocol::Http1 {
         // HTTP/2 carries the authority in :authority; a Host header beside it must agree or go.
         parts.headers.remove(header::HOST);
     }
@@ -484,7 +529,7 @@ async fn to_upstream(
     let map = LocationMap {
         internal: &internal,
         public_host: host_full,
-        public_scheme: conn_scheme(),
+        public_scheme: conn_scheme(conn),
         public_prefix: route.strip_prefix.as_deref().unwrap_or(""),
         internal_prefix: route.add_prefix.as_deref().unwrap_or(""),
     };

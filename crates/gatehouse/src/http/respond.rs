@@ -33,6 +33,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::Misdirected => StatusCode::MISDIRECTED_REQUEST,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -59,6 +60,7 @@ pub fn error_response(err: &ProxyError, request_id: &str) -> Response<ProxyBody>
         ErrorKind::UpstreamTimeout => "the upstream server did not answer in time",
         ErrorKind::BodyTooLarge => "request body too large",
         ErrorKind::BadRequest => "malformed request",
+        ErrorKind::Misdirected => "this connection's certificate does not cover that host",
         ErrorKind::Internal => "internal error",
     };
     let mut resp = text(

@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use gatehouse_config::model::Listener;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
@@ -61,8 +61,8 @@ enum Phase {
 
 /// The client socket as hyper sees it: replays the bytes read to detect the protocol, and on
 /// HTTP/1 answers 408 to a client too slow to send its headers (hyper itself would only close).
-pub struct ClientIo {
-    inner: TcpStream,
+pub struct ClientIo<T> {
+    inner: T,
     prefix: Bytes,
     timer: Option<Arc<ConnTimer>>,
     header_timeout: Duration,
@@ -71,7 +71,7 @@ pub struct ClientIo {
     phase: Phase,
 }
 
-impl ClientIo {
+impl<T> ClientIo<T> {
     /// Feeds bytes read from the client to the framing watch; `fresh_request`: the connection was
     /// idle, so these bytes start a new head.
     fn scan(&self, bytes: &[u8], fresh_request: bool) {
@@ -85,7 +85,7 @@ impl ClientIo {
     }
 }
 
-impl AsyncRead for ClientIo {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -153,7 +153,7 @@ impl AsyncRead for ClientIo {
     }
 }
 
-impl AsyncWrite for ClientIo {
+impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -196,7 +196,6 @@ async fn sniff(stream: &mut TcpStream, timeout: Duration) -> Option<(bool, Bytes
         Ok(None) => return None,
         Err(_) => {
             if !buf.is_empty() {
-                use tokio::io::AsyncWriteExt;
                 let _ = stream.write_all(RESPONSE_408).await;
             }
             return None;
@@ -211,13 +210,48 @@ async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-/// Serves a client connection until it ends or shutdown completes it.
+/// Serves a cleartext client connection until it ends or shutdown completes it.
 pub async fn serve(mut stream: TcpStream, settings: &Listener, ctx: ConnCtx) {
     let _ = stream.set_nodelay(true);
-    let mut shutdown = ctx.shared.shutdown_signal();
     let Some((h2, prefix)) = sniff(&mut stream, settings.client_header_timeout).await else {
         return;
     };
+    serve_io(stream, h2, prefix, settings, ctx).await;
+}
+
+/// Serves a TLS client connection: handshake (within `client_header_timeout`), then HTTP/2 or
+/// HTTP/1.1 as ALPN chose.
+pub async fn serve_tls(
+    stream: TcpStream,
+    tls: std::sync::Arc<crate::tls::ListenerTls>,
+    settings: &Listener,
+    mut ctx: ConnCtx,
+) {
+    let _ = stream.set_nodelay(true);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+    let stream =
+        match tokio::time::timeout(settings.client_header_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %ctx.peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %ctx.peer, "TLS handshake timed out");
+                return;
+            }
+        };
+    let (_, conn) = stream.get_ref();
+    let h2 = conn.alpn_protocol() == Some(b"h2");
+    ctx.tls = Some(Arc::new(tls.info(conn)));
+    serve_io(stream, h2, Bytes::new(), settings, ctx).await;
+}
+
+async fn serve_io<T>(stream: T, h2: bool, prefix: Bytes, settings: &Listener, ctx: ConnCtx)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut shutdown = ctx.shared.shutdown_signal();
     let timer = (!h2).then(|| Arc::new(ConnTimer::default()));
     let io = ClientIo {
         inner: stream,

@@ -16,6 +16,8 @@ pub struct ListenerRt {
     pub model: Listener,
     /// Indexes into `config.routes`.
     pub routes: Vec<usize>,
+    /// Certificates and TLS settings of an https listener.
+    pub tls: Option<Arc<crate::tls::ListenerTls>>,
 }
 
 /// Everything a request needs, immutable once built.
@@ -80,12 +82,54 @@ pub(super) fn assemble(
             }
         }
     };
+    // TLS first: every certificate and key file is read now, so a bad file refuses the config.
+    let mut errors = Vec::new();
+    let mut listener_tls = Vec::new();
+    for l in &config.listeners {
+        listener_tls.push(match &l.tls {
+            Some(t) => match crate::tls::ListenerTls::new(t) {
+                Ok(t) => Some(Arc::new(t)),
+                Err(e) => {
+                    errors.extend(
+                        e.into_iter()
+                            .map(|e| format!("listeners.{}.tls: {e}", l.name)),
+                    );
+                    None
+                }
+            },
+            None => None,
+        });
+    }
+    let mut upstream_tls = Vec::new();
+    for u in &config.upstreams {
+        upstream_tls.push(match &u.tls {
+            Some(t) => match crate::tls::client_config(t, u.protocol) {
+                Ok(c) => {
+                    if t.dangerous_skip_verify {
+                        tracing::warn!(upstream = %u.name, "TLS to this upstream is NOT verified (dangerous_skip_verify)");
+                    }
+                    Some(c)
+                }
+                Err(e) => {
+                    errors.push(format!("upstreams.{}.tls: {e}", u.name));
+                    None
+                }
+            },
+            None => None,
+        });
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
     servers.retain(|_, w| w.strong_count() > 0);
     let upstreams: Vec<Arc<Upstream>> = config
         .upstreams
         .iter()
-        .map(|m| {
-            let up = Upstream::new(m, |fp| servers.get(fp).and_then(Weak::upgrade));
+        .zip(&upstream_tls)
+        .map(|(m, tls)| {
+            let up = Upstream::new(m, tls.as_ref(), |fp| {
+                servers.get(fp).and_then(Weak::upgrade)
+            });
             for s in &up.servers {
                 if !servers.contains_key(&s.fingerprint) {
                     servers.insert(s.fingerprint.clone(), Arc::downgrade(s));
@@ -100,6 +144,7 @@ pub(super) fn assemble(
         .iter()
         .enumerate()
         .map(|(i, l)| ListenerRt {
+            tls: listener_tls[i].clone(),
             model: l.clone(),
             routes: config
                 .routes

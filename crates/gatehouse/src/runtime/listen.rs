@@ -95,7 +95,12 @@ pub fn bind_http(shared: &Arc<Shared>, l: &Listener, addr: SocketAddr) -> std::i
                     let _permit = permit;
                     let _guard = shared.track();
                     let snap = shared.snapshot();
-                    let Some(settings) = snap.listener(&name).map(|l| l.model.clone()) else {
+                    // Settings and certificates as of this accept: a reload changes them for
+                    // new connections only.
+                    let Some((settings, tls)) = snap
+                        .listener(&name)
+                        .map(|l| (l.model.clone(), l.tls.clone()))
+                    else {
                         return;
                     };
                     drop(snap);
@@ -105,8 +110,14 @@ pub fn bind_http(shared: &Arc<Shared>, l: &Listener, addr: SocketAddr) -> std::i
                         peer,
                         local,
                         timer: None,
+                        tls: None,
                     };
-                    crate::http::server::serve(stream, &settings, ctx).await;
+                    match tls {
+                        Some(tls) => {
+                            crate::http::server::serve_tls(stream, tls, &settings, ctx).await
+                        }
+                        None => crate::http::server::serve(stream, &settings, ctx).await,
+                    }
                 });
             }
         })

@@ -61,11 +61,30 @@ pub struct ServerState {
     pub fingerprint: String,
     /// The address as a shared label for logs and metrics.
     pub label: Arc<str>,
+    /// TLS to this server: the client config and the name to verify and send as SNI.
+    pub tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
 }
 
 impl ServerState {
     /// A new server state; starts up.
-    pub fn new(up: &model::Upstream, spec: &model::Server) -> Arc<ServerState> {
+    pub fn new(
+        up: &model::Upstream,
+        spec: &model::Server,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Arc<ServerState> {
+        let tls = tls.and_then(|config| {
+            let name = up
+                .tls
+                .as_ref()
+                .and_then(|t| t.server_name.clone())
+                .unwrap_or_else(|| spec.host.clone());
+            rustls::pki_types::ServerName::try_from(name)
+                .ok()
+                .map(|n| (config.clone(), n))
+        });
         let id = format!(
             "{:016x}",
             fnv1a(format!("{}/{}", up.name, spec.address).as_bytes())
@@ -90,6 +109,7 @@ impl ServerState {
             pool: Pool::new(up.protocol, up.idle_timeout),
             fingerprint: fingerprint(up, spec),
             label: Arc::from(spec.address.as_str()),
+            tls,
         })
     }
 
@@ -140,8 +160,14 @@ impl ServerState {
 /// What must be equal for a server's state to carry over a reload.
 fn fingerprint(up: &model::Upstream, spec: &model::Server) -> String {
     format!(
-        "{}|{}|{:?}|{:?}|{:?}|{:?}",
-        up.name, spec.address, up.protocol, up.idle_timeout, up.health_check, up.connect_timeout
+        "{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        up.name,
+        spec.address,
+        up.protocol,
+        up.idle_timeout,
+        up.health_check,
+        up.connect_timeout,
+        up.tls
     )
 }
 
@@ -172,6 +198,7 @@ impl Upstream {
     /// Builds the run-time upstream, reusing `existing` server states that are unchanged.
     pub fn new(
         model: &model::Upstream,
+        tls: Option<&Arc<rustls::ClientConfig>>,
         mut existing: impl FnMut(&str) -> Option<Arc<ServerState>>,
     ) -> Upstream {
         let servers: Vec<Arc<ServerState>> = model
@@ -179,7 +206,7 @@ impl Upstream {
             .iter()
             .map(|s| {
                 let fp = fingerprint(model, s);
-                existing(&fp).unwrap_or_else(|| ServerState::new(model, s))
+                existing(&fp).unwrap_or_else(|| ServerState::new(model, s, tls))
             })
             .collect();
         let selector = Selector::new(model);

@@ -84,7 +84,7 @@ impl Pool {
                 }
                 None
             }
-            UpstreamProtocol::H2c => {
+            UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
                 let mut h2 = self.h2.lock().ok()?;
                 match h2.as_ref() {
                     Some(s) if !s.is_closed() => Some(Conn::H2(s.clone())),
@@ -142,10 +142,27 @@ pub async fn connect_tcp(server: &ServerState, timeout: Duration) -> io::Result<
     Err(last)
 }
 
-/// A new connection with the handshake done.
+/// A new connection with the handshakes (TLS when configured, then HTTP) done.
 pub async fn connect(server: &ServerState, timeout: Duration) -> Result<Conn, BoxError> {
     let tcp = connect_tcp(server, timeout).await?;
-    let io = TokioIo::new(tcp);
+    match &server.tls {
+        None => handshake(server, tcp).await,
+        Some((config, name)) => {
+            let connector = tokio_rustls::TlsConnector::from(config.clone());
+            let tls = tokio::time::timeout(timeout, connector.connect(name.clone(), tcp))
+                .await
+                .map_err(|_| format!("TLS handshake with {} timed out", server.spec.address))?
+                .map_err(|e| format!("TLS handshake with {} failed: {e}", server.spec.address))?;
+            handshake(server, tls).await
+        }
+    }
+}
+
+async fn handshake<T>(server: &ServerState, io: T) -> Result<Conn, BoxError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
     match server.pool.protocol {
         UpstreamProtocol::Http1 => {
             let (sender, conn) = http1::Builder::new().handshake(io).await?;
@@ -156,7 +173,7 @@ pub async fn connect(server: &ServerState, timeout: Duration) -> Result<Conn, Bo
             });
             Ok(Conn::H1(sender))
         }
-        UpstreamProtocol::H2c => {
+        UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .handshake(io)

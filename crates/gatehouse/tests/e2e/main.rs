@@ -13,3 +13,4 @@ mod misc;
 mod nginx;
 mod protocols;
 mod routing;
+mod tls;
