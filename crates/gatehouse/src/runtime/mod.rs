@@ -200,6 +200,72 @@ impl Shared {
     }
 }
 
+/// How often certificate, key and CA files are looked at for changes.
+const TLS_WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// The TLS files a config names, with their modification time and size.
+fn tls_file_stamps(config: &Config) -> Vec<(PathBuf, Option<(std::time::SystemTime, u64)>)> {
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for l in &config.listeners {
+        if let Some(t) = &l.tls {
+            for c in &t.certificates {
+                paths.push(c.cert.clone());
+                paths.push(c.key.clone());
+                paths.extend(c.ocsp.clone());
+            }
+            paths.extend(t.client_ca.clone());
+        }
+    }
+    for u in &config.upstreams {
+        if let Some(t) = &u.tls {
+            paths.extend(t.ca.clone());
+            if let Some((c, k)) = &t.client_cert {
+                paths.push(c.clone());
+                paths.push(k.clone());
+            }
+        }
+    }
+    paths
+        .into_iter()
+        .map(|p| {
+            let stamp = std::fs::metadata(&p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())));
+            (p, stamp)
+        })
+        .collect()
+}
+
+/// Re-applies the config in force when one of its TLS files changes on disk: new handshakes get
+/// the new certificate; open connections keep theirs. A broken file is reported once per change
+/// and the old certificates keep serving. Ends with the process's shared state.
+async fn watch_tls_files(shared: Weak<Shared>) {
+    let mut seen = shared
+        .upgrade()
+        .map(|s| tls_file_stamps(&s.snapshot().config))
+        .unwrap_or_default();
+    loop {
+        tokio::time::sleep(TLS_WATCH_EVERY).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let snap = shared.snapshot();
+        let stamps = tls_file_stamps(&snap.config);
+        if stamps == seen {
+            continue;
+        }
+        seen = stamps;
+        match shared.apply(snap.config.clone()).await {
+            Ok(()) => tracing::info!("TLS files changed on disk: certificates reloaded"),
+            Err(errs) => {
+                for e in errs {
+                    tracing::error!("TLS files changed on disk but cannot be used: {e}");
+                }
+            }
+        }
+    }
+}
+
 /// A running gatehouse: the handle `main` and the tests hold.
 pub struct Gatehouse {
     shared: Arc<Shared>,
@@ -225,6 +291,7 @@ impl Gatehouse {
             .apply(config)
             .await
             .map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
+        tokio::spawn(watch_tls_files(Arc::downgrade(&shared)));
         Ok(Gatehouse { shared })
     }
 

@@ -554,3 +554,39 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
             .supported_schemes()
     }
 }
+
+#[tokio::test]
+async fn a_certificate_swapped_on_disk_serves_new_handshakes_without_cutting_open_ones() {
+    let pki = Pki::new();
+    let first = pki.leaf("site", &["a.example"], "first", false, false);
+    let o = named("o").await;
+    let gh = proxy(&https_cfg(&pki, &[&first], o.addr, "")).await;
+    let addr = gh.listener_addrs("websecure")[0];
+    let cc = client_config(&pki, &["http/1.1"], None);
+    let open = handshake(addr, cc.clone(), "a.example").await.unwrap();
+    assert_eq!(peer_der(&open), first.der);
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(open))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+
+    // Same file names, new pair (written key first, then certificate, as an operator would).
+    let second = pki.leaf("site", &["a.example"], "second", false, false);
+    assert_ne!(first.der, second.der);
+    let swapped = eventually(std::time::Duration::from_secs(6), async || {
+        let s = handshake(addr, cc.clone(), "a.example").await.unwrap();
+        peer_der(&s) == second.der
+    })
+    .await;
+    assert!(swapped, "new handshakes never got the new certificate");
+    let resp = tx
+        .send_request(
+            http::Request::get("/")
+                .header("host", "a.example")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .expect("the connection opened before the swap still serves");
+    assert_eq!(resp.status(), 200);
+}
