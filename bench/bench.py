@@ -78,6 +78,17 @@ class Setup:
             f.write(b"b" * 102400)
         self.origin_port = free_port()
         self.ports = {}
+        # One ECDSA P-256 certificate for every proxy's TLS port.
+        self.cert = os.path.join(work, "bench.pem")
+        self.key = os.path.join(work, "bench.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-days", "30", "-nodes", "-keyout", self.key, "-out", self.cert,
+                        "-subj", "/CN=bench.example", "-addext", "subjectAltName=DNS:bench.example"],
+                       check=True, capture_output=True)
+        self.combined = os.path.join(work, "bench-combined.pem")
+        with open(self.combined, "w") as f:
+            f.write(open(self.cert).read() + open(self.key).read())
+        self.tls_ports = {}
 
     def spawn(self, args, cpu, **kw):
         p = subprocess.Popen(["taskset", "-c", cpu] + args, stdout=subprocess.DEVNULL,
@@ -120,12 +131,19 @@ http {{
         wait_port(self.origin_port, "nginx origin", p)
 
     def start_nginx(self):
-        port, h2 = free_port(), free_port()
+        port, h2, tls = free_port(), free_port(), free_port()
+        self.tls_ports["nginx"] = tls
         d, conf = self.nginx_conf("nginx-proxy", f"""
   upstream origin {{ server 127.0.0.1:{self.origin_port}; keepalive 128; }}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
     listen 127.0.0.1:{h2} http2 backlog=4096;
+    listen 127.0.0.1:{tls} ssl backlog=4096;
+    ssl_certificate {self.cert};
+    ssl_certificate_key {self.key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_tickets on;
     location / {{
       proxy_pass http://origin;
       proxy_http_version 1.1;
@@ -140,7 +158,8 @@ http {{
         return p, port, h2
 
     def start_haproxy(self):
-        port = free_port()
+        port, tls = free_port(), free_port()
+        self.tls_ports["haproxy"] = tls
         conf = os.path.join(self.work, "haproxy.cfg")
         with open(conf, "w") as f:
             f.write(f"""
@@ -157,6 +176,7 @@ defaults
   http-reuse always
 frontend fe
   bind 127.0.0.1:{port}
+  bind 127.0.0.1:{tls} ssl crt {self.combined}
   default_backend be
 backend be
   server origin 127.0.0.1:{self.origin_port} maxconn 2000
@@ -166,7 +186,8 @@ backend be
         return p, port, port
 
     def start_gatehouse(self, binary=GATEHOUSE, name="gatehouse"):
-        port = free_port()
+        port, tls = free_port(), free_port()
+        self.tls_ports[name] = tls
         conf = os.path.join(self.work, f"{name}.toml")
         with open(conf, "w") as f:
             f.write(f"""
@@ -176,6 +197,10 @@ access_log = "off"
 [listeners.web]
 bind = "127.0.0.1:{port}"
 keepalive_timeout = "300s"
+[listeners.websecure]
+bind = "127.0.0.1:{tls}"
+protocol = "https"
+tls = {{ certificates = [{{ cert = "{self.cert}", key = "{self.key}" }}] }}
 [[routes]]
 upstream = "origin"
 [upstreams.origin]
@@ -241,6 +266,25 @@ SCENARIOS = {
 }
 
 
+def parse_s_time(out):
+    m = re.search(r"(\d+) connections in ([\d.]+)s", out)
+    if not m:
+        raise RuntimeError("openssl s_time failed:\n" + out)
+    n = int(m.group(1))
+    return {"rps": n / float(m.group(2)), "requests": n, "bad": 0, "p50_us": 0, "p99_us": 0}
+
+
+TLS_SCENARIOS = {
+    # Full handshakes: a new session every connection (ECDSA P-256, TLS 1.3 by default).
+    "tls-full": lambda port, d: parse_s_time(run_load(
+        ["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-time", str(d)])),
+    # Resumed handshakes: the session of the first connection is offered again. TLS 1.2, because
+    # s_time closes TLS 1.3 connections before the post-handshake ticket arrives (no resumption).
+    "tls-resumed": lambda port, d: parse_s_time(run_load(
+        ["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-reuse", "-tls1_2", "-time", str(d)])),
+}
+
+
 def measure(proc, fn):
     before = cpu_ticks(proc.pid)
     r = fn()
@@ -258,7 +302,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5)
-    ap.add_argument("--scenarios", default="keepalive-1k,keepalive-100k,close-1k,h2c-1k,latency,idle")
+    ap.add_argument("--scenarios", default="keepalive-1k,keepalive-100k,close-1k,h2c-1k,tls-full,tls-resumed,latency,idle")
     # 9,000, not 10,000: this sandbox caps open files at 20,000 per process (hard limit, not
     # raisable) and HAProxy reserves two descriptors per connection.
     ap.add_argument("--idle", type=int, default=9000)
@@ -295,6 +339,17 @@ def main():
             results[sc] = {n: {k: med(rows[n], k) for k in ("rps", "p50_us", "p99_us", "cpu_us_per_req")}
                            | {"bad": sum(r["bad"] for r in rows[n])} for n in names}
             print_table(sc, results[sc])
+        for sc in [x for x in wanted if x in TLS_SCENARIOS]:
+            rows = {n: [] for n in names}
+            for rnd in range(args.rounds):
+                order = names[rnd % len(names):] + names[:rnd % len(names)]
+                for n in order:
+                    p = proxies[n][0]
+                    rows[n].append(measure(p, lambda: TLS_SCENARIOS[sc](s.tls_ports[n], args.duration)))
+                    time.sleep(0.5)
+            results[sc] = {n: {k: med(rows[n], k) for k in ("rps", "p50_us", "p99_us", "cpu_us_per_req")}
+                           | {"bad": 0} for n in names}
+            print_table(f"{sc} (openssl s_time; 'req' = handshake, client-bound: compare CPU per handshake)", results[sc])
         if "latency" in wanted:
             peak = min(results.get("keepalive-1k", {}).get(n, {}).get("rps", 0) or 20000 for n in names)
             rate = max(int(peak / 2), 1000)
