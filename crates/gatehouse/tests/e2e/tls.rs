@@ -360,19 +360,41 @@ async fn client_certificates_required_and_passed_upstream() {
 
 /// A TLS origin with `leaf`, answering "tls-origin".
 async fn tls_origin(leaf: &Leaf) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    tls_origin_with(leaf, None).await
+}
+
+/// A TLS origin; with `client_ca`, it requires client certificates that CA signed and says how
+/// many it got.
+async fn tls_origin_with(
+    leaf: &Leaf,
+    client_ca: Option<&Pki>,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&leaf.cert)
         .unwrap()
         .map(|c| c.unwrap())
         .collect();
     let key = PrivateKeyDer::from_pem_file(&leaf.key).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        Some(pki) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+                roots.add(c.unwrap()).unwrap();
+            }
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(v)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(chain, key).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -383,8 +405,13 @@ async fn tls_origin(leaf: &Leaf) -> (std::net::SocketAddr, tokio::task::JoinHand
                 let Ok(s) = acceptor.accept(s).await else {
                     return;
                 };
-                let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(text(200, "tls-origin"))
+                let who = match s.get_ref().1.peer_certificates() {
+                    Some(c) => format!("tls-origin client={}", c.len()),
+                    None => "tls-origin".to_string(),
+                };
+                let svc = hyper::service::service_fn(move |_req| {
+                    let who = who.clone();
+                    async move { Ok::<_, std::convert::Infallible>(text(200, who)) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(s), svc)
@@ -589,4 +616,34 @@ async fn a_certificate_swapped_on_disk_serves_new_handshakes_without_cutting_ope
         .await
         .expect("the connection opened before the swap still serves");
     assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn mtls_to_an_origin_that_requires_a_client_certificate() {
+    let pki = Pki::new();
+    let leaf = pki.leaf("origin", &["origin.internal"], "origin", false, false);
+    let client = pki.leaf(
+        "gatehouse-client",
+        &["gatehouse.internal"],
+        "gatehouse",
+        false,
+        false,
+    );
+    let (addr, _t) = tls_origin_with(&leaf, Some(&pki)).await;
+    let ca = pki.ca_path().display().to_string();
+    let with = format!(
+        "ca = \"{ca}\", server_name = \"origin.internal\", client_cert = \"{}\", client_key = \"{}\"",
+        client.cert.display(),
+        client.key.display()
+    );
+    let gh = proxy(&upstream_cfg(addr, &with)).await;
+    let r = get(web(&gh), "x", "/").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "tls-origin client=1"));
+    let without = format!("ca = \"{ca}\", server_name = \"origin.internal\"");
+    let gh = proxy(&upstream_cfg(addr, &without)).await;
+    assert_eq!(
+        get(web(&gh), "x", "/").await.status,
+        502,
+        "no client certificate: the origin refuses"
+    );
 }
