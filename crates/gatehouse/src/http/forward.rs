@@ -145,13 +145,7 @@ pub async fn forward(
                         Ok(resp.map(|b| PooledBody::new(b, ret)))
                     }
                     Ok(Err(mut e)) => Err((e.take_message(), e.into_error())),
-                    Err(_) => {
-                        server.record_failure(m.passive.as_ref());
-                        return Err(ProxyError::new(ErrorKind::UpstreamTimeout).with(format!(
-                            "no response from {} within {:?}",
-                            server.spec.address, m.response_timeout
-                        )));
-                    }
+                    Err(_) => return Err(timed_out(&server, m)),
                 }
             }
             Conn::H2(mut sender) => {
@@ -159,13 +153,7 @@ pub async fn forward(
                 match tokio::time::timeout(m.response_timeout, fut).await {
                     Ok(Ok(resp)) => Ok(resp.map(|b| PooledBody::new(b, None))),
                     Ok(Err(mut e)) => Err((e.take_message(), e.into_error())),
-                    Err(_) => {
-                        server.record_failure(m.passive.as_ref());
-                        return Err(ProxyError::new(ErrorKind::UpstreamTimeout).with(format!(
-                            "no response from {} within {:?}",
-                            server.spec.address, m.response_timeout
-                        )));
-                    }
+                    Err(_) => return Err(timed_out(&server, m)),
                 }
             }
         };
@@ -198,6 +186,16 @@ pub async fn forward(
     Err(last.unwrap_or_else(|| {
         ProxyError::new(ErrorKind::NoHealthyServer).with(format!("upstream `{}`", m.name))
     }))
+}
+
+/// The answer did not come within `response_timeout`: counted against the server, not retried
+/// (the origin may still be working on it).
+fn timed_out(server: &ServerState, m: &gatehouse_config::model::Upstream) -> ProxyError {
+    server.record_failure(m.passive.as_ref());
+    ProxyError::new(ErrorKind::UpstreamTimeout).with(format!(
+        "no response from {} within {:?}",
+        server.spec.address, m.response_timeout
+    ))
 }
 
 fn is_body_limit(err: &hyper::Error) -> bool {

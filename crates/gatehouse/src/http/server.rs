@@ -2,6 +2,7 @@
 //! and keep-alive timeouts on HTTP/1, serve requests through the pipeline, and shut down
 //! gracefully on request.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -276,13 +277,7 @@ where
             .keep_alive_interval(Some(Duration::from_secs(30)));
         let conn = b.serve_connection(io, service);
         tokio::pin!(conn);
-        let res = tokio::select! {
-            r = conn.as_mut() => r,
-            _ = stopped(&mut shutdown) => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
+        let res = until_done(conn, &mut shutdown, |c| c.graceful_shutdown()).await;
         if let Err(e) = res {
             tracing::debug!(error = %e, "h2 client connection ended with an error");
         }
@@ -294,15 +289,28 @@ where
             .max_headers(256);
         let conn = b.serve_connection(io, service).with_upgrades();
         tokio::pin!(conn);
-        let res = tokio::select! {
-            r = conn.as_mut() => r,
-            _ = stopped(&mut shutdown) => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
+        let res = until_done(conn, &mut shutdown, |c| c.graceful_shutdown()).await;
         if let Err(e) = res {
             tracing::debug!(error = %e, "client connection ended with an error");
+        }
+    }
+}
+
+/// Runs a connection to its end; when shutdown starts, asks it to finish the requests in flight
+/// (`graceful`) and waits for that.
+async fn until_done<C, E>(
+    mut conn: Pin<&mut C>,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    graceful: fn(Pin<&mut C>),
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stopped(shutdown) => {
+            graceful(conn.as_mut());
+            conn.await
         }
     }
 }

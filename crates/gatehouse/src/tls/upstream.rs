@@ -25,7 +25,10 @@ pub fn client_config(
     let builder = if t.dangerous_skip_verify {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SkipVerify(provider.clone())))
+            .with_custom_certificate_verifier(Arc::new(CustomVerify {
+                trust: Trust::Anything,
+                provider: provider.clone(),
+            }))
     } else if !t.pin_sha256.is_empty() {
         let mut pins = Vec::new();
         for p in &t.pin_sha256 {
@@ -39,8 +42,8 @@ pub fn client_config(
         }
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinVerify {
-                pins,
+            .with_custom_certificate_verifier(Arc::new(CustomVerify {
+                trust: Trust::Pins(pins),
                 provider: provider.clone(),
             }))
     } else {
@@ -80,24 +83,24 @@ fn system_roots() -> RootCertStore {
     store
 }
 
-fn verify_sig12(
-    p: &CryptoProvider,
-    message: &[u8],
-    cert: &CertificateDer<'_>,
-    dss: &DigitallySignedStruct,
-) -> Result<HandshakeSignatureValid, Error> {
-    verify_tls12_signature(message, cert, dss, &p.signature_verification_algorithms)
+/// How an upstream's certificate is trusted when not by a CA chain.
+#[derive(Debug)]
+enum Trust {
+    /// SPKI pins: the certificate's key must hash to a pin, and its names and validity period
+    /// must still fit.
+    Pins(Vec<[u8; 32]>),
+    /// `dangerous_skip_verify`: any certificate. Handshake signatures are still checked, so the
+    /// peer must hold the key of the certificate it shows — which proves nothing about who it is.
+    Anything,
 }
 
-/// SPKI pins instead of a chain: the certificate's key must hash to a pin, and its names and
-/// validity period must still fit.
 #[derive(Debug)]
-struct PinVerify {
-    pins: Vec<[u8; 32]>,
+struct CustomVerify {
+    trust: Trust,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for PinVerify {
+impl ServerCertVerifier for CustomVerify {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -106,10 +109,13 @@ impl ServerCertVerifier for PinVerify {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
+        let Trust::Pins(pins) = &self.trust else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let (_, x509) = X509Certificate::from_der(end_entity.as_ref())
             .map_err(|_| Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
         let spki = ring::digest::digest(&ring::digest::SHA256, x509.public_key().raw);
-        if !self.pins.iter().any(|p| p.as_slice() == spki.as_ref()) {
+        if !pins.iter().any(|p| p.as_slice() == spki.as_ref()) {
             return Err(Error::General(
                 "certificate's public key matches no pin_sha256".into(),
             ));
@@ -138,7 +144,12 @@ impl ServerCertVerifier for PinVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_sig12(&self.provider, message, cert, dss)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -192,50 +203,5 @@ fn name_matches(x509: &X509Certificate<'_>, server_name: &ServerName<'_>) -> boo
             })
         }
         _ => false,
-    }
-}
-
-/// `dangerous_skip_verify`: any certificate. Handshake signatures are still checked, so the peer
-/// must hold the key of the certificate it shows — which proves nothing about who it is.
-#[derive(Debug)]
-struct SkipVerify(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for SkipVerify {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_sig12(&self.0, message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
