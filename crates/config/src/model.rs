@@ -20,6 +20,34 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Upstreams in file order.
     pub upstreams: Vec<Upstream>,
+    /// Automatic certificates.
+    pub acme: Option<Acme>,
+}
+
+/// ACME challenge types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// Answered by the https listener (RFC 8737).
+    TlsAlpn01,
+    /// Answered under /.well-known/acme-challenge/ on every http listener.
+    Http01,
+}
+
+/// `[acme]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acme {
+    /// Directory URL.
+    pub directory: String,
+    /// Contact email.
+    pub email: Option<String>,
+    /// Storage directory.
+    pub storage: PathBuf,
+    /// Extra roots for the directory.
+    pub ca: Option<PathBuf>,
+    /// Challenge type.
+    pub challenge: AcmeChallenge,
+    /// Renew this long before expiry.
+    pub renew_before: Duration,
 }
 
 /// Process-wide settings.
@@ -92,6 +120,8 @@ pub struct ListenerTls {
     pub hsts: Option<String>,
     /// ALPN protocols offered, in order.
     pub alpn: Vec<String>,
+    /// Names obtained by ACME.
+    pub acme: Vec<String>,
 }
 
 /// TLS to an upstream's servers.

@@ -25,6 +25,26 @@ pub struct RawConfig {
     /// Upstreams (server pools) by name.
     #[serde(default)]
     pub upstreams: BTreeMap<String, RawUpstream>,
+    /// Automatic certificates.
+    pub acme: Option<RawAcme>,
+}
+
+/// `[acme]`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    /// Directory URL of the ACME server.
+    pub directory: String,
+    /// Contact address for the account.
+    pub email: Option<String>,
+    /// Directory for the account key, certificates and keys.
+    pub storage: String,
+    /// PEM file of extra roots to trust for the directory (test CAs).
+    pub ca: Option<String>,
+    /// "tls-alpn-01" | "http-01". Default "tls-alpn-01".
+    pub challenge: Option<String>,
+    /// Renew this long before expiry. Default "30d".
+    pub renew_before: Option<String>,
 }
 
 /// `[global]`
@@ -148,7 +168,7 @@ pub struct RawListenerTls {
     pub client_auth: RawClientAuth,
     /// Strict-Transport-Security value added to every answer.
     pub hsts: Option<String>,
-    /// Names to obtain by ACME (not implemented yet).
+    /// Names to obtain by ACME (needs `[acme]`).
     #[serde(default)]
     pub acme: Vec<String>,
 }

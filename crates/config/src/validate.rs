@@ -134,7 +134,7 @@ fn http_token(s: &str) -> Result<(), ()> {
     if ok { Ok(()) } else { Err(()) }
 }
 
-const SECTIONS: &str = "global, admin, listeners, routes, upstreams";
+const SECTIONS: &str = "global, admin, listeners, routes, upstreams, acme";
 
 pub(crate) fn parse_and_validate(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
     let (table, syntax) = DeTable::parse_recoverable(text);
@@ -202,12 +202,14 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
     let mut admin: Option<RawAdmin> = None;
     let mut listeners: Vec<(String, Option<RawListener>)> = Vec::new();
     let mut routes: Vec<Option<RawRoute>> = Vec::new();
+    let mut acme: Option<RawAcme> = None;
     let mut upstreams: Vec<(String, Option<RawUpstream>)> = Vec::new();
     for (key, val) in top.iter() {
         let path = KeyPath::default().key(key.get_ref());
         match key.get_ref().as_ref() {
             "global" => global = v.de(val).unwrap_or_default(),
             "admin" => admin = v.de(val),
+            "acme" => acme = v.de(val),
             "listeners" | "upstreams" => {
                 let Some(t) = val.get_ref().as_table() else {
                     v.at(&path, "expected a table of named entries");
@@ -536,7 +538,61 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
         route_models.push(route);
     }
 
+    let acme_model = acme.map(|a| {
+        let ap = root_path.key("acme");
+        if !(a.directory.starts_with("https://") || a.directory.starts_with("http://")) {
+            v.at(&ap.key("directory"), "must be an http(s) URL");
+        }
+        let challenge = match a.challenge.as_deref() {
+            None | Some("tls-alpn-01") => AcmeChallenge::TlsAlpn01,
+            Some("http-01") => AcmeChallenge::Http01,
+            Some(x) => {
+                v.at(
+                    &ap.key("challenge"),
+                    format!("`{x}` is not one of tls-alpn-01, http-01"),
+                );
+                AcmeChallenge::TlsAlpn01
+            }
+        };
+        if a.storage.is_empty() {
+            v.at(&ap.key("storage"), "needs a directory");
+        }
+        Acme {
+            directory: a.directory.clone(),
+            email: a.email.clone(),
+            storage: v.path(&a.storage),
+            ca: a.ca.as_deref().map(|c| v.path(c)),
+            challenge,
+            renew_before: v.duration(
+                &ap.key("renew_before"),
+                a.renew_before.as_deref(),
+                Duration::from_secs(30 * 86_400),
+            ),
+        }
+    });
+    let wants_acme = listener_models
+        .iter()
+        .any(|l| l.tls.as_ref().is_some_and(|t| !t.acme.is_empty()));
+    if wants_acme && acme_model.is_none() {
+        v.at(
+            &root_path,
+            "listeners name certificates in `tls.acme` but there is no [acme] section",
+        );
+    }
+    if acme_model
+        .as_ref()
+        .is_some_and(|a| a.challenge == AcmeChallenge::Http01)
+        && !listener_models
+            .iter()
+            .any(|l| l.protocol == ListenerProtocol::Http)
+    {
+        v.at(
+            &root_path.key("acme").key("challenge"),
+            "http-01 needs an http listener to answer on",
+        );
+    }
     Some(Config {
+        acme: acme_model,
         global: global_model,
         admin: admin_model,
         listeners: listener_models,
@@ -730,14 +786,25 @@ fn listener_tls(v: &mut Validator, lp: &KeyPath, raw: &RawListener) -> Option<Li
         (RawListenerProtocol::Https, Some(_)) => {}
     }
     let t = raw.tls.as_ref()?;
-    if !t.acme.is_empty() {
+    if t.certificates.is_empty() && t.acme.is_empty() {
         v.at(
-            &tp.key("acme"),
-            "ACME is not implemented yet: give the certificates as files",
+            &tp.key("certificates"),
+            "needs at least one { cert, key } (or names in `tls.acme`)",
         );
     }
-    if t.certificates.is_empty() {
-        v.at(&tp.key("certificates"), "needs at least one { cert, key }");
+    for (i, n) in t.acme.iter().enumerate() {
+        let ok = !n.is_empty()
+            && !n.starts_with("*.")
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !ok {
+            v.at(
+                &tp.key("acme").index(i),
+                format!(
+                    "`{n}` is not a DNS name gatehouse can obtain (no wildcards: they need dns-01)"
+                ),
+            );
+        }
     }
     let certificates = t
         .certificates
@@ -800,6 +867,7 @@ fn listener_tls(v: &mut Validator, lp: &KeyPath, raw: &RawListener) -> Option<Li
         client_auth,
         hsts: t.hsts.clone(),
         alpn,
+        acme: t.acme.iter().map(|n| n.to_ascii_lowercase()).collect(),
     })
 }
 

@@ -4,6 +4,7 @@
 //! balances, checks and pools servers; `admin` exposes metrics and status.
 
 pub mod access_log;
+pub mod acme;
 pub mod admin;
 pub mod demo;
 pub mod error;

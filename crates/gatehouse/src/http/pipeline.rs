@@ -179,6 +179,16 @@ async fn proxy(
     request_id: &str,
     fin: &mut Finish,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    // ACME http-01 answers come before any route (RFC 8555 §8.3), on cleartext listeners.
+    if conn.tls.is_none()
+        && let Some(token) = parts
+            .uri
+            .path()
+            .strip_prefix("/.well-known/acme-challenge/")
+        && let Some(answer) = conn.shared.challenges.http_answer(token)
+    {
+        return Ok(respond::text(StatusCode::OK, answer));
+    }
     let Some(listener) = snap.listener(&conn.listener) else {
         return Err(ProxyError::new(ErrorKind::NoRoute).with("listener removed by a reload"));
     };

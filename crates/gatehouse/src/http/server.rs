@@ -243,6 +243,10 @@ pub async fn serve_tls(
             }
         };
     let (_, conn) = stream.get_ref();
+    if conn.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+        // An ACME tls-alpn-01 validation: the handshake was the answer (RFC 8737 §3).
+        return;
+    }
     let h2 = conn.alpn_protocol() == Some(b"h2");
     ctx.tls = Some(Arc::new(tls.info(conn)));
     serve_io(stream, h2, Bytes::new(), settings, ctx).await;

@@ -48,6 +48,7 @@ impl Snapshot {
                 listeners: Vec::new(),
                 routes: Vec::new(),
                 upstreams: Vec::new(),
+                acme: None,
             },
             listeners: Vec::new(),
             upstreams: Vec::new(),
@@ -66,6 +67,7 @@ pub(super) fn assemble(
     config: Config,
     servers: &mut HashMap<String, Weak<ServerState>>,
     prev_log: Option<&Arc<AccessLogger>>,
+    challenges: &Arc<crate::acme::Challenges>,
 ) -> Result<Snapshot, Vec<String>> {
     let access_log = match &config.global.access_log {
         AccessLog::Off => None,
@@ -87,16 +89,18 @@ pub(super) fn assemble(
     let mut listener_tls = Vec::new();
     for l in &config.listeners {
         listener_tls.push(match &l.tls {
-            Some(t) => match crate::tls::ListenerTls::new(t) {
-                Ok(t) => Some(Arc::new(t)),
-                Err(e) => {
-                    errors.extend(
-                        e.into_iter()
-                            .map(|e| format!("listeners.{}.tls: {e}", l.name)),
-                    );
-                    None
+            Some(t) => {
+                match crate::tls::ListenerTls::new(t, config.acme.as_ref(), challenges.clone()) {
+                    Ok(t) => Some(Arc::new(t)),
+                    Err(e) => {
+                        errors.extend(
+                            e.into_iter()
+                                .map(|e| format!("listeners.{}.tls: {e}", l.name)),
+                        );
+                        None
+                    }
                 }
-            },
+            }
             None => None,
         });
     }

@@ -53,6 +53,8 @@ pub struct Shared {
     admin: Mutex<Option<(SocketAddr, listen::Bound)>>,
     config_path: Option<PathBuf>,
     reload_lock: tokio::sync::Mutex<()>,
+    /// Open ACME challenges, answered by listeners.
+    pub challenges: Arc<crate::acme::Challenges>,
 }
 
 impl Shared {
@@ -112,6 +114,7 @@ impl Shared {
                 config,
                 &mut servers,
                 prev.access_log.as_ref(),
+                &self.challenges,
             )?)
         };
         // Bind new sockets before the swap, so that a failure changes nothing.
@@ -286,12 +289,14 @@ impl Gatehouse {
             admin: Mutex::new(None),
             config_path,
             reload_lock: tokio::sync::Mutex::new(()),
+            challenges: Arc::default(),
         });
         shared
             .apply(config)
             .await
             .map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
         tokio::spawn(watch_tls_files(Arc::downgrade(&shared)));
+        crate::acme::spawn(Arc::downgrade(&shared));
         Ok(Gatehouse { shared })
     }
 

@@ -28,10 +28,18 @@ struct SniResolver {
     wildcard: HashMap<String, usize>,
     certs: Vec<Loaded>,
     strict: bool,
+    /// Open ACME tls-alpn-01 challenges (shared with the ACME task).
+    challenges: Arc<crate::acme::Challenges>,
 }
+
+/// ALPN of an ACME tls-alpn-01 validation (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 impl SniResolver {
     fn pick(&self, sni: Option<&str>) -> Option<usize> {
+        if self.certs.is_empty() {
+            return None;
+        }
         let Some(name) = sni else {
             return (!self.strict).then_some(0);
         };
@@ -51,6 +59,14 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut protos| protos.any(|p| p == ACME_TLS_ALPN));
+        if acme {
+            return hello
+                .server_name()
+                .and_then(|n| self.challenges.alpn_cert(n));
+        }
         self.pick(hello.server_name())
             .map(|i| self.certs[i].key.clone())
     }
@@ -80,14 +96,32 @@ pub struct TlsInfo {
 }
 
 impl ListenerTls {
-    /// Loads every file and builds the config. Errors name the file.
-    pub fn new(t: &model::ListenerTls) -> Result<ListenerTls, Vec<String>> {
+    /// Loads every file and builds the config. Errors name the file. Certificates obtained by
+    /// ACME are read from its storage when there; a missing one is not an error (it is being
+    /// obtained).
+    pub fn new(
+        t: &model::ListenerTls,
+        acme: Option<&model::Acme>,
+        challenges: Arc<crate::acme::Challenges>,
+    ) -> Result<ListenerTls, Vec<String>> {
         let mut errors = Vec::new();
         let mut certs = Vec::new();
         for c in &t.certificates {
             match load(&c.cert, &c.key, c.ocsp.as_deref()) {
                 Ok(l) => certs.push(l),
                 Err(e) => errors.push(e),
+            }
+        }
+        if let Some(acme) = acme {
+            for name in &t.acme {
+                let (cert, key) = crate::acme::stored_paths(&acme.storage, name);
+                if !cert.exists() {
+                    continue;
+                }
+                match load(&cert, &key, None) {
+                    Ok(l) => certs.push(l),
+                    Err(e) => tracing::warn!("stored ACME certificate for {name} not usable: {e}"),
+                }
             }
         }
         let client_roots = match &t.client_ca {
@@ -124,6 +158,7 @@ impl ListenerTls {
             wildcard,
             certs,
             strict: t.strict_sni,
+            challenges,
         });
         let versions: &[&rustls::SupportedProtocolVersion] = if t.min_version >= 13 {
             &[&rustls::version::TLS13]
@@ -150,6 +185,9 @@ impl ListenerTls {
         };
         let mut config = builder.with_cert_resolver(resolver.clone());
         config.alpn_protocols = t.alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+        if !t.acme.is_empty() {
+            config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+        }
         // Resumption both ways: stateless tickets (TLS 1.2 and 1.3) and the session cache.
         if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
             config.ticketer = ticketer;
@@ -299,7 +337,7 @@ pub fn check_files(config: &model::Config) -> Vec<String> {
     let mut errors = Vec::new();
     for l in &config.listeners {
         if let Some(t) = &l.tls
-            && let Err(e) = ListenerTls::new(t)
+            && let Err(e) = ListenerTls::new(t, config.acme.as_ref(), Arc::default())
         {
             errors.extend(
                 e.into_iter()

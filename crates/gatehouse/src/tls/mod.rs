@@ -7,7 +7,7 @@
 mod certs;
 mod upstream;
 
-pub use certs::{ListenerTls, TlsInfo, check_files, covers};
+pub use certs::{ACME_TLS_ALPN, ListenerTls, TlsInfo, check_files, covers};
 pub use upstream::client_config;
 
 /// The provider every config is built with.

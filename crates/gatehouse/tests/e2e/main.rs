@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod acme;
 mod balance;
 mod cli;
 mod common;

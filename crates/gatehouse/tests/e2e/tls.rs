@@ -546,7 +546,7 @@ respond = {{ status = 200 }}
 
 /// Accepts any server certificate (to see which one a server sends for an unknown name).
 #[derive(Debug)]
-struct AcceptAny;
+pub struct AcceptAny;
 
 impl rustls::client::danger::ServerCertVerifier for AcceptAny {
     fn verify_server_cert(
