@@ -37,15 +37,15 @@ impl Bound {
     }
 
     /// Stops accepting and closes the socket.
-    pub fn stop(&self) {
+    /// Stops accepting. The socket closes when the aborted task is dropped: await the returned
+    /// handle to know it is closed (so that the address can be bound again at once).
+    pub fn stop(&self) -> Option<JoinHandle<()>> {
         if let Ok(mut p) = self.pending.lock() {
             p.take();
         }
-        if let Ok(mut t) = self.task.lock()
-            && let Some(t) = t.take()
-        {
-            t.abort();
-        }
+        let task = self.task.lock().ok()?.take()?;
+        task.abort();
+        Some(task)
     }
 }
 

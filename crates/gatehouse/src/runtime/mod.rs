@@ -163,6 +163,7 @@ impl Shared {
         };
         if !errors.is_empty() {
             for (_, b) in fresh {
+                // Never started: dropping `b` closes its socket.
                 b.stop();
             }
             return Err(errors);
@@ -174,6 +175,7 @@ impl Shared {
             .flat_map(|l| l.bind.iter().map(move |a| (l.name.clone(), *a)))
             .collect();
         self.snapshot.store(snapshot);
+        let mut closing = Vec::new();
         if let Ok(mut bound) = self.bound.lock() {
             for (k, b) in fresh {
                 b.start();
@@ -183,7 +185,7 @@ impl Shared {
                 let keep = wanted.contains(k);
                 if !keep {
                     tracing::info!(listener = %k.0, addr = %b.local, "listener closed");
-                    b.stop();
+                    closing.extend(b.stop());
                 }
                 keep
             });
@@ -192,12 +194,15 @@ impl Shared {
             && let Ok(mut admin) = self.admin.lock()
         {
             if let Some((_, old)) = admin.take() {
-                old.stop();
+                closing.extend(old.stop());
             }
             if let Some((addr, b)) = change {
                 b.start();
                 *admin = Some((addr, b));
             }
+        }
+        for task in closing {
+            let _ = task.await;
         }
         Ok(())
     }
@@ -343,15 +348,20 @@ impl Gatehouse {
     /// Stops accepting, asks every connection to finish its in-flight requests, and waits up to
     /// `grace`. Returns the connections still open when it gave up.
     pub async fn shutdown(self, grace: Duration) -> usize {
+        let mut closing = Vec::new();
         if let Ok(mut bound) = self.shared.bound.lock() {
             for (_, b) in bound.drain() {
-                b.stop();
+                closing.extend(b.stop());
             }
         }
         if let Ok(mut admin) = self.shared.admin.lock()
             && let Some((_, b)) = admin.take()
         {
-            b.stop();
+            closing.extend(b.stop());
+        }
+        // Once these end, every listening socket is closed.
+        for task in closing {
+            let _ = task.await;
         }
         let _ = self.shared.shutdown.send(true);
         let deadline = tokio::time::Instant::now() + grace;

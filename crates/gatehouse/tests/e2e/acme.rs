@@ -197,6 +197,20 @@ respond = {{ status = 200, body = "acme site" }}
         std::fs::read_to_string(storage.join("account.json")).unwrap(),
         account
     );
+    gh.shutdown(Duration::from_secs(1)).await;
+
+    // Forced renewal: a renew_before longer than the certificate's life makes it due now.
+    let gh = proxy(&cfg.replace("[acme]\n", "[acme]\nrenew_before = \"36500d\"\n")).await;
+    let renewed = eventually(Duration::from_secs(40), async || {
+        stored_der(&cert_path).is_some_and(|d| d != first)
+    })
+    .await;
+    assert!(renewed, "a due certificate was not renewed");
+    let ok = eventually(Duration::from_secs(10), async || {
+        served(addr, name).await.is_some_and(|d| d != first)
+    })
+    .await;
+    assert!(ok, "the renewed certificate is not served");
     drop(gh);
 }
 

@@ -647,3 +647,170 @@ async fn mtls_to_an_origin_that_requires_a_client_certificate() {
         "no client certificate: the origin refuses"
     );
 }
+
+#[tokio::test]
+async fn optional_client_certificates_are_verified_when_given() {
+    let pki = Pki::new();
+    let a = pki.leaf("a", &["a.example"], "a", false, false);
+    let client = pki.leaf("client", &["client.example"], "bob", false, false);
+    let o = echo_origin().await;
+    let extra = format!(
+        ", client_ca = \"{}\", client_auth = \"optional\"",
+        pki.ca_path().display()
+    );
+    let gh = proxy(&https_cfg(&pki, &[&a], o.addr, &extra)).await;
+    let addr = gh.listener_addrs("websecure")[0];
+    let s = handshake(addr, client_config(&pki, &["http/1.1"], None), "a.example")
+        .await
+        .unwrap();
+    assert_eq!(
+        get_over(s, "a.example", "/", &[]).await.text(),
+        "proto=https subject= sha="
+    );
+    let s = handshake(
+        addr,
+        client_config(&pki, &["http/1.1"], Some(&client)),
+        "a.example",
+    )
+    .await
+    .unwrap();
+    assert!(
+        get_over(s, "a.example", "/", &[])
+            .await
+            .text()
+            .starts_with("proto=https subject=CN=bob sha=")
+    );
+    // A certificate from another CA is refused even though certificates are optional.
+    let other = Pki::new();
+    let stranger = other.leaf("stranger", &["s.example"], "mallory", false, false);
+    let refused = match handshake(
+        addr,
+        client_config(&pki, &["http/1.1"], Some(&stranger)),
+        "a.example",
+    )
+    .await
+    {
+        Err(_) => true,
+        Ok(s) => {
+            let (mut tx, conn) = hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(s))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            tx.send_request(
+                http::Request::get("/")
+                    .header("host", "a.example")
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await
+            .is_err()
+        }
+    };
+    assert!(
+        refused,
+        "an unverifiable client certificate must be refused"
+    );
+}
+
+#[tokio::test]
+async fn curl_negotiates_h2_and_http11_by_alpn() {
+    if !require("curl") {
+        return;
+    }
+    let pki = Pki::new();
+    let a = pki.leaf("a", &["a.example"], "a", false, false);
+    let o = named("curl-ok").await;
+    let gh = proxy(&https_cfg(&pki, &[&a], o.addr, "")).await;
+    let port = gh.listener_addrs("websecure")[0].port();
+    for (flag, want) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let out = tokio::process::Command::new("curl")
+            .args(["-s", flag, "--cacert"])
+            .arg(pki.ca_path())
+            .args(["--resolve", &format!("a.example:{port}:127.0.0.1")])
+            .args([
+                "-w",
+                "\n%{http_version} %{http_code}",
+                &format!("https://a.example:{port}/"),
+            ])
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text, format!("curl-ok\n{want} 200"), "curl {flag}");
+    }
+}
+
+/// Captures the OCSP response a server staples.
+#[derive(Debug, Default)]
+struct OcspSpy(std::sync::Mutex<Vec<u8>>);
+
+impl rustls::client::danger::ServerCertVerifier for OcspSpy {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        ocsp: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.0.lock().unwrap() = ocsp.to_vec();
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::client::danger::ServerCertVerifier::verify_tls12_signature(&AcceptAny, m, c, d)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::client::danger::ServerCertVerifier::verify_tls13_signature(&AcceptAny, m, c, d)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::client::danger::ServerCertVerifier::supported_verify_schemes(&AcceptAny)
+    }
+}
+
+#[tokio::test]
+async fn the_ocsp_file_is_stapled() {
+    let pki = Pki::new();
+    let a = pki.leaf("a", &["a.example"], "a", false, false);
+    let ocsp = pki.dir.join("a.ocsp.der");
+    std::fs::write(&ocsp, b"stapled-ocsp-response-bytes").unwrap();
+    let o = named("o").await;
+    let cfg = format!(
+        r#"
+[global]
+access_log = "off"
+[listeners.websecure]
+bind = "127.0.0.1:0"
+protocol = "https"
+tls = {{ certificates = [{{ cert = "{}", key = "{}", ocsp = "{}" }}] }}
+[[routes]]
+upstream = "app"
+[upstreams.app]
+servers = ["{}"]
+"#,
+        a.cert.display(),
+        a.key.display(),
+        ocsp.display(),
+        o.addr
+    );
+    let gh = proxy(&cfg).await;
+    let spy = Arc::new(OcspSpy::default());
+    let mut c = (*client_config(&pki, &["http/1.1"], None)).clone();
+    c.dangerous().set_certificate_verifier(spy.clone());
+    let _s = handshake(gh.listener_addrs("websecure")[0], Arc::new(c), "a.example")
+        .await
+        .unwrap();
+    assert_eq!(
+        spy.0.lock().unwrap().as_slice(),
+        b"stapled-ocsp-response-bytes"
+    );
+}
