@@ -77,6 +77,9 @@ fn due(acme: &Acme, name: &str) -> bool {
 pub fn spawn(shared: Weak<Shared>) {
     tokio::spawn(async move {
         let mut backoff: HashMap<String, (Duration, tokio::time::Instant)> = HashMap::new();
+        // A renew_before longer than the certificates' life would make every new certificate
+        // due at once: order each name at most once an hour while a stored one exists.
+        let mut last_ok: HashMap<String, tokio::time::Instant> = HashMap::new();
         loop {
             let Some(s) = shared.upgrade() else { return };
             let snap = s.snapshot();
@@ -93,6 +96,14 @@ pub fn spawn(shared: Weak<Shared>) {
                     if !due(&acme, &name) {
                         continue;
                     }
+                    let have_one = stored_expiry(&acme.storage, &name).is_some();
+                    if have_one
+                        && last_ok
+                            .get(&name)
+                            .is_some_and(|t| t.elapsed() < Duration::from_secs(3600))
+                    {
+                        continue;
+                    }
                     if let Some((_, not_before)) = backoff.get(&name)
                         && tokio::time::Instant::now() < *not_before
                     {
@@ -102,6 +113,10 @@ pub fn spawn(shared: Weak<Shared>) {
                         Ok(()) => {
                             tracing::info!(%name, "ACME certificate obtained");
                             backoff.remove(&name);
+                            if due(&acme, &name) {
+                                tracing::warn!(%name, renew_before = ?acme.renew_before, "the new certificate is already due: renew_before is longer than the certificates' life");
+                            }
+                            last_ok.insert(name, tokio::time::Instant::now());
                             obtained = true;
                         }
                         Err(e) => {
