@@ -248,4 +248,35 @@ mod tests {
         ]);
         assert!(w.next_verdict());
     }
+
+    #[test]
+    fn verdicts_do_not_depend_on_how_reads_split_the_stream() {
+        let streams: [&[u8]; 3] = [
+            b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nPOST /2 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /3 HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\ncontent-length: 12\r\n\r\nTransfer-Enc\r\n\r\nGET / HTTP/1.1\n\n",
+            b"\r\n\r\n\n:::\r\ncontent-length:\r\ntransfer-encoding:x\r\n\r\n",
+        ];
+        for stream in streams {
+            let mut whole = FramingWatch::default();
+            whole.feed(stream);
+            let mut want = Vec::new();
+            for _ in 0..8 {
+                want.push(whole.next_verdict());
+            }
+            for cut in 0..=stream.len() {
+                let mut w = FramingWatch::default();
+                w.feed(&stream[..cut]);
+                w.feed(&stream[cut..]);
+                let got: Vec<bool> = (0..8).map(|_| w.next_verdict()).collect();
+                assert_eq!(got, want, "split at {cut}");
+            }
+        }
+        // The first stream: requests 1 and 2 clean, request 3 ambiguous.
+        let mut w = FramingWatch::default();
+        w.feed(streams[0]);
+        assert_eq!(
+            [w.next_verdict(), w.next_verdict(), w.next_verdict()],
+            [false, false, true]
+        );
+    }
 }
