@@ -160,6 +160,19 @@ pub struct Listener {
     pub max_connections: Option<usize>,
     /// TLS, for https listeners.
     pub tls: Option<ListenerTls>,
+    /// Expect a PROXY protocol header first (from trusted_proxies only).
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// PROXY protocol versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    /// Text.
+    V1,
+    /// Binary.
+    V2,
+    /// Either (accepting only).
+    Any,
 }
 
 /// A host pattern: exact name or "*.suffix".

@@ -120,6 +120,8 @@ pub struct RawListener {
     pub max_connections: Option<usize>,
     /// ALPN protocols offered on https listeners. Default ["h2", "http/1.1"].
     pub alpn: Option<Vec<String>>,
+    /// Expect a PROXY protocol header first: "v1" | "v2" | "any"; only from trusted_proxies.
+    pub proxy_protocol: Option<String>,
     /// TLS settings of an https listener.
     pub tls: Option<RawListenerTls>,
 }

@@ -328,10 +328,30 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
             v.at(&lp.key("max_connections"), "must be at least 1");
         }
         let tls = listener_tls(v, &lp, raw);
+        let proxy_protocol = match raw.proxy_protocol.as_deref() {
+            None => None,
+            Some("v1") => Some(ProxyProtocol::V1),
+            Some("v2") => Some(ProxyProtocol::V2),
+            Some("any") => Some(ProxyProtocol::Any),
+            Some(x) => {
+                v.at(
+                    &lp.key("proxy_protocol"),
+                    format!("`{x}` is not one of v1, v2, any"),
+                );
+                None
+            }
+        };
+        if proxy_protocol.is_some() && raw.trusted_proxies.is_empty() {
+            v.at(
+                &lp.key("proxy_protocol"),
+                "needs trusted_proxies: a PROXY header is only accepted from them",
+            );
+        }
         listener_models.push(Listener {
             name: name.clone(),
             bind: binds,
             tls,
+            proxy_protocol,
             protocol: match raw.protocol {
                 RawListenerProtocol::Http => ListenerProtocol::Http,
                 RawListenerProtocol::Https => ListenerProtocol::Https,

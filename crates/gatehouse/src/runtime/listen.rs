@@ -104,6 +104,21 @@ pub fn bind_http(shared: &Arc<Shared>, l: &Listener, addr: SocketAddr) -> std::i
                         return;
                     };
                     drop(snap);
+                    let mut stream = stream;
+                    let (peer, local) = match crate::listener_proxy::accept(
+                        &mut stream,
+                        &settings,
+                        peer,
+                        local,
+                    )
+                    .await
+                    {
+                        Ok(addrs) => addrs,
+                        Err(e) => {
+                            tracing::warn!(listener = %name, %peer, error = %e, "connection closed");
+                            return;
+                        }
+                    };
                     let ctx = ConnCtx {
                         shared: shared.clone(),
                         listener: name,

@@ -13,5 +13,6 @@ mod limits;
 mod misc;
 mod nginx;
 mod protocols;
+mod proxy_protocol;
 mod routing;
 mod tls;
