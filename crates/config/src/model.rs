@@ -386,4 +386,6 @@ pub struct Upstream {
     pub protocol: UpstreamProtocol,
     /// TLS to the servers.
     pub tls: Option<UpstreamTls>,
+    /// PROXY header sent on each new connection (such connections are never pooled).
+    pub proxy_protocol: Option<ProxyProtocol>,
 }

@@ -397,4 +397,6 @@ pub struct RawUpstream {
     pub protocol: RawUpstreamProtocol,
     /// TLS to the servers. Absent: cleartext.
     pub tls: Option<RawUpstreamTls>,
+    /// Send a PROXY protocol header on each new connection: "v1" | "v2".
+    pub proxy_protocol: Option<String>,
 }

@@ -780,6 +780,18 @@ fn upstream(v: &mut Validator, up: &KeyPath, name: &str, raw: &RawUpstream) -> U
             RawUpstreamProtocol::H2 => UpstreamProtocol::H2,
         },
         tls: upstream_tls(v, up, raw),
+        proxy_protocol: match raw.proxy_protocol.as_deref() {
+            None => None,
+            Some("v1") => Some(ProxyProtocol::V1),
+            Some("v2") => Some(ProxyProtocol::V2),
+            Some(x) => {
+                v.at(
+                    &up.key("proxy_protocol"),
+                    format!("`{x}` is not one of v1, v2"),
+                );
+                None
+            }
+        },
     }
 }
 

@@ -242,6 +242,17 @@ fn parse_v2(buf: &[u8]) -> Result<Option<Header>, Error> {
     }))
 }
 
+/// A header for a connection of the proxy's own (a health check): v1 "UNKNOWN", v2 LOCAL.
+pub fn encode_local(v2: bool) -> Vec<u8> {
+    if v2 {
+        let mut out = V2_SIGNATURE.to_vec();
+        out.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+        out
+    } else {
+        b"PROXY UNKNOWN\r\n".to_vec()
+    }
+}
+
 /// A v1 header for a TCP connection from `src` to `dst`.
 pub fn encode_v1(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     match (src, dst) {
@@ -419,6 +430,14 @@ mod tests {
             parse(&tlv, Accept::V2),
             Err(Error::BadV2("TLV longer than the header"))
         );
+    }
+
+    #[test]
+    fn local_headers_parse_as_addressless() {
+        for v2 in [false, true] {
+            let h = parse(&encode_local(v2), Accept::Any).unwrap().unwrap();
+            assert_eq!(h.addrs, None);
+        }
     }
 
     #[test]

@@ -70,6 +70,7 @@ pub async fn forward(
     req: Request<UpBody>,
     pick: PickInput<'_>,
     upgrade: bool,
+    proxy: Option<&pool::ProxyHeader>,
 ) -> Result<(Forwarded, ActiveGuard), ProxyError> {
     let m = &up.model;
     let bodyless = http_body::Body::is_end_stream(req.body());
@@ -121,7 +122,7 @@ pub async fn forward(
         let reused = pooled.is_some();
         let conn = match pooled {
             Some(c) => c,
-            None => match pool::connect(&server, m.connect_timeout).await {
+            None => match pool::connect(&server, m.connect_timeout, proxy).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(upstream = %m.name, server = %server.spec.address, error = %e, "connect failed");

@@ -466,7 +466,17 @@ async fn to_upstream(
         sticky: sticky_in.as_deref(),
         exclude: &[],
     };
-    let result = forward(up, req, pick, upgrade.is_some()).await;
+    let proxy_header = up
+        .model
+        .proxy_protocol
+        .map(|_| crate::upstream::pool::ProxyHeader {
+            src: conn.peer,
+            dst: conn.local,
+            alpn: conn.tls.as_ref().and_then(|t| t.alpn.clone()),
+            authority: conn.tls.as_ref().and_then(|t| t.sni.clone()),
+            tls_version: conn.tls.as_ref().and_then(|t| t.version.clone()),
+        });
+    let result = forward(up, req, pick, upgrade.is_some(), proxy_header.as_ref()).await;
     let (fwd, guard) = match result {
         Ok(x) => x,
         Err(e) if stats.too_large.load(Ordering::Relaxed) => {

@@ -93,6 +93,12 @@ pub struct TlsInfo {
     pub client_sha256: Option<String>,
     /// Strict-Transport-Security value.
     pub hsts: Option<http::HeaderValue>,
+    /// SNI the client sent.
+    pub sni: Option<String>,
+    /// ALPN negotiated.
+    pub alpn: Option<Vec<u8>>,
+    /// "TLSv1.3" / "TLSv1.2".
+    pub version: Option<String>,
 }
 
 impl ListenerTls {
@@ -226,6 +232,13 @@ impl ListenerTls {
             client_subject,
             client_sha256,
             hsts: self.hsts.clone(),
+            sni: conn.server_name().map(str::to_string),
+            alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+            version: conn.protocol_version().map(|v| match v {
+                rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
+                rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
+                other => format!("{other:?}"),
+            }),
         }
     }
 }

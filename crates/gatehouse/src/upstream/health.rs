@@ -33,9 +33,19 @@ pub async fn check_once(
     connect_timeout: Duration,
 ) -> Result<(), String> {
     let work = async {
-        let tcp = super::pool::connect_tcp(server, connect_timeout)
+        let mut tcp = super::pool::connect_tcp(server, connect_timeout)
             .await
             .map_err(|e| format!("connect: {e}"))?;
+        if let Some(v) = server.proxy_protocol {
+            // The check is our own connection: v1 UNKNOWN / v2 LOCAL, as HAProxy's check-send-proxy.
+            use tokio::io::AsyncWriteExt;
+            let local = gatehouse_wire::proxy_protocol::encode_local(
+                v == gatehouse_config::model::ProxyProtocol::V2,
+            );
+            tcp.write_all(&local)
+                .await
+                .map_err(|e| format!("PROXY header: {e}"))?;
+        }
         let (mut sender, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
             .await
             .map_err(|e| format!("handshake: {e}"))?;

@@ -61,6 +61,8 @@ pub struct ServerState {
     pub fingerprint: String,
     /// The address as a shared label for logs and metrics.
     pub label: Arc<str>,
+    /// PROXY header to send on each new connection.
+    pub proxy_protocol: Option<model::ProxyProtocol>,
     /// TLS to this server: the client config and the name to verify and send as SNI.
     pub tls: Option<(
         Arc<rustls::ClientConfig>,
@@ -106,7 +108,8 @@ impl ServerState {
             active: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
-            pool: Pool::new(up.protocol, up.idle_timeout),
+            pool: Pool::new(up.protocol, up.idle_timeout, up.proxy_protocol.is_none()),
+            proxy_protocol: up.proxy_protocol,
             fingerprint: fingerprint(up, spec),
             label: Arc::from(spec.address.as_str()),
             tls,
@@ -160,14 +163,15 @@ impl ServerState {
 /// What must be equal for a server's state to carry over a reload.
 fn fingerprint(up: &model::Upstream, spec: &model::Server) -> String {
     format!(
-        "{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        "{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         up.name,
         spec.address,
         up.protocol,
         up.idle_timeout,
         up.health_check,
         up.connect_timeout,
-        up.tls
+        up.tls,
+        up.proxy_protocol
     )
 }
 

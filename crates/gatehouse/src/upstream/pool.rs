@@ -43,6 +43,8 @@ struct Idle {
 /// Pooled connections of one server.
 pub struct Pool {
     protocol: UpstreamProtocol,
+    /// False when each connection carries one client's PROXY header: never reused.
+    shared: bool,
     idle_timeout: Duration,
     idle: Mutex<Vec<Idle>>,
     h2: Mutex<Option<http2::SendRequest<UpBody>>>,
@@ -58,9 +60,10 @@ impl std::fmt::Debug for Pool {
 
 impl Pool {
     /// An empty pool.
-    pub fn new(protocol: UpstreamProtocol, idle_timeout: Duration) -> Pool {
+    pub fn new(protocol: UpstreamProtocol, idle_timeout: Duration, shared: bool) -> Pool {
         Pool {
             protocol,
+            shared,
             idle_timeout,
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
@@ -74,6 +77,9 @@ impl Pool {
 
     /// A pooled connection that is still open and ready, if any.
     pub fn take(&self) -> Option<Conn> {
+        if !self.shared {
+            return None;
+        }
         match self.protocol {
             UpstreamProtocol::Http1 => {
                 let mut idle = self.idle.lock().ok()?;
@@ -98,6 +104,9 @@ impl Pool {
     }
 
     fn put_h1(&self, sender: http1::SendRequest<UpBody>) {
+        if !self.shared {
+            return;
+        }
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() >= MAX_IDLE {
                 idle.remove(0);
@@ -110,6 +119,9 @@ impl Pool {
     }
 
     fn put_h2(&self, sender: &http2::SendRequest<UpBody>) {
+        if !self.shared {
+            return;
+        }
         if let Ok(mut h2) = self.h2.lock() {
             *h2 = Some(sender.clone());
         }
@@ -142,9 +154,61 @@ pub async fn connect_tcp(server: &ServerState, timeout: Duration) -> io::Result<
     Err(last)
 }
 
-/// A new connection with the handshakes (TLS when configured, then HTTP) done.
-pub async fn connect(server: &ServerState, timeout: Duration) -> Result<Conn, BoxError> {
-    let tcp = connect_tcp(server, timeout).await?;
+/// What a PROXY header sent to a server says about the client.
+#[derive(Debug, Clone)]
+pub struct ProxyHeader {
+    /// The client.
+    pub src: std::net::SocketAddr,
+    /// The address the client connected to.
+    pub dst: std::net::SocketAddr,
+    /// ALPN the client negotiated with us (v2 TLV).
+    pub alpn: Option<Vec<u8>>,
+    /// SNI the client sent (v2 TLV).
+    pub authority: Option<String>,
+    /// TLS version when we terminated TLS (v2 SSL TLV).
+    pub tls_version: Option<String>,
+}
+
+impl ProxyHeader {
+    fn encode(&self, version: gatehouse_config::model::ProxyProtocol) -> Vec<u8> {
+        use gatehouse_wire::proxy_protocol::{encode_v1, encode_v2, tlv};
+        if version == gatehouse_config::model::ProxyProtocol::V1 {
+            return encode_v1(self.src, self.dst);
+        }
+        let mut ssl = Vec::new();
+        if let Some(v) = &self.tls_version {
+            // PP2_CLIENT_SSL, verify = 0, then the SSL_VERSION sub-TLV (spec §2.2.5).
+            ssl.push(0x01);
+            ssl.extend_from_slice(&0u32.to_be_bytes());
+            ssl.push(tlv::SSL_VERSION);
+            ssl.extend_from_slice(&(v.len() as u16).to_be_bytes());
+            ssl.extend_from_slice(v.as_bytes());
+        }
+        let mut tlvs: Vec<(u8, &[u8])> = Vec::new();
+        if let Some(a) = &self.alpn {
+            tlvs.push((tlv::ALPN, a));
+        }
+        if let Some(a) = &self.authority {
+            tlvs.push((tlv::AUTHORITY, a.as_bytes()));
+        }
+        if !ssl.is_empty() {
+            tlvs.push((tlv::SSL, &ssl));
+        }
+        encode_v2(self.src, self.dst, &tlvs)
+    }
+}
+
+/// A new connection with the handshakes (PROXY header, TLS when configured, then HTTP) done.
+pub async fn connect(
+    server: &ServerState,
+    timeout: Duration,
+    proxy: Option<&ProxyHeader>,
+) -> Result<Conn, BoxError> {
+    let mut tcp = connect_tcp(server, timeout).await?;
+    if let (Some(version), Some(h)) = (server.proxy_protocol, proxy) {
+        use tokio::io::AsyncWriteExt;
+        tcp.write_all(&h.encode(version)).await?;
+    }
     match &server.tls {
         None => handshake(server, tcp).await,
         Some((config, name)) => {

@@ -155,3 +155,138 @@ fn proxy_protocol_needs_trusted_proxies() {
         "{errs}"
     );
 }
+
+/// A raw origin that expects a PROXY header, then answers one HTTP request with what the header
+/// said; counts connections and the health checks among them.
+async fn proxy_aware_origin() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let seen = s2.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let (header, rest) = loop {
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    match gatehouse_wire::proxy_protocol::parse(
+                        &buf,
+                        gatehouse_wire::proxy_protocol::Accept::Any,
+                    ) {
+                        Ok(Some(h)) => break (h.clone(), buf[h.len..].to_vec()),
+                        Ok(None) => continue,
+                        Err(_) => return,
+                    }
+                };
+                let mut req = rest;
+                let mut first = true;
+                loop {
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let Ok(n) = s.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        req.extend_from_slice(&chunk[..n]);
+                    }
+                    let end = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    req.drain(..end);
+                    let what = match (&header.addrs, first) {
+                        (_, false) => "reused".to_string(),
+                        (Some((src, _)), true) => {
+                            let authority = header
+                                .tlvs
+                                .iter()
+                                .find(|(t, _)| *t == gatehouse_wire::proxy_protocol::tlv::AUTHORITY)
+                                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                                .unwrap_or_default();
+                            format!("src={} authority={authority}", src.ip())
+                        }
+                        (None, true) => "local".to_string(),
+                    };
+                    first = false;
+                    seen.lock().unwrap().push(what.clone());
+                    // Keep-alive: a proxy that pooled this connection would send its next request here.
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{what}",
+                        what.len()
+                    );
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn proxy_headers_are_sent_upstream_and_connections_never_shared() {
+    let (origin_addr, seen) = proxy_aware_origin().await;
+    for version in ["v1", "v2"] {
+        seen.lock().unwrap().clear();
+        let cfg = format!(
+            r#"
+[global]
+access_log = "off"
+[listeners.web]
+bind = "127.0.0.1:0"
+[listeners.public]
+bind = "127.0.0.1:0"
+proxy_protocol = "v1"
+trusted_proxies = ["127.0.0.0/8"]
+[[routes]]
+upstream = "app"
+[upstreams.app]
+servers = ["{origin_addr}"]
+proxy_protocol = "{version}"
+health_check = {{ path = "/healthz", interval = "100ms", fall = 1 }}
+"#
+        );
+        let gh = proxy(&cfg).await;
+        let web = gh.listener_addrs("web")[0];
+        let public = gh.listener_addrs("public")[0];
+        assert_eq!(
+            get(web, "x", "/").await.text(),
+            "src=127.0.0.1 authority=",
+            "{version}"
+        );
+        let mut v1 = encode_v1(
+            "203.0.113.50:1234".parse().unwrap(),
+            "198.51.100.1:80".parse().unwrap(),
+        );
+        v1.extend_from_slice(REQ);
+        let resp = raw(public, &v1, Duration::from_millis(500)).await;
+        assert!(
+            resp.ends_with("src=203.0.113.50 authority="),
+            "{version}: the carried client goes on: {resp}"
+        );
+        assert_eq!(get(web, "x", "/").await.text(), "src=127.0.0.1 authority=");
+        let server_up = gh.shared().snapshot().upstreams[0].servers[0].is_up();
+        assert!(
+            server_up,
+            "{version}: health checks speak PROXY (LOCAL / UNKNOWN) too"
+        );
+        let seen = seen.lock().unwrap().clone();
+        assert!(seen.iter().any(|s| s == "local"), "{version}: {seen:?}");
+        assert_eq!(
+            seen.iter().filter(|s| s.starts_with("src=")).count(),
+            3,
+            "one connection per request: {seen:?}"
+        );
+    }
+}
