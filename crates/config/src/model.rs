@@ -79,6 +79,8 @@ pub enum ListenerProtocol {
     Http,
     /// HTTP/1.1 + HTTP/2 over TLS.
     Https,
+    /// A byte pipe to an upstream.
+    Tcp,
 }
 
 /// A certificate and its key, as files.
@@ -162,6 +164,8 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
     /// Expect a PROXY protocol header first (from trusted_proxies only).
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// tcp listeners: index of the upstream used when no route matches.
+    pub upstream: Option<usize>,
 }
 
 /// PROXY protocol versions.
@@ -211,6 +215,8 @@ pub struct RouteMatch {
     pub headers: Vec<(String, String)>,
     /// Client address in any of these networks.
     pub sources: Vec<Cidr>,
+    /// Local address the client connected to in any of these networks.
+    pub destinations: Vec<Cidr>,
 }
 
 /// What a route does.

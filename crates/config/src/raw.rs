@@ -96,6 +96,8 @@ pub enum RawListenerProtocol {
     Http,
     /// HTTP/1.1 and HTTP/2 over TLS (ALPN).
     Https,
+    /// A byte pipe to an upstream.
+    Tcp,
 }
 
 /// `[listeners.NAME]`
@@ -122,6 +124,8 @@ pub struct RawListener {
     pub alpn: Option<Vec<String>>,
     /// Expect a PROXY protocol header first: "v1" | "v2" | "any"; only from trusted_proxies.
     pub proxy_protocol: Option<String>,
+    /// tcp listeners: the upstream when no route matches.
+    pub upstream: Option<String>,
     /// TLS settings of an https listener.
     pub tls: Option<RawListenerTls>,
 }
@@ -253,6 +257,9 @@ pub struct RawRoute {
     /// Client networks (a "zone").
     #[serde(default)]
     pub sources: Vec<String>,
+    /// Local addresses the client connected to.
+    #[serde(default)]
+    pub destinations: Vec<String>,
     /// Action: forward to this upstream.
     pub upstream: Option<String>,
     /// Action: redirect.

@@ -352,9 +352,11 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
             bind: binds,
             tls,
             proxy_protocol,
+            upstream: None,
             protocol: match raw.protocol {
                 RawListenerProtocol::Http => ListenerProtocol::Http,
                 RawListenerProtocol::Https => ListenerProtocol::Https,
+                RawListenerProtocol::Tcp => ListenerProtocol::Tcp,
             },
             trusted_proxies: v.cidrs(&lp.key("trusted_proxies"), &raw.trusted_proxies),
             max_header_size: max_header_size.clamp(1024, 16 << 20) as usize,
@@ -384,6 +386,24 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
         upstream_models.push(Some(upstream(v, &up, name, raw)));
     }
     let upstream_index = |n: &str| upstreams.iter().position(|(name, _)| name == n);
+    // listener_models holds the listeners that deserialized, in file order.
+    let parsed = listeners
+        .iter()
+        .filter_map(|(n, r)| r.as_ref().map(|r| (n, r)));
+    for ((name, raw), model) in parsed.zip(listener_models.iter_mut()) {
+        let lp = root_path.key("listeners").key(name);
+        match (&raw.upstream, raw.protocol) {
+            (Some(u), RawListenerProtocol::Tcp) => match upstream_index(u) {
+                Some(i) => model.upstream = Some(i),
+                None => v.at(&lp.key("upstream"), format!("no upstream named `{u}`")),
+            },
+            (Some(_), _) => v.at(
+                &lp.key("upstream"),
+                "only tcp listeners have a default upstream (http listeners use routes)",
+            ),
+            (None, _) => {}
+        }
+    }
 
     // Routes
     let mut route_models = Vec::new();
@@ -426,6 +446,30 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
                 out
             }
         };
+        let serves_tcp = listeners_idx.iter().any(|i| {
+            listeners[*i]
+                .1
+                .as_ref()
+                .is_some_and(|l| l.protocol == RawListenerProtocol::Tcp)
+        });
+        if serves_tcp {
+            let http_only = [
+                ("hosts", !raw.hosts.is_empty()),
+                ("path_prefix", raw.path_prefix.is_some()),
+                ("methods", !raw.methods.is_empty()),
+                ("headers", !raw.headers.is_empty()),
+                ("redirect", raw.redirect.is_some()),
+                ("respond", raw.respond.is_some()),
+            ];
+            for (key, set) in http_only {
+                if set {
+                    v.at(
+                        &rp.key(key),
+                        "is HTTP-only: this route serves a tcp listener (which matches on sources and destinations)",
+                    );
+                }
+            }
+        }
         let mut hosts = Vec::new();
         for (j, h) in raw.hosts.iter().enumerate() {
             let h = h.to_ascii_lowercase();
@@ -543,6 +587,7 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
                 methods,
                 headers,
                 sources: v.cidrs(&rp.key("sources"), &raw.sources),
+                destinations: v.cidrs(&rp.key("destinations"), &raw.destinations),
             },
             action: action.unwrap_or(RouteAction::Respond {
                 status: 500,
@@ -805,7 +850,11 @@ fn listener_tls(v: &mut Validator, lp: &KeyPath, raw: &RawListener) -> Option<Li
             );
             return None;
         }
-        (RawListenerProtocol::Http, None) => {
+        (RawListenerProtocol::Tcp, Some(_)) => {
+            v.at(&tp, "TLS termination on tcp listeners is not supported yet");
+            return None;
+        }
+        (RawListenerProtocol::Http | RawListenerProtocol::Tcp, None) => {
             if raw.alpn.is_some() {
                 v.at(&lp.key("alpn"), "only https listeners negotiate ALPN");
             }

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod demo;
 pub mod error;
 pub mod http;
+pub mod l4;
 pub mod listener_proxy;
 pub mod metrics;
 pub mod runtime;

@@ -217,8 +217,15 @@ async fn proxy(
     }
 
     // Route
-    let route_index = router::select(&snap.config.routes, &listener.routes, parts, &host, client)
-        .ok_or_else(|| {
+    let route_index = router::select(
+        &snap.config.routes,
+        &listener.routes,
+        parts,
+        &host,
+        client,
+        canonical_ip(conn.local.ip()),
+    )
+    .ok_or_else(|| {
         ProxyError::new(ErrorKind::NoRoute)
             .with(format!("host `{host}` path `{}`", parts.uri.path()))
     })?;

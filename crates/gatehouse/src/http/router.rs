@@ -6,7 +6,7 @@ use gatehouse_config::model::{Route, RouteMatch};
 use http::request::Parts;
 
 /// Whether `m` matches the request. `host` is lowercase and without port.
-pub fn matches(m: &RouteMatch, parts: &Parts, host: &str, client: IpAddr) -> bool {
+pub fn matches(m: &RouteMatch, parts: &Parts, host: &str, client: IpAddr, local: IpAddr) -> bool {
     (m.hosts.is_empty() || m.hosts.iter().any(|h| h.matches(host)))
         && m.path_prefix
             .as_deref()
@@ -20,6 +20,7 @@ pub fn matches(m: &RouteMatch, parts: &Parts, host: &str, client: IpAddr) -> boo
                 .any(|have| have.as_bytes() == v.as_bytes())
         })
         && (m.sources.is_empty() || m.sources.iter().any(|c| c.contains(client)))
+        && (m.destinations.is_empty() || m.destinations.iter().any(|c| c.contains(local)))
 }
 
 /// The index of the first matching route among `candidates` (indexes into `routes`).
@@ -29,11 +30,12 @@ pub fn select(
     parts: &Parts,
     host: &str,
     client: IpAddr,
+    local: IpAddr,
 ) -> Option<usize> {
     candidates
         .iter()
         .copied()
-        .find(|i| matches(&routes[*i].matcher, parts, host, client))
+        .find(|i| matches(&routes[*i].matcher, parts, host, client, local))
 }
 
 /// The host name of a request, lowercase, without port: Host header, else the URI authority.

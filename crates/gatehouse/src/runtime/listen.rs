@@ -119,6 +119,10 @@ pub fn bind_http(shared: &Arc<Shared>, l: &Listener, addr: SocketAddr) -> std::i
                             return;
                         }
                     };
+                    if settings.protocol == gatehouse_config::model::ListenerProtocol::Tcp {
+                        crate::l4::serve(stream, shared.snapshot(), &name, peer, local).await;
+                        return;
+                    }
                     let ctx = ConnCtx {
                         shared: shared.clone(),
                         listener: name,

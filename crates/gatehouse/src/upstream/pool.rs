@@ -170,7 +170,8 @@ pub struct ProxyHeader {
 }
 
 impl ProxyHeader {
-    fn encode(&self, version: gatehouse_config::model::ProxyProtocol) -> Vec<u8> {
+    /// The header bytes for `version`.
+    pub fn encode(&self, version: gatehouse_config::model::ProxyProtocol) -> Vec<u8> {
         use gatehouse_wire::proxy_protocol::{encode_v1, encode_v2, tlv};
         if version == gatehouse_config::model::ProxyProtocol::V1 {
             return encode_v1(self.src, self.dst);

@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod forwarding;
 mod health;
+mod l4;
 mod lifecycle;
 mod limits;
 mod misc;

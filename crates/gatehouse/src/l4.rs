@@ -1,0 +1,171 @@
+//! The L4 forwarder: a `tcp` listener's connection becomes a byte pipe to a server of an
+//! upstream chosen by the listener's routes (on the client's address and the address it reached)
+//! or its default upstream. Bytes flow both ways with backpressure, a FIN is passed on while the
+//! other direction keeps flowing (half-close), and the pipe ends after `idle_timeout` without a
+//! byte either way.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use gatehouse_config::model::RouteAction;
+use gatehouse_config::units::canonical_ip;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::http::forward::ActiveGuard;
+use crate::runtime::Snapshot;
+use crate::upstream::pool::ProxyHeader;
+use crate::upstream::{PickInput, fnv1a, now_ms};
+
+/// A stream that stamps the time of its last byte, read or written.
+struct Watched<T> {
+    inner: T,
+    last: Arc<AtomicU64>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.last.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.last.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Serves one tcp-listener connection to its end.
+pub async fn serve(
+    client: TcpStream,
+    snap: Arc<Snapshot>,
+    listener: &str,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
+    let Some(l) = snap.listener(listener) else {
+        return;
+    };
+    let (src, dst) = (canonical_ip(peer.ip()), canonical_ip(local.ip()));
+    let routed = l.routes.iter().map(|i| &snap.config.routes[*i]).find(|r| {
+        (r.matcher.sources.is_empty() || r.matcher.sources.iter().any(|c| c.contains(src)))
+            && (r.matcher.destinations.is_empty()
+                || r.matcher.destinations.iter().any(|c| c.contains(dst)))
+    });
+    let up_index = match routed.map(|r| &r.action) {
+        Some(RouteAction::Upstream(i)) => Some(*i),
+        _ => l.model.upstream,
+    };
+    let Some(up) = up_index.map(|i| snap.upstreams[i].clone()) else {
+        tracing::info!(listener, %peer, "no route and no default upstream: connection closed");
+        return;
+    };
+    drop(snap);
+    let m = &up.model;
+    let hash = match src {
+        std::net::IpAddr::V4(a) => fnv1a(&a.octets()),
+        std::net::IpAddr::V6(a) => fnv1a(&a.octets()),
+    };
+    let mut tried = Vec::new();
+    let mut origin = None;
+    for _ in 0..=m.retries {
+        let input = PickInput {
+            hash: Some(hash),
+            sticky: None,
+            exclude: &tried,
+        };
+        let Some(i) = up.pick(&input) else { break };
+        tried.push(i);
+        let server = up.servers[i].clone();
+        let guard = ActiveGuard::new(server.clone());
+        match crate::upstream::pool::connect_tcp(&server, m.connect_timeout).await {
+            Ok(mut s) => {
+                if let Some(v) = server.proxy_protocol {
+                    let header = ProxyHeader {
+                        src: peer,
+                        dst: local,
+                        alpn: None,
+                        authority: None,
+                        tls_version: None,
+                    };
+                    if let Err(e) = s.write_all(&header.encode(v)).await {
+                        tracing::warn!(upstream = %m.name, server = %server.spec.address, error = %e, "PROXY header not sent");
+                        server.record_failure(m.passive.as_ref());
+                        continue;
+                    }
+                }
+                server.record_success();
+                origin = Some((s, guard));
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %m.name, server = %server.spec.address, error = %e, "connect failed");
+                server.record_failure(m.passive.as_ref());
+            }
+        }
+    }
+    let Some((origin, _guard)) = origin else {
+        tracing::warn!(listener, %peer, upstream = %m.name, "no server reachable: connection closed");
+        return;
+    };
+    let last = Arc::new(AtomicU64::new(now_ms()));
+    let mut a = Watched {
+        inner: client,
+        last: last.clone(),
+    };
+    let mut b = Watched {
+        inner: origin,
+        last: last.clone(),
+    };
+    let idle = m.idle_timeout;
+    let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
+    tokio::pin!(copy);
+    let result = loop {
+        let quiet = Duration::from_millis(now_ms().saturating_sub(last.load(Ordering::Relaxed)));
+        if quiet >= idle {
+            break Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "idle timeout",
+            ));
+        }
+        tokio::select! {
+            r = &mut copy => break r,
+            _ = tokio::time::sleep(idle - quiet) => {}
+        }
+    };
+    match result {
+        Ok((up_bytes, down_bytes)) => {
+            tracing::debug!(listener, %peer, upstream = %m.name, up_bytes, down_bytes, "tcp pipe closed")
+        }
+        Err(e) => {
+            tracing::debug!(listener, %peer, upstream = %m.name, error = %e, "tcp pipe ended")
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! tcp listeners: a byte pipe with half-close, routing on sources and destinations with a
+//! default upstream, failover on connect errors, idle timeout, and a PROXY header to the origin.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::common::*;
+
+/// A TCP origin: reads until the client's FIN, then answers `NAME got N bytes` (and, with a
+/// PROXY header first, who it said the client was) and closes.
+async fn tcp_origin(name: &'static str) -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut all = Vec::new();
+                let _ = s.read_to_end(&mut all).await;
+                let who = match gatehouse_wire::proxy_protocol::parse(
+                    &all,
+                    gatehouse_wire::proxy_protocol::Accept::Any,
+                ) {
+                    Ok(Some(h)) => {
+                        let src = h.addrs.map(|a| a.0.to_string()).unwrap_or_default();
+                        all.drain(..h.len);
+                        format!(" from {src}")
+                    }
+                    _ => String::new(),
+                };
+                let _ = s
+                    .write_all(format!("{name} got {} bytes{who}", all.len()).as_bytes())
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn exchange(addr: std::net::SocketAddr, payload: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(payload).await.unwrap();
+    s.shutdown().await.unwrap(); // half-close: the answer must still come back
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn tcp_pipe_half_close_routing_and_failover() {
+    let (a, b) = (tcp_origin("a").await, tcp_origin("b").await);
+    let dead = free_port();
+    let cfg = format!(
+        r#"
+[global]
+access_log = "off"
+[listeners.turn]
+bind = ["127.0.0.1:0", "127.0.0.2:0"]
+protocol = "tcp"
+upstream = "default"
+[[routes]]
+listeners = ["turn"]
+sources = ["10.0.0.0/8"]
+upstream = "never"
+[[routes]]
+listeners = ["turn"]
+destinations = ["127.0.0.2/32"]
+upstream = "second"
+[upstreams.default]
+servers = ["127.0.0.1:{dead}", "{a}"]
+retries = 1
+[upstreams.second]
+servers = ["{b}"]
+[upstreams.never]
+servers = ["127.0.0.1:{dead}"]
+"#
+    );
+    let gh = proxy(&cfg).await;
+    let addrs = gh.listener_addrs("turn");
+    let one = *addrs
+        .iter()
+        .find(|x| x.ip().to_string() == "127.0.0.1")
+        .unwrap();
+    let two = *addrs
+        .iter()
+        .find(|x| x.ip().to_string() == "127.0.0.2")
+        .unwrap();
+    let big = vec![b'x'; 300_000];
+    for _ in 0..3 {
+        assert_eq!(
+            exchange(one, &big).await,
+            "a got 300000 bytes",
+            "default upstream, dead server skipped"
+        );
+    }
+    assert_eq!(
+        exchange(two, b"hello").await,
+        "b got 5 bytes",
+        "route on the destination address"
+    );
+}
+
+#[tokio::test]
+async fn tcp_idle_timeout_and_proxy_header() {
+    let a = tcp_origin("a").await;
+    let cfg = format!(
+        r#"
+[global]
+access_log = "off"
+[listeners.db]
+bind = "127.0.0.1:0"
+protocol = "tcp"
+upstream = "db"
+[upstreams.db]
+servers = ["{a}"]
+idle_timeout = "300ms"
+proxy_protocol = "v1"
+"#
+    );
+    let gh = proxy(&cfg).await;
+    let addr = gh.listener_addrs("db")[0];
+    let reply = exchange(addr, b"select 1").await;
+    assert!(
+        reply.starts_with("a got 8 bytes from 127.0.0.1:"),
+        "{reply}"
+    );
+    // Silent both ways: closed after the idle timeout.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let t = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(
+        t.elapsed() >= Duration::from_millis(250) && t.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn tcp_routes_refuse_http_only_fields() {
+    let errs = gatehouse_config::parse(
+        "[listeners.t]\nbind = \"127.0.0.1:1\"\nprotocol = \"tcp\"\nupstream = \"u\"\n[[routes]]\nlisteners = [\"t\"]\nhosts = [\"a.example\"]\nupstream = \"u\"\n[upstreams.u]\nservers = [\"127.0.0.1:2\"]\n",
+        "t.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(errs.contains("routes[0].hosts: is HTTP-only"), "{errs}");
+}
