@@ -81,6 +81,8 @@ pub enum ListenerProtocol {
     Https,
     /// A byte pipe to an upstream.
     Tcp,
+    /// TLS passthrough routed on SNI.
+    Tls,
 }
 
 /// A certificate and its key, as files.
@@ -217,6 +219,8 @@ pub struct RouteMatch {
     pub sources: Vec<Cidr>,
     /// Local address the client connected to in any of these networks.
     pub destinations: Vec<Cidr>,
+    /// SNI in any of these (tls listeners).
+    pub sni: Vec<HostPattern>,
 }
 
 /// What a route does.

@@ -98,6 +98,8 @@ pub enum RawListenerProtocol {
     Https,
     /// A byte pipe to an upstream.
     Tcp,
+    /// TLS passthrough: route on the ClientHello's SNI, pass the bytes on untouched.
+    Tls,
 }
 
 /// `[listeners.NAME]`
@@ -260,6 +262,9 @@ pub struct RawRoute {
     /// Local addresses the client connected to.
     #[serde(default)]
     pub destinations: Vec<String>,
+    /// tls listeners: server names from the ClientHello; "*.example.com" matches deeper names.
+    #[serde(default)]
+    pub sni: Vec<String>,
     /// Action: forward to this upstream.
     pub upstream: Option<String>,
     /// Action: redirect.

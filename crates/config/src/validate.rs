@@ -357,6 +357,7 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
                 RawListenerProtocol::Http => ListenerProtocol::Http,
                 RawListenerProtocol::Https => ListenerProtocol::Https,
                 RawListenerProtocol::Tcp => ListenerProtocol::Tcp,
+                RawListenerProtocol::Tls => ListenerProtocol::Tls,
             },
             trusted_proxies: v.cidrs(&lp.key("trusted_proxies"), &raw.trusted_proxies),
             max_header_size: max_header_size.clamp(1024, 16 << 20) as usize,
@@ -393,13 +394,15 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
     for ((name, raw), model) in parsed.zip(listener_models.iter_mut()) {
         let lp = root_path.key("listeners").key(name);
         match (&raw.upstream, raw.protocol) {
-            (Some(u), RawListenerProtocol::Tcp) => match upstream_index(u) {
-                Some(i) => model.upstream = Some(i),
-                None => v.at(&lp.key("upstream"), format!("no upstream named `{u}`")),
-            },
+            (Some(u), RawListenerProtocol::Tcp | RawListenerProtocol::Tls) => {
+                match upstream_index(u) {
+                    Some(i) => model.upstream = Some(i),
+                    None => v.at(&lp.key("upstream"), format!("no upstream named `{u}`")),
+                }
+            }
             (Some(_), _) => v.at(
                 &lp.key("upstream"),
-                "only tcp listeners have a default upstream (http listeners use routes)",
+                "only tcp and tls listeners have a default upstream (http listeners use routes)",
             ),
             (None, _) => {}
         }
@@ -447,11 +450,41 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
             }
         };
         let serves_tcp = listeners_idx.iter().any(|i| {
+            listeners[*i].1.as_ref().is_some_and(|l| {
+                matches!(
+                    l.protocol,
+                    RawListenerProtocol::Tcp | RawListenerProtocol::Tls
+                )
+            })
+        });
+        let serves_tls = listeners_idx.iter().any(|i| {
             listeners[*i]
                 .1
                 .as_ref()
-                .is_some_and(|l| l.protocol == RawListenerProtocol::Tcp)
+                .is_some_and(|l| l.protocol == RawListenerProtocol::Tls)
         });
+        if !raw.sni.is_empty() && !serves_tls {
+            v.at(
+                &rp.key("sni"),
+                "only routes that serve a tls listener match on SNI",
+            );
+        }
+        let mut sni = Vec::new();
+        for (j, h) in raw.sni.iter().enumerate() {
+            let h = h.to_ascii_lowercase();
+            match h.strip_prefix("*.") {
+                Some(rest) if !rest.is_empty() => {
+                    sni.push(HostPattern::Wildcard(format!(".{rest}")))
+                }
+                None if !h.is_empty() && !h.contains(['/', ' ', ':']) => {
+                    sni.push(HostPattern::Exact(h))
+                }
+                _ => v.at(
+                    &rp.key("sni").index(j),
+                    format!("`{h}` is not a server name"),
+                ),
+            }
+        }
         if serves_tcp {
             let http_only = [
                 ("hosts", !raw.hosts.is_empty()),
@@ -465,7 +498,7 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
                 if set {
                     v.at(
                         &rp.key(key),
-                        "is HTTP-only: this route serves a tcp listener (which matches on sources and destinations)",
+                        "is HTTP-only: this route serves a tcp or tls listener (which match on sources, destinations and, for tls, sni)",
                     );
                 }
             }
@@ -588,6 +621,7 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
                 headers,
                 sources: v.cidrs(&rp.key("sources"), &raw.sources),
                 destinations: v.cidrs(&rp.key("destinations"), &raw.destinations),
+                sni,
             },
             action: action.unwrap_or(RouteAction::Respond {
                 status: 500,
@@ -850,11 +884,14 @@ fn listener_tls(v: &mut Validator, lp: &KeyPath, raw: &RawListener) -> Option<Li
             );
             return None;
         }
-        (RawListenerProtocol::Tcp, Some(_)) => {
-            v.at(&tp, "TLS termination on tcp listeners is not supported yet");
+        (RawListenerProtocol::Tcp | RawListenerProtocol::Tls, Some(_)) => {
+            v.at(
+                &tp,
+                "TLS termination on tcp listeners is not supported yet (tls listeners pass TLS through)",
+            );
             return None;
         }
-        (RawListenerProtocol::Http | RawListenerProtocol::Tcp, None) => {
+        (RawListenerProtocol::Http | RawListenerProtocol::Tcp | RawListenerProtocol::Tls, None) => {
             if raw.alpn.is_some() {
                 v.at(&lp.key("alpn"), "only https listeners negotiate ALPN");
             }

@@ -62,22 +62,49 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 }
 
-/// Serves one tcp-listener connection to its end.
+/// TLS passthrough: the server name of the ClientHello at the start of `stream`, read with
+/// MSG_PEEK so that every byte still goes to the origin untouched. None: no SNI, not TLS, or
+/// malformed (the listener's default upstream then applies). Err: nothing came in time.
+#[allow(clippy::result_unit_err)]
+pub async fn peek_sni(stream: &TcpStream, within: Duration) -> Result<Option<String>, ()> {
+    use gatehouse_wire::tls_hello;
+    let work = async {
+        let mut buf = vec![0u8; tls_hello::MAX];
+        loop {
+            let n = stream.peek(&mut buf).await.map_err(|_| ())?;
+            if n == 0 {
+                return Err(());
+            }
+            match tls_hello::parse(&buf[..n]) {
+                Ok(Some(h)) => return Ok(h.sni),
+                // Part of the record: wait for more (peek returns at once while data is queued).
+                Ok(None) if n < buf.len() => tokio::time::sleep(Duration::from_millis(2)).await,
+                Ok(None) | Err(_) => return Ok(None),
+            }
+        }
+    };
+    tokio::time::timeout(within, work).await.map_err(|_| ())?
+}
+
+/// Serves one tcp- or tls-listener connection to its end. `sni`: what a tls listener read from
+/// the ClientHello.
 pub async fn serve(
     client: TcpStream,
     snap: Arc<Snapshot>,
     listener: &str,
     peer: SocketAddr,
     local: SocketAddr,
+    sni: Option<&str>,
 ) {
     let Some(l) = snap.listener(listener) else {
         return;
     };
     let (src, dst) = (canonical_ip(peer.ip()), canonical_ip(local.ip()));
     let routed = l.routes.iter().map(|i| &snap.config.routes[*i]).find(|r| {
-        (r.matcher.sources.is_empty() || r.matcher.sources.iter().any(|c| c.contains(src)))
-            && (r.matcher.destinations.is_empty()
-                || r.matcher.destinations.iter().any(|c| c.contains(dst)))
+        let m = &r.matcher;
+        (m.sources.is_empty() || m.sources.iter().any(|c| c.contains(src)))
+            && (m.destinations.is_empty() || m.destinations.iter().any(|c| c.contains(dst)))
+            && (m.sni.is_empty() || sni.is_some_and(|s| m.sni.iter().any(|p| p.matches(s))))
     });
     let up_index = match routed.map(|r| &r.action) {
         Some(RouteAction::Upstream(i)) => Some(*i),

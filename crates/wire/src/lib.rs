@@ -4,3 +4,4 @@
 #![deny(missing_docs)]
 
 pub mod proxy_protocol;
+pub mod tls_hello;

@@ -119,9 +119,32 @@ pub fn bind_http(shared: &Arc<Shared>, l: &Listener, addr: SocketAddr) -> std::i
                             return;
                         }
                     };
-                    if settings.protocol == gatehouse_config::model::ListenerProtocol::Tcp {
-                        crate::l4::serve(stream, shared.snapshot(), &name, peer, local).await;
-                        return;
+                    use gatehouse_config::model::ListenerProtocol;
+                    match settings.protocol {
+                        ListenerProtocol::Tcp => {
+                            crate::l4::serve(stream, shared.snapshot(), &name, peer, local, None)
+                                .await;
+                            return;
+                        }
+                        ListenerProtocol::Tls => {
+                            let Ok(sni) =
+                                crate::l4::peek_sni(&stream, settings.client_header_timeout).await
+                            else {
+                                tracing::info!(listener = %name, %peer, "no ClientHello in time: connection closed");
+                                return;
+                            };
+                            crate::l4::serve(
+                                stream,
+                                shared.snapshot(),
+                                &name,
+                                peer,
+                                local,
+                                sni.as_deref(),
+                            )
+                            .await;
+                            return;
+                        }
+                        ListenerProtocol::Http | ListenerProtocol::Https => {}
                     }
                     let ctx = ConnCtx {
                         shared: shared.clone(),

@@ -814,3 +814,63 @@ servers = ["{}"]
         b"stapled-ocsp-response-bytes"
     );
 }
+
+#[tokio::test]
+async fn tls_listeners_route_on_sni_and_pass_tls_through_untouched() {
+    let pki = Pki::new();
+    let hpb = pki.leaf("hpb", &["hpb.example.org"], "hpb", false, false);
+    let other = pki.leaf(
+        "fallback",
+        &["fallback.example.org", "cloud.example.org"],
+        "fallback",
+        false,
+        false,
+    );
+    let (hpb_addr, _t1) = tls_origin(&hpb).await;
+    let (fallback_addr, _t2) = tls_origin(&other).await;
+    let cfg = format!(
+        r#"
+[global]
+access_log = "off"
+[listeners.sni]
+bind = "127.0.0.1:0"
+protocol = "tls"
+upstream = "fallback"
+[[routes]]
+listeners = ["sni"]
+sni = ["hpb.example.org"]
+upstream = "hpb"
+[upstreams.hpb]
+servers = ["{hpb_addr}"]
+[upstreams.fallback]
+servers = ["{fallback_addr}"]
+"#
+    );
+    let gh = proxy(&cfg).await;
+    let addr = gh.listener_addrs("sni")[0];
+    // The certificate the client sees is the origin's own: the TLS session is end to end.
+    let s = handshake(
+        addr,
+        client_config(&pki, &["http/1.1"], None),
+        "hpb.example.org",
+    )
+    .await
+    .unwrap();
+    assert_eq!(peer_der(&s), hpb.der);
+    assert_eq!(
+        get_over(s, "hpb.example.org", "/", &[]).await.text(),
+        "tls-origin"
+    );
+    let s = handshake(
+        addr,
+        client_config(&pki, &["http/1.1"], None),
+        "cloud.example.org",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        peer_der(&s),
+        other.der,
+        "unknown SNI: the listener's default upstream"
+    );
+}
