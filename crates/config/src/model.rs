@@ -398,4 +398,15 @@ pub struct Upstream {
     pub tls: Option<UpstreamTls>,
     /// PROXY header sent on each new connection (such connections are never pooled).
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// Local address of connections to the servers.
+    pub source_address: Option<SourceAddress>,
+}
+
+/// Where connections to servers come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceAddress {
+    /// The client's own address (IP_TRANSPARENT; such connections are never pooled).
+    Client,
+    /// A fixed local address.
+    Fixed(std::net::IpAddr),
 }

@@ -411,4 +411,6 @@ pub struct RawUpstream {
     pub tls: Option<RawUpstreamTls>,
     /// Send a PROXY protocol header on each new connection: "v1" | "v2".
     pub proxy_protocol: Option<String>,
+    /// Local address of connections to the servers: "client" (transparent) or an IP address.
+    pub source_address: Option<String>,
 }

@@ -871,6 +871,20 @@ fn upstream(v: &mut Validator, up: &KeyPath, name: &str, raw: &RawUpstream) -> U
                 None
             }
         },
+        source_address: match raw.source_address.as_deref() {
+            None => None,
+            Some("client") => Some(SourceAddress::Client),
+            Some(x) => match x.parse::<std::net::IpAddr>() {
+                Ok(ip) => Some(SourceAddress::Fixed(ip)),
+                Err(_) => {
+                    v.at(
+                        &up.key("source_address"),
+                        format!("`{x}` is neither \"client\" nor an IP address"),
+                    );
+                    None
+                }
+            },
+        },
     }
 }
 

@@ -132,7 +132,7 @@ pub async fn serve(
         tried.push(i);
         let server = up.servers[i].clone();
         let guard = ActiveGuard::new(server.clone());
-        match crate::upstream::pool::connect_tcp(&server, m.connect_timeout).await {
+        match crate::upstream::pool::connect_tcp(&server, m.connect_timeout, Some(peer)).await {
             Ok(mut s) => {
                 if let Some(v) = server.proxy_protocol {
                     let header = ProxyHeader {

@@ -473,16 +473,15 @@ async fn to_upstream(
         sticky: sticky_in.as_deref(),
         exclude: &[],
     };
-    let proxy_header = up
-        .model
-        .proxy_protocol
-        .map(|_| crate::upstream::pool::ProxyHeader {
-            src: conn.peer,
-            dst: conn.local,
-            alpn: conn.tls.as_ref().and_then(|t| t.alpn.clone()),
-            authority: conn.tls.as_ref().and_then(|t| t.sni.clone()),
-            tls_version: conn.tls.as_ref().and_then(|t| t.version.clone()),
-        });
+    // Who the client is, for a PROXY header or a transparent source address.
+    let needs_client = up.model.proxy_protocol.is_some() || up.model.source_address.is_some();
+    let proxy_header = needs_client.then(|| crate::upstream::pool::ProxyHeader {
+        src: conn.peer,
+        dst: conn.local,
+        alpn: conn.tls.as_ref().and_then(|t| t.alpn.clone()),
+        authority: conn.tls.as_ref().and_then(|t| t.sni.clone()),
+        tls_version: conn.tls.as_ref().and_then(|t| t.version.clone()),
+    });
     let result = forward(up, req, pick, upgrade.is_some(), proxy_header.as_ref()).await;
     let (fwd, guard) = match result {
         Ok(x) => x,

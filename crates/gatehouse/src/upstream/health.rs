@@ -33,7 +33,7 @@ pub async fn check_once(
     connect_timeout: Duration,
 ) -> Result<(), String> {
     let work = async {
-        let mut tcp = super::pool::connect_tcp(server, connect_timeout)
+        let mut tcp = super::pool::connect_tcp(server, connect_timeout, None)
             .await
             .map_err(|e| format!("connect: {e}"))?;
         if let Some(v) = server.proxy_protocol {

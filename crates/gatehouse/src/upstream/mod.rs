@@ -63,6 +63,8 @@ pub struct ServerState {
     pub label: Arc<str>,
     /// PROXY header to send on each new connection.
     pub proxy_protocol: Option<model::ProxyProtocol>,
+    /// Local address of connections to this server.
+    pub source_address: Option<model::SourceAddress>,
     /// TLS to this server: the client config and the name to verify and send as SNI.
     pub tls: Option<(
         Arc<rustls::ClientConfig>,
@@ -108,8 +110,16 @@ impl ServerState {
             active: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
-            pool: Pool::new(up.protocol, up.idle_timeout, up.proxy_protocol.is_none()),
+            // A connection that carries one client's identity (PROXY header, or the client's
+            // own source address) is never reused for another.
+            pool: Pool::new(
+                up.protocol,
+                up.idle_timeout,
+                up.proxy_protocol.is_none()
+                    && up.source_address != Some(model::SourceAddress::Client),
+            ),
             proxy_protocol: up.proxy_protocol,
+            source_address: up.source_address,
             fingerprint: fingerprint(up, spec),
             label: Arc::from(spec.address.as_str()),
             tls,
@@ -163,7 +173,7 @@ impl ServerState {
 /// What must be equal for a server's state to carry over a reload.
 fn fingerprint(up: &model::Upstream, spec: &model::Server) -> String {
     format!(
-        "{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        "{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         up.name,
         spec.address,
         up.protocol,
@@ -171,7 +181,8 @@ fn fingerprint(up: &model::Upstream, spec: &model::Server) -> String {
         up.health_check,
         up.connect_timeout,
         up.tls,
-        up.proxy_protocol
+        up.proxy_protocol,
+        up.source_address
     )
 }
 

@@ -128,8 +128,53 @@ impl Pool {
     }
 }
 
-/// Opens a TCP connection to one of the server's addresses within `timeout`.
-pub async fn connect_tcp(server: &ServerState, timeout: Duration) -> io::Result<TcpStream> {
+/// A socket for `addr`, bound as `source_address` says: a fixed address, or (transparent mode)
+/// the client's own address with IP_TRANSPARENT, which needs CAP_NET_ADMIN and policy routing
+/// that brings the replies back through this host (docs/operations.md).
+fn socket_for(
+    server: &ServerState,
+    addr: SocketAddr,
+    client: Option<SocketAddr>,
+) -> io::Result<tokio::net::TcpSocket> {
+    use gatehouse_config::model::SourceAddress;
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    let bind_ip = match (server.source_address, client) {
+        (Some(SourceAddress::Fixed(ip)), _) => Some(ip),
+        (Some(SourceAddress::Client), Some(c)) => {
+            let s = socket2::SockRef::from(&sock);
+            if addr.is_ipv4() {
+                s.set_ip_transparent_v4(true)?;
+            } else {
+                s.set_ip_transparent_v6(true)?;
+            }
+            Some(gatehouse_config::units::canonical_ip(c.ip()))
+        }
+        // Health checks and the like are the proxy's own connections.
+        (Some(SourceAddress::Client), None) | (None, _) => None,
+    };
+    if let Some(ip) = bind_ip {
+        if ip.is_ipv4() != addr.is_ipv4() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("source address {ip} and server {addr} are of different families"),
+            ));
+        }
+        sock.bind(SocketAddr::new(ip, 0))?;
+    }
+    Ok(sock)
+}
+
+/// Opens a TCP connection to one of the server's addresses within `timeout`; `client` is the
+/// client's address, for transparent mode.
+pub async fn connect_tcp(
+    server: &ServerState,
+    timeout: Duration,
+    client: Option<SocketAddr>,
+) -> io::Result<TcpStream> {
     let mut addrs: Vec<SocketAddr> = server.addrs.load().as_ref().clone();
     if addrs.is_empty() {
         addrs = super::health::resolve(&server.spec.host, server.spec.port).await?;
@@ -137,7 +182,14 @@ pub async fn connect_tcp(server: &ServerState, timeout: Duration) -> io::Result<
     }
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     for addr in addrs {
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        let sock = match socket_for(server, addr, client) {
+            Ok(s) => s,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        match tokio::time::timeout(timeout, sock.connect(addr)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
                 return Ok(s);
@@ -205,7 +257,7 @@ pub async fn connect(
     timeout: Duration,
     proxy: Option<&ProxyHeader>,
 ) -> Result<Conn, BoxError> {
-    let mut tcp = connect_tcp(server, timeout).await?;
+    let mut tcp = connect_tcp(server, timeout, proxy.map(|p| p.src)).await?;
     if let (Some(version), Some(h)) = (server.proxy_protocol, proxy) {
         use tokio::io::AsyncWriteExt;
         tcp.write_all(&h.encode(version)).await?;

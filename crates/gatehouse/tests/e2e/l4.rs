@@ -154,3 +154,78 @@ fn tcp_routes_refuse_http_only_fields() {
     .to_string();
     assert!(errs.contains("routes[0].hosts: is HTTP-only"), "{errs}");
 }
+
+/// An HTTP origin that answers with the address the connection came from.
+async fn peer_origin() -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, peer)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = peer.ip().to_string();
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn source_address_fixed_and_client() {
+    let o = peer_origin().await;
+    let cfg = format!(
+        r#"
+[global]
+access_log = "off"
+[listeners.web]
+bind = "127.0.0.1:0"
+[listeners.public]
+bind = "127.0.0.1:0"
+proxy_protocol = "v1"
+trusted_proxies = ["127.0.0.0/8"]
+[[routes]]
+listeners = ["web"]
+upstream = "fixed"
+[[routes]]
+listeners = ["public"]
+upstream = "transparent"
+[upstreams.fixed]
+servers = ["{o}"]
+source_address = "127.0.0.2"
+[upstreams.transparent]
+servers = ["{o}"]
+source_address = "client"
+"#
+    );
+    let gh = proxy(&cfg).await;
+    assert_eq!(
+        get(gh.listener_addrs("web")[0], "x", "/").await.text(),
+        "127.0.0.2"
+    );
+    // Transparent: the connection to the origin comes from the client's own address (here one
+    // carried by a PROXY header; 127.0.0.0/8 is local, so no policy routing is needed).
+    let mut req = gatehouse_wire::proxy_protocol::encode_v1(
+        "127.0.0.3:4444".parse().unwrap(),
+        "127.0.0.1:80".parse().unwrap(),
+    );
+    req.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let resp = raw(
+        gh.listener_addrs("public")[0],
+        &req,
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(resp.ends_with("\r\n\r\n127.0.0.3"), "{resp}");
+}
