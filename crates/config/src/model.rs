@@ -83,6 +83,8 @@ pub enum ListenerProtocol {
     Tcp,
     /// TLS passthrough routed on SNI.
     Tls,
+    /// Datagram flows.
+    Udp,
 }
 
 /// A certificate and its key, as files.
@@ -168,6 +170,8 @@ pub struct Listener {
     pub proxy_protocol: Option<ProxyProtocol>,
     /// tcp listeners: index of the upstream used when no route matches.
     pub upstream: Option<usize>,
+    /// udp listeners: flow idle timeout.
+    pub udp_idle_timeout: Duration,
 }
 
 /// PROXY protocol versions.

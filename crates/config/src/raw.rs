@@ -100,6 +100,8 @@ pub enum RawListenerProtocol {
     Tcp,
     /// TLS passthrough: route on the ClientHello's SNI, pass the bytes on untouched.
     Tls,
+    /// Datagram flows keyed by client address and port.
+    Udp,
 }
 
 /// `[listeners.NAME]`
@@ -128,6 +130,8 @@ pub struct RawListener {
     pub proxy_protocol: Option<String>,
     /// tcp listeners: the upstream when no route matches.
     pub upstream: Option<String>,
+    /// udp listeners: a flow without a datagram either way for this long ends. Default "30s".
+    pub udp_idle_timeout: Option<String>,
     /// TLS settings of an https listener.
     pub tls: Option<RawListenerTls>,
 }

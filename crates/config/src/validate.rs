@@ -353,11 +353,17 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
             tls,
             proxy_protocol,
             upstream: None,
+            udp_idle_timeout: v.duration(
+                &lp.key("udp_idle_timeout"),
+                raw.udp_idle_timeout.as_deref(),
+                Duration::from_secs(30),
+            ),
             protocol: match raw.protocol {
                 RawListenerProtocol::Http => ListenerProtocol::Http,
                 RawListenerProtocol::Https => ListenerProtocol::Https,
                 RawListenerProtocol::Tcp => ListenerProtocol::Tcp,
                 RawListenerProtocol::Tls => ListenerProtocol::Tls,
+                RawListenerProtocol::Udp => ListenerProtocol::Udp,
             },
             trusted_proxies: v.cidrs(&lp.key("trusted_proxies"), &raw.trusted_proxies),
             max_header_size: max_header_size.clamp(1024, 16 << 20) as usize,
@@ -394,12 +400,13 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
     for ((name, raw), model) in parsed.zip(listener_models.iter_mut()) {
         let lp = root_path.key("listeners").key(name);
         match (&raw.upstream, raw.protocol) {
-            (Some(u), RawListenerProtocol::Tcp | RawListenerProtocol::Tls) => {
-                match upstream_index(u) {
-                    Some(i) => model.upstream = Some(i),
-                    None => v.at(&lp.key("upstream"), format!("no upstream named `{u}`")),
-                }
-            }
+            (
+                Some(u),
+                RawListenerProtocol::Tcp | RawListenerProtocol::Tls | RawListenerProtocol::Udp,
+            ) => match upstream_index(u) {
+                Some(i) => model.upstream = Some(i),
+                None => v.at(&lp.key("upstream"), format!("no upstream named `{u}`")),
+            },
             (Some(_), _) => v.at(
                 &lp.key("upstream"),
                 "only tcp and tls listeners have a default upstream (http listeners use routes)",
@@ -453,7 +460,7 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
             listeners[*i].1.as_ref().is_some_and(|l| {
                 matches!(
                     l.protocol,
-                    RawListenerProtocol::Tcp | RawListenerProtocol::Tls
+                    RawListenerProtocol::Tcp | RawListenerProtocol::Tls | RawListenerProtocol::Udp
                 )
             })
         });
@@ -898,14 +905,23 @@ fn listener_tls(v: &mut Validator, lp: &KeyPath, raw: &RawListener) -> Option<Li
             );
             return None;
         }
-        (RawListenerProtocol::Tcp | RawListenerProtocol::Tls, Some(_)) => {
+        (
+            RawListenerProtocol::Tcp | RawListenerProtocol::Tls | RawListenerProtocol::Udp,
+            Some(_),
+        ) => {
             v.at(
                 &tp,
                 "TLS termination on tcp listeners is not supported yet (tls listeners pass TLS through)",
             );
             return None;
         }
-        (RawListenerProtocol::Http | RawListenerProtocol::Tcp | RawListenerProtocol::Tls, None) => {
+        (
+            RawListenerProtocol::Http
+            | RawListenerProtocol::Tcp
+            | RawListenerProtocol::Tls
+            | RawListenerProtocol::Udp,
+            None,
+        ) => {
             if raw.alpn.is_some() {
                 v.at(&lp.key("alpn"), "only https listeners negotiate ALPN");
             }

@@ -86,6 +86,38 @@ pub async fn peek_sni(stream: &TcpStream, within: Duration) -> Result<Option<Str
     tokio::time::timeout(within, work).await.map_err(|_| ())?
 }
 
+/// The upstream for a connection or flow of an L4 listener: the first route naming the listener
+/// whose sources, destinations and (tls) SNI match, else the listener's default upstream.
+pub fn choose_upstream(
+    snap: &Snapshot,
+    listener: &str,
+    peer: SocketAddr,
+    local: SocketAddr,
+    sni: Option<&str>,
+) -> Option<Arc<crate::upstream::Upstream>> {
+    let l = snap.listener(listener)?;
+    let (src, dst) = (canonical_ip(peer.ip()), canonical_ip(local.ip()));
+    let routed = l.routes.iter().map(|i| &snap.config.routes[*i]).find(|r| {
+        let m = &r.matcher;
+        (m.sources.is_empty() || m.sources.iter().any(|c| c.contains(src)))
+            && (m.destinations.is_empty() || m.destinations.iter().any(|c| c.contains(dst)))
+            && (m.sni.is_empty() || sni.is_some_and(|s| m.sni.iter().any(|p| p.matches(s))))
+    });
+    let index = match routed.map(|r| &r.action) {
+        Some(RouteAction::Upstream(i)) => Some(*i),
+        _ => l.model.upstream,
+    };
+    index.map(|i| snap.upstreams[i].clone())
+}
+
+/// The hash a client address balances by.
+pub fn client_hash(peer: SocketAddr) -> u64 {
+    match canonical_ip(peer.ip()) {
+        std::net::IpAddr::V4(a) => fnv1a(&a.octets()),
+        std::net::IpAddr::V6(a) => fnv1a(&a.octets()),
+    }
+}
+
 /// Serves one tcp- or tls-listener connection to its end. `sni`: what a tls listener read from
 /// the ClientHello.
 pub async fn serve(
@@ -96,30 +128,13 @@ pub async fn serve(
     local: SocketAddr,
     sni: Option<&str>,
 ) {
-    let Some(l) = snap.listener(listener) else {
-        return;
-    };
-    let (src, dst) = (canonical_ip(peer.ip()), canonical_ip(local.ip()));
-    let routed = l.routes.iter().map(|i| &snap.config.routes[*i]).find(|r| {
-        let m = &r.matcher;
-        (m.sources.is_empty() || m.sources.iter().any(|c| c.contains(src)))
-            && (m.destinations.is_empty() || m.destinations.iter().any(|c| c.contains(dst)))
-            && (m.sni.is_empty() || sni.is_some_and(|s| m.sni.iter().any(|p| p.matches(s))))
-    });
-    let up_index = match routed.map(|r| &r.action) {
-        Some(RouteAction::Upstream(i)) => Some(*i),
-        _ => l.model.upstream,
-    };
-    let Some(up) = up_index.map(|i| snap.upstreams[i].clone()) else {
+    let Some(up) = choose_upstream(&snap, listener, peer, local, sni) else {
         tracing::info!(listener, %peer, "no route and no default upstream: connection closed");
         return;
     };
     drop(snap);
     let m = &up.model;
-    let hash = match src {
-        std::net::IpAddr::V4(a) => fnv1a(&a.octets()),
-        std::net::IpAddr::V6(a) => fnv1a(&a.octets()),
-    };
+    let hash = client_hash(peer);
     let mut tried = Vec::new();
     let mut origin = None;
     for _ in 0..=m.retries {

@@ -14,6 +14,7 @@ pub mod listener_proxy;
 pub mod metrics;
 pub mod runtime;
 pub mod tls;
+pub mod udp;
 pub mod upstream;
 
 pub use runtime::Gatehouse;

@@ -144,6 +144,8 @@ pub fn bind_http(shared: &Arc<Shared>, l: &Listener, addr: SocketAddr) -> std::i
                             .await;
                             return;
                         }
+                        // udp listeners have no accept loop (see bind_udp).
+                        ListenerProtocol::Udp => return,
                         ListenerProtocol::Http | ListenerProtocol::Https => {}
                     }
                     let ctx = ConnCtx {
@@ -164,6 +166,28 @@ pub fn bind_http(shared: &Arc<Shared>, l: &Listener, addr: SocketAddr) -> std::i
             }
         })
     };
+    Ok(Bound {
+        local,
+        pending: Mutex::new(Some(Box::new(start))),
+        task: Mutex::new(None),
+    })
+}
+
+/// Binds a udp listener address; serving starts with `Bound::start`.
+pub fn bind_udp(shared: &Arc<Shared>, l: &Listener, addr: SocketAddr) -> std::io::Result<Bound> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    let socket = Arc::new(tokio::net::UdpSocket::from_std(socket.into())?);
+    let local = socket.local_addr()?;
+    let shared = shared.clone();
+    let name: Arc<str> = Arc::from(l.name.as_str());
+    tracing::info!(listener = %name, %local, "listening (udp)");
+    let start = move || tokio::spawn(crate::udp::serve(socket, shared, name));
     Ok(Bound {
         local,
         pending: Mutex::new(Some(Box::new(start))),

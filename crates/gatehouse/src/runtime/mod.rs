@@ -131,7 +131,13 @@ impl Shared {
                     if bound.contains_key(&key) {
                         continue;
                     }
-                    match listen::bind_http(self, l, *addr) {
+                    let bound = match l.protocol {
+                        gatehouse_config::model::ListenerProtocol::Udp => {
+                            listen::bind_udp(self, l, *addr)
+                        }
+                        _ => listen::bind_http(self, l, *addr),
+                    };
+                    match bound {
                         Ok(b) => fresh.push((key, b)),
                         Err(e) => {
                             errors.push(format!("listener `{}`: cannot bind {addr}: {e}", l.name))

@@ -229,3 +229,68 @@ source_address = "client"
     .await;
     assert!(resp.ends_with("\r\n\r\n127.0.0.3"), "{resp}");
 }
+
+#[tokio::test]
+async fn udp_flows_per_client_answers_from_the_listener_and_idle_expiry() {
+    use std::sync::{Arc, Mutex};
+    use tokio::net::UdpSocket;
+    // A UDP origin that answers in upper case and records the source port of each datagram.
+    let origin = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let origin_addr = origin.local_addr().unwrap();
+    let ports = Arc::new(Mutex::new(Vec::new()));
+    let p2 = ports.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = origin.recv_from(&mut buf).await {
+            p2.lock().unwrap().push(from.port());
+            let _ = origin.send_to(&buf[..n].to_ascii_uppercase(), from).await;
+        }
+    });
+    let cfg = format!(
+        r#"
+[global]
+access_log = "off"
+[listeners.stun]
+bind = "127.0.0.1:0"
+protocol = "udp"
+upstream = "stun"
+udp_idle_timeout = "300ms"
+[upstreams.stun]
+servers = ["{origin_addr}"]
+"#
+    );
+    let gh = proxy(&cfg).await;
+    let listener = gh.listener_addrs("stun")[0];
+    async fn ask(
+        c: &UdpSocket,
+        to: std::net::SocketAddr,
+        what: &[u8],
+    ) -> (Vec<u8>, std::net::SocketAddr) {
+        c.send_to(what, to).await.unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(2), c.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        (buf[..n].to_vec(), from)
+    }
+    let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (reply, from) = ask(&a, listener, b"ping").await;
+    assert_eq!(
+        (reply.as_slice(), from),
+        (&b"PING"[..], listener),
+        "answered from the listener's address"
+    );
+    assert_eq!(ask(&a, listener, b"again").await.0, b"AGAIN");
+    assert_eq!(ask(&b, listener, b"other").await.0, b"OTHER");
+    {
+        let p = ports.lock().unwrap();
+        assert_eq!(p[0], p[1], "one flow per client");
+        assert_ne!(p[1], p[2], "another client, another flow");
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(ask(&a, listener, b"later").await.0, b"LATER");
+    let p = ports.lock().unwrap();
+    assert_ne!(p[3], p[0], "the idle flow expired; a new one was made");
+}
