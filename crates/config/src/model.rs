@@ -349,6 +349,8 @@ pub struct HealthCheck {
     pub expect: (u16, u16),
     /// Host header.
     pub host: Option<String>,
+    /// Only open a TCP connection (no HTTP request).
+    pub tcp_only: bool,
 }
 
 /// Passive ejection.

@@ -371,6 +371,9 @@ pub struct RawHealthCheck {
     pub expect: Option<String>,
     /// Host header of the check. Default: the server's address.
     pub host: Option<String>,
+    /// "http" (GET `path`, status in `expect`) or "tcp" (a connection opens). Default "http".
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
 }
 
 /// `passive = { fall, cooldown }`

@@ -815,6 +815,14 @@ fn upstream(v: &mut Validator, up: &KeyPath, name: &str, raw: &RawUpstream) -> U
             fall: h.fall.unwrap_or(3).max(1),
             expect,
             host: h.host.clone(),
+            tcp_only: match h.kind.as_deref() {
+                None | Some("http") => false,
+                Some("tcp") => true,
+                Some(x) => {
+                    v.at(&hp.key("type"), format!("`{x}` is not one of http, tcp"));
+                    false
+                }
+            },
         }
     });
     let passive = raw.passive.as_ref().map(|p| {

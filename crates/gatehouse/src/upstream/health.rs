@@ -46,6 +46,9 @@ pub async fn check_once(
                 .await
                 .map_err(|e| format!("PROXY header: {e}"))?;
         }
+        if hc.tcp_only {
+            return Ok(());
+        }
         let (mut sender, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
             .await
             .map_err(|e| format!("handshake: {e}"))?;

@@ -294,3 +294,41 @@ servers = ["{origin_addr}"]
     let p = ports.lock().unwrap();
     assert_ne!(p[3], p[0], "the idle flow expired; a new one was made");
 }
+
+#[tokio::test]
+async fn tcp_connect_health_checks() {
+    let alive = tcp_origin("alive").await;
+    let dead = free_port();
+    let cfg = format!(
+        r#"
+[global]
+access_log = "off"
+[listeners.t]
+bind = "127.0.0.1:0"
+protocol = "tcp"
+upstream = "u"
+[upstreams.u]
+servers = ["127.0.0.1:{dead}", "{alive}"]
+retries = 0
+health_check = {{ type = "tcp", interval = "100ms", fall = 1, rise = 1 }}
+"#
+    );
+    let gh = proxy(&cfg).await;
+    let down = eventually(Duration::from_secs(3), async || {
+        let snap = gh.shared().snapshot();
+        !snap.upstreams[0].servers[0].is_up() && snap.upstreams[0].servers[1].is_up()
+    })
+    .await;
+    assert!(
+        down,
+        "the closed port must go down and the live one stay up"
+    );
+    let addr = gh.listener_addrs("t")[0];
+    for _ in 0..4 {
+        assert_eq!(
+            exchange(addr, b"hi").await,
+            "alive got 2 bytes",
+            "retries = 0: only the live server is picked"
+        );
+    }
+}
