@@ -913,13 +913,10 @@ fn listener_tls(v: &mut Validator, lp: &KeyPath, raw: &RawListener) -> Option<Li
             );
             return None;
         }
-        (
-            RawListenerProtocol::Tcp | RawListenerProtocol::Tls | RawListenerProtocol::Udp,
-            Some(_),
-        ) => {
+        (RawListenerProtocol::Tls | RawListenerProtocol::Udp, Some(_)) => {
             v.at(
                 &tp,
-                "TLS termination on tcp listeners is not supported yet (tls listeners pass TLS through)",
+                "tls listeners pass TLS through and udp has none: to terminate TLS in front of a byte pipe use protocol = \"tcp\" with `tls`",
             );
             return None;
         }
@@ -939,7 +936,8 @@ fn listener_tls(v: &mut Validator, lp: &KeyPath, raw: &RawListener) -> Option<Li
             v.at(lp, "an https listener needs `tls.certificates`");
             return None;
         }
-        (RawListenerProtocol::Https, Some(_)) => {}
+        // https, or tcp terminating TLS in front of its byte pipe.
+        (RawListenerProtocol::Https | RawListenerProtocol::Tcp, Some(_)) => {}
     }
     let t = raw.tls.as_ref()?;
     if t.certificates.is_empty() && t.acme.is_empty() {
@@ -999,10 +997,12 @@ fn listener_tls(v: &mut Validator, lp: &KeyPath, raw: &RawListener) -> Option<Li
         v.at(&tp.key("hsts"), "is not a valid header value");
     }
     let alpn = match &raw.alpn {
+        // A byte pipe speaks whatever the origin speaks: offer nothing unless told.
+        None if raw.protocol == RawListenerProtocol::Tcp => Vec::new(),
         None => vec!["h2".to_string(), "http/1.1".to_string()],
         Some(list) => {
             for (i, a) in list.iter().enumerate() {
-                if a != "h2" && a != "http/1.1" {
+                if raw.protocol == RawListenerProtocol::Https && a != "h2" && a != "http/1.1" {
                     v.at(
                         &lp.key("alpn").index(i),
                         format!("`{a}` is not offered: expected \"h2\" or \"http/1.1\""),

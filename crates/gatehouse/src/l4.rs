@@ -110,6 +110,18 @@ pub fn choose_upstream(
     index.map(|i| snap.upstreams[i].clone())
 }
 
+/// What the client side of an L4 connection said about TLS: the SNI of a passed-through
+/// ClientHello, or everything of a handshake a tcp listener terminated.
+#[derive(Debug, Default, Clone)]
+pub struct TlsSide {
+    /// Server name.
+    pub sni: Option<String>,
+    /// ALPN negotiated (terminated TLS only).
+    pub alpn: Option<Vec<u8>>,
+    /// "TLSv1.3" (terminated TLS only).
+    pub version: Option<String>,
+}
+
 /// The hash a client address balances by.
 pub fn client_hash(peer: SocketAddr) -> u64 {
     match canonical_ip(peer.ip()) {
@@ -120,14 +132,17 @@ pub fn client_hash(peer: SocketAddr) -> u64 {
 
 /// Serves one tcp- or tls-listener connection to its end. `sni`: what a tls listener read from
 /// the ClientHello.
-pub async fn serve(
-    client: TcpStream,
+pub async fn serve<C>(
+    client: C,
     snap: Arc<Snapshot>,
     listener: &str,
     peer: SocketAddr,
     local: SocketAddr,
-    sni: Option<&str>,
-) {
+    tls: Option<TlsSide>,
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let sni = tls.as_ref().and_then(|t| t.sni.as_deref());
     let Some(up) = choose_upstream(&snap, listener, peer, local, sni) else {
         tracing::info!(listener, %peer, "no route and no default upstream: connection closed");
         return;
@@ -153,9 +168,9 @@ pub async fn serve(
                     let header = ProxyHeader {
                         src: peer,
                         dst: local,
-                        alpn: None,
-                        authority: None,
-                        tls_version: None,
+                        alpn: tls.as_ref().and_then(|t| t.alpn.clone()),
+                        authority: tls.as_ref().and_then(|t| t.sni.clone()),
+                        tls_version: tls.as_ref().and_then(|t| t.version.clone()),
                     };
                     if let Err(e) = s.write_all(&header.encode(v)).await {
                         tracing::warn!(upstream = %m.name, server = %server.spec.address, error = %e, "PROXY header not sent");

@@ -874,3 +874,62 @@ servers = ["{fallback_addr}"]
         "unknown SNI: the listener's default upstream"
     );
 }
+
+#[tokio::test]
+async fn tcp_listeners_can_terminate_tls_in_front_of_a_byte_pipe() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let turn = pki.leaf("turn", &["turn.example.org"], "turn", false, false);
+    // A plaintext TCP origin that answers after the client's FIN.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut all = Vec::new();
+                let _ = s.read_to_end(&mut all).await;
+                let _ = s
+                    .write_all(format!("plain origin got {} bytes", all.len()).as_bytes())
+                    .await;
+            });
+        }
+    });
+    let cfg = format!(
+        r#"
+[global]
+access_log = "off"
+[listeners.turns]
+bind = "127.0.0.1:0"
+protocol = "tcp"
+upstream = "turn"
+tls = {{ certificates = [{{ cert = "{}", key = "{}" }}] }}
+[upstreams.turn]
+servers = ["{origin}"]
+"#,
+        turn.cert.display(),
+        turn.key.display()
+    );
+    let gh = proxy(&cfg).await;
+    let mut s = handshake(
+        gh.listener_addrs("turns")[0],
+        client_config(&pki, &[], None),
+        "turn.example.org",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        peer_der(&s),
+        turn.der,
+        "gatehouse terminates TLS with its own certificate"
+    );
+    s.write_all(b"allocate").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut out = String::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        s.read_to_string(&mut out),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, "plain origin got 8 bytes");
+}
