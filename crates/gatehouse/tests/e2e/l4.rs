@@ -332,3 +332,50 @@ health_check = {{ type = "tcp", interval = "100ms", fall = 1, rise = 1 }}
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_through_a_tcp_pipe_with_a_checksum() {
+    // An origin that hashes what it receives and answers with the hash after the client's FIN.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        if let Ok((mut s, _)) = l.accept().await {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        for b in &buf[..n] {
+                            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+                        }
+                    }
+                }
+            }
+            let _ = s.write_all(format!("{h:016x}").as_bytes()).await;
+        }
+    });
+    let gh = proxy(&format!(
+        "[global]\naccess_log = \"off\"\n[listeners.t]\nbind = \"127.0.0.1:0\"\nprotocol = \"tcp\"\nupstream = \"u\"\n[upstreams.u]\nservers = [\"{origin}\"]\n"
+    ))
+    .await;
+    let mut s = TcpStream::connect(gh.listener_addrs("t")[0]).await.unwrap();
+    let mut want: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut chunk = vec![0u8; 1 << 20];
+    for i in 0..1024u32 {
+        for (j, b) in chunk.iter_mut().enumerate() {
+            *b = (i as usize * 31 + j) as u8;
+        }
+        for b in &chunk {
+            want = (want ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        s.write_all(&chunk).await.unwrap();
+    }
+    s.shutdown().await.unwrap();
+    let mut got = String::new();
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_string(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, format!("{want:016x}"), "1 GiB arrived intact");
+}

@@ -290,3 +290,33 @@ health_check = {{ path = "/healthz", interval = "100ms", fall = 1 }}
         );
     }
 }
+
+#[tokio::test]
+async fn curl_haproxy_protocol_is_accepted_as_a_v1_client() {
+    if !require("curl") {
+        return;
+    }
+    let o = xff_origin().await;
+    let gh = proxy(&cfg(o.addr, "v1", "\"127.0.0.0/8\"")).await;
+    let addr = gh.listener_addrs("public")[0];
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "--haproxy-protocol", &format!("http://{addr}/")])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "xff=127.0.0.1");
+    // Without the header the same listener refuses the connection.
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://{addr}/"),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "000");
+}
