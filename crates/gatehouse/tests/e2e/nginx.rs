@@ -11,6 +11,8 @@ struct Nginx {
     child: Child,
     dir: PathBuf,
     port: u16,
+    /// A server that expects a PROXY header and answers with the address it carried.
+    pp_port: u16,
 }
 
 impl Drop for Nginx {
@@ -40,6 +42,7 @@ async fn start_nginx() -> Nginx {
     std::fs::write(dir.join("www/index.html"), "x".repeat(1024)).unwrap();
     std::fs::write(dir.join("www/dir/index.html"), "in dir").unwrap();
     let port = free_port();
+    let pp_port = free_port();
     let d = dir.display();
     let conf = format!(
         r#"
@@ -57,6 +60,13 @@ http {{
   uwsgi_temp_path {d}/uwsgi;
   scgi_temp_path {d}/scgi;
   keepalive_requests 10000;
+  server {{
+    listen 127.0.0.1:{pp_port} proxy_protocol;
+    location / {{
+      default_type text/plain;
+      return 200 "pp=$proxy_protocol_addr";
+    }}
+  }}
   server {{
     listen 127.0.0.1:{port};
     root {d}/www;
@@ -89,7 +99,12 @@ http {{
         "nginx did not start: {}",
         std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
     );
-    Nginx { child, dir, port }
+    Nginx {
+        child,
+        dir,
+        port,
+        pp_port,
+    }
 }
 
 #[tokio::test]
@@ -157,4 +172,54 @@ health_check = {{ path = "/index.html", interval = "1s" }}
         get(addr, "www.example.com", "/internal/dir/").await.text(),
         "in dir"
     );
+}
+
+#[tokio::test]
+async fn nginx_reads_the_proxy_header_gatehouse_sends() {
+    if !require("nginx") {
+        return;
+    }
+    let n = start_nginx().await;
+    for version in ["v1", "v2"] {
+        let cfg = format!(
+            r#"
+[global]
+access_log = "off"
+[listeners.web]
+bind = "127.0.0.1:0"
+[listeners.public]
+bind = "127.0.0.1:0"
+proxy_protocol = "any"
+trusted_proxies = ["127.0.0.0/8"]
+[[routes]]
+upstream = "nginx"
+[upstreams.nginx]
+servers = ["127.0.0.1:{}"]
+proxy_protocol = "{version}"
+"#,
+            n.pp_port
+        );
+        let gh = proxy(&cfg).await;
+        assert_eq!(
+            get(gh.listener_addrs("web")[0], "x", "/").await.text(),
+            "pp=127.0.0.1",
+            "{version}"
+        );
+        let mut req = gatehouse_wire::proxy_protocol::encode_v2(
+            "203.0.113.5:1111".parse().unwrap(),
+            "198.51.100.1:80".parse().unwrap(),
+            &[],
+        );
+        req.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let resp = raw(
+            gh.listener_addrs("public")[0],
+            &req,
+            std::time::Duration::from_millis(500),
+        )
+        .await;
+        assert!(
+            resp.ends_with("pp=203.0.113.5"),
+            "{version}: nginx sees the real client: {resp}"
+        );
+    }
 }

@@ -320,3 +320,62 @@ async fn curl_haproxy_protocol_is_accepted_as_a_v1_client() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "000");
 }
+
+#[tokio::test]
+async fn haproxy_in_front_sends_proxy_v1_and_v2() {
+    if !require("haproxy") {
+        return;
+    }
+    let o = xff_origin().await;
+    let gh = proxy(&cfg(o.addr, "any", "\"127.0.0.0/8\"")).await;
+    let g = gh.listener_addrs("public")[0];
+    let (h1, h2) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("gatehouse-haproxy-{}-{h1}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("haproxy.cfg");
+    std::fs::write(
+        &conf,
+        format!(
+            "global\n  nbthread 1\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
+             frontend fe1\n  bind 127.0.0.1:{h1}\n  default_backend be1\nbackend be1\n  server gh {g} send-proxy\n\
+             frontend fe2\n  bind 127.0.0.1:{h2}\n  default_backend be2\nbackend be2\n  server gh {g} send-proxy-v2\n"
+        ),
+    )
+    .unwrap();
+    let bin = if std::path::Path::new("/usr/sbin/haproxy").exists() {
+        "/usr/sbin/haproxy"
+    } else {
+        "haproxy"
+    };
+    let mut child = std::process::Command::new(bin)
+        .args(["-db", "-f"])
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("haproxy");
+    let up = eventually(Duration::from_secs(10), async || {
+        tokio::net::TcpStream::connect(("127.0.0.1", h2))
+            .await
+            .is_ok()
+    })
+    .await;
+    for port in [h1, h2] {
+        assert!(up, "haproxy did not start");
+        // The client comes from 127.0.0.5; HAProxy's own connection to gatehouse from 127.0.0.1.
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.5:0".parse().unwrap()).unwrap();
+        let mut s = sock
+            .connect(format!("127.0.0.1:{port}").parse().unwrap())
+            .await
+            .unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(REQ).await.unwrap();
+        let mut out = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_string(&mut out)).await;
+        assert!(out.ends_with("xff=127.0.0.5"), "port {port}: {out}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
