@@ -17,3 +17,4 @@ mod protocols;
 mod proxy_protocol;
 mod routing;
 mod tls;
+mod transparent;
