@@ -89,6 +89,8 @@ class Setup:
         with open(self.combined, "w") as f:
             f.write(open(self.cert).read() + open(self.key).read())
         self.tls_ports = {}
+        self.tcp_ports = {}
+        self.sink_port = free_port()
 
     def spawn(self, args, cpu, **kw):
         p = subprocess.Popen(["taskset", "-c", cpu] + args, stdout=subprocess.DEVNULL,
@@ -130,6 +132,10 @@ http {{
         p = self.spawn([which("nginx"), "-c", conf, "-p", d, "-e", f"{d}/error.log"], LOAD_CPU)
         wait_port(self.origin_port, "nginx origin", p)
 
+    def start_sink(self):
+        p = self.spawn([LOADGEN, "sink", f"127.0.0.1:{self.sink_port}"], LOAD_CPU)
+        wait_port(self.sink_port, "tcp sink", p)
+
     def start_nginx(self):
         port, h2, tls = free_port(), free_port(), free_port()
         self.tls_ports["nginx"] = tls
@@ -158,8 +164,9 @@ http {{
         return p, port, h2
 
     def start_haproxy(self):
-        port, tls = free_port(), free_port()
+        port, tls, tcp = free_port(), free_port(), free_port()
         self.tls_ports["haproxy"] = tls
+        self.tcp_ports["haproxy"] = tcp
         conf = os.path.join(self.work, "haproxy.cfg")
         with open(conf, "w") as f:
             f.write(f"""
@@ -180,14 +187,19 @@ frontend fe
   default_backend be
 backend be
   server origin 127.0.0.1:{self.origin_port} maxconn 2000
+listen tcp
+  mode tcp
+  bind 127.0.0.1:{tcp}
+  server sink 127.0.0.1:{self.sink_port}
 """)
         p = self.spawn([which("haproxy"), "-db", "-f", conf], PROXY_CPU)
         wait_port(port, "haproxy", p)
         return p, port, port
 
     def start_gatehouse(self, binary=GATEHOUSE, name="gatehouse"):
-        port, tls = free_port(), free_port()
+        port, tls, tcp = free_port(), free_port(), free_port()
         self.tls_ports[name] = tls
+        self.tcp_ports[name] = tcp
         conf = os.path.join(self.work, f"{name}.toml")
         with open(conf, "w") as f:
             f.write(f"""
@@ -201,6 +213,13 @@ keepalive_timeout = "300s"
 bind = "127.0.0.1:{tls}"
 protocol = "https"
 tls = {{ certificates = [{{ cert = "{self.cert}", key = "{self.key}" }}] }}
+[listeners.tcp]
+bind = "127.0.0.1:{tcp}"
+protocol = "tcp"
+upstream = "sink"
+[upstreams.sink]
+servers = ["127.0.0.1:{self.sink_port}"]
+idle_timeout = "300s"
 [[routes]]
 upstream = "origin"
 [upstreams.origin]
@@ -302,7 +321,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5)
-    ap.add_argument("--scenarios", default="keepalive-1k,keepalive-100k,close-1k,h2c-1k,tls-full,tls-resumed,latency,idle")
+    ap.add_argument("--scenarios", default="keepalive-1k,keepalive-100k,close-1k,h2c-1k,tls-full,tls-resumed,tcp-1g,latency,idle")
     # 9,000, not 10,000: this sandbox caps open files at 20,000 per process (hard limit, not
     # raisable) and HAProxy reserves two descriptors per connection.
     ap.add_argument("--idle", type=int, default=9000)
@@ -318,6 +337,7 @@ def main():
     results = {}
     try:
         s.start_origin()
+        s.start_sink()
         proxies = {"gatehouse": s.start_gatehouse(), "nginx": s.start_nginx(), "haproxy": s.start_haproxy()}
         for e in args.extra:
             name, binary = e.split("=", 1)
@@ -350,6 +370,24 @@ def main():
             results[sc] = {n: {k: med(rows[n], k) for k in ("rps", "p50_us", "p99_us", "cpu_us_per_req")}
                            | {"bad": 0} for n in names}
             print_table(f"{sc} (openssl s_time; 'req' = handshake, client-bound: compare CPU per handshake)", results[sc])
+        if "tcp-1g" in wanted:
+            names_tcp = [n for n in names if n in s.tcp_ports]
+            rows = {n: [] for n in names_tcp}
+            for rnd in range(args.rounds):
+                order = names_tcp[rnd % len(names_tcp):] + names_tcp[:rnd % len(names_tcp)]
+                for n in order:
+                    p = proxies[n][0]
+                    def fn(n=n):
+                        out = run_load([LOADGEN, "push", f"127.0.0.1:{s.tcp_ports[n]}", "1024"])
+                        j = json.loads(out.strip().splitlines()[-1])
+                        # "requests" = GiB moved, so CPU per request reads as CPU per GiB.
+                        return {"rps": 1024 / j["seconds"], "requests": 1, "bad": 0 if j["done"] else 1,
+                                "p50_us": 0, "p99_us": 0}
+                    rows[n].append(measure(p, fn))
+                    time.sleep(0.5)
+            results["tcp-1g"] = {n: {k: med(rows[n], k) for k in ("rps", "p50_us", "p99_us", "cpu_us_per_req")}
+                                 | {"bad": sum(r["bad"] for r in rows[n])} for n in names_tcp}
+            print_table("tcp-1g: 1 GiB through a TCP pipe ('req/s' = MiB/s, 'CPU µs/req' = CPU µs per GiB)", results["tcp-1g"])
         if "latency" in wanted:
             peak = min(results.get("keepalive-1k", {}).get(n, {}).get("rps", 0) or 20000 for n in names)
             rate = max(int(peak / 2), 1000)

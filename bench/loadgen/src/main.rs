@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn usage() -> ! {
-    eprintln!("usage: loadgen rate URL RATE CONNS SECS | loadgen hold ADDR N");
+    eprintln!("usage: loadgen rate URL RATE CONNS SECS | hold ADDR N | sink ADDR | push ADDR MIB");
     std::process::exit(2)
 }
 
@@ -34,6 +34,15 @@ fn main() {
             let conns: usize = args[4].parse().unwrap_or_else(|_| usage());
             let secs: f64 = args[5].parse().unwrap_or_else(|_| usage());
             rt.block_on(rate_run(url, rate, conns, Duration::from_secs_f64(secs)));
+        }
+        Some("sink") if args.len() == 3 => {
+            let addr: SocketAddr = args[2].parse().unwrap_or_else(|_| usage());
+            rt.block_on(sink(addr));
+        }
+        Some("push") if args.len() == 4 => {
+            let addr: SocketAddr = args[2].parse().unwrap_or_else(|_| usage());
+            let mib: u64 = args[3].parse().unwrap_or_else(|_| usage());
+            rt.block_on(push(addr, mib));
         }
         Some("hold") if args.len() == 4 => {
             let addr: SocketAddr = args[2].parse().unwrap_or_else(|_| usage());
@@ -170,4 +179,36 @@ async fn hold(addr: SocketAddr, n: usize) {
     println!("ready {} failed {failed}", held.len());
     let mut line = String::new();
     let _ = tokio::io::BufReader::new(tokio::io::stdin()).read_line(&mut line).await;
+}
+
+/// Accepts connections and discards what they send; answers "done" after each sender's FIN.
+async fn sink(addr: SocketAddr) {
+    let l = tokio::net::TcpListener::bind(addr).await.expect("bind");
+    println!("ready");
+    while let Ok((mut s, _)) = l.accept().await {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 256 * 1024];
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            let _ = s.write_all(b"done").await;
+        });
+    }
+}
+
+/// Sends MIB mebibytes through one connection, then waits for the far end's "done"; prints
+/// the seconds it took.
+async fn push(addr: SocketAddr, mib: u64) {
+    let start = Instant::now();
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let chunk = vec![0x5au8; 1 << 20];
+    for _ in 0..mib {
+        s.write_all(&chunk).await.expect("write");
+    }
+    s.shutdown().await.expect("shutdown");
+    let mut done = Vec::new();
+    let _ = s.read_to_end(&mut done).await;
+    println!("{{\"mib\":{mib},\"seconds\":{:.3},\"done\":{}}}", start.elapsed().as_secs_f64(), done == b"done");
 }
