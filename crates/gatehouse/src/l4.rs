@@ -62,6 +62,53 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 }
 
+/// Serves a connection accepted by a tcp or tls listener: for tcp, terminate TLS first when the
+/// listener has certificates; for tls, read the SNI of the ClientHello without consuming it.
+pub async fn accepted(
+    stream: TcpStream,
+    settings: &gatehouse_config::model::Listener,
+    tls: Option<Arc<crate::tls::ListenerTls>>,
+    shared: Arc<crate::runtime::Shared>,
+    listener: &str,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
+    use gatehouse_config::model::ListenerProtocol;
+    let within = settings.client_header_timeout;
+    match (settings.protocol, tls) {
+        (ListenerProtocol::Tcp, Some(tls)) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+            let Ok(Ok(stream)) = tokio::time::timeout(within, acceptor.accept(stream)).await else {
+                tracing::debug!(listener, %peer, "TLS handshake failed or timed out");
+                return;
+            };
+            let info = tls.info(stream.get_ref().1);
+            let side = TlsSide {
+                sni: info.sni,
+                alpn: info.alpn,
+                version: info.version,
+            };
+            serve(stream, shared.snapshot(), listener, peer, local, Some(side)).await;
+        }
+        (ListenerProtocol::Tcp, None) => {
+            serve(stream, shared.snapshot(), listener, peer, local, None).await
+        }
+        (ListenerProtocol::Tls, _) => {
+            let Ok(sni) = peek_sni(&stream, within).await else {
+                tracing::info!(listener, %peer, "no ClientHello in time: connection closed");
+                return;
+            };
+            let side = TlsSide {
+                sni,
+                ..Default::default()
+            };
+            serve(stream, shared.snapshot(), listener, peer, local, Some(side)).await;
+        }
+        // http/https are served by the HTTP engine; udp has no accepted connections.
+        _ => {}
+    }
+}
+
 /// TLS passthrough: the server name of the ClientHello at the start of `stream`, read with
 /// MSG_PEEK so that every byte still goes to the origin untouched. None: no SNI, not TLS, or
 /// malformed (the listener's default upstream then applies). Err: nothing came in time.

@@ -119,78 +119,12 @@ pub fn bind_http(shared: &Arc<Shared>, l: &Listener, addr: SocketAddr) -> std::i
                             return;
                         }
                     };
-                    use gatehouse_config::model::ListenerProtocol;
-                    match settings.protocol {
-                        ListenerProtocol::Tcp => {
-                            match tls {
-                                None => {
-                                    crate::l4::serve(
-                                        stream,
-                                        shared.snapshot(),
-                                        &name,
-                                        peer,
-                                        local,
-                                        None,
-                                    )
-                                    .await
-                                }
-                                Some(tls) => {
-                                    // Terminate TLS, then pipe the plaintext.
-                                    let acceptor =
-                                        tokio_rustls::TlsAcceptor::from(tls.config.clone());
-                                    let accepted = tokio::time::timeout(
-                                        settings.client_header_timeout,
-                                        acceptor.accept(stream),
-                                    )
-                                    .await;
-                                    let Ok(Ok(stream)) = accepted else {
-                                        tracing::debug!(listener = %name, %peer, "TLS handshake failed or timed out");
-                                        return;
-                                    };
-                                    let info = tls.info(stream.get_ref().1);
-                                    let side = crate::l4::TlsSide {
-                                        sni: info.sni,
-                                        alpn: info.alpn,
-                                        version: info.version,
-                                    };
-                                    crate::l4::serve(
-                                        stream,
-                                        shared.snapshot(),
-                                        &name,
-                                        peer,
-                                        local,
-                                        Some(side),
-                                    )
-                                    .await;
-                                }
-                            }
-                            return;
-                        }
-                        ListenerProtocol::Tls => {
-                            let Ok(sni) =
-                                crate::l4::peek_sni(&stream, settings.client_header_timeout).await
-                            else {
-                                tracing::info!(listener = %name, %peer, "no ClientHello in time: connection closed");
-                                return;
-                            };
-                            let side = crate::l4::TlsSide {
-                                sni,
-                                ..Default::default()
-                            };
-                            crate::l4::serve(
-                                stream,
-                                shared.snapshot(),
-                                &name,
-                                peer,
-                                local,
-                                Some(side),
-                            )
+                    if settings.protocol != gatehouse_config::model::ListenerProtocol::Http
+                        && settings.protocol != gatehouse_config::model::ListenerProtocol::Https
+                    {
+                        crate::l4::accepted(stream, &settings, tls, shared, &name, peer, local)
                             .await;
-                            return;
-                        }
-                        // udp listeners have no accept loop (see bind_udp).
-                        ListenerProtocol::Udp => return,
-                        ListenerProtocol::Http | ListenerProtocol::Https => {}
+                        return;
                     }
                     let ctx = ConnCtx {
                         shared: shared.clone(),
