@@ -222,7 +222,8 @@ async fn sni_chooses_the_certificate_and_host_must_match_it() {
     // Unknown name: the first certificate (not strict); the client then rejects the name itself.
     let lax = {
         let mut c = (*client_config(&pki, &["http/1.1"], None)).clone();
-        c.dangerous().set_certificate_verifier(Arc::new(AcceptAny));
+        c.dangerous()
+            .set_certificate_verifier(Arc::new(AcceptAny::default()));
         Arc::new(c)
     };
     let s = handshake(addr, lax.clone(), "unknown.example")
@@ -270,7 +271,7 @@ async fn strict_sni_refuses_unknown_names_and_alpn_picks_h2() {
     let addr = gh.listener_addrs("websecure")[0];
     let mut lax = (*client_config(&pki, &["http/1.1"], None)).clone();
     lax.dangerous()
-        .set_certificate_verifier(Arc::new(AcceptAny));
+        .set_certificate_verifier(Arc::new(AcceptAny::default()));
     assert!(
         handshake(addr, Arc::new(lax), "other.example")
             .await
@@ -544,9 +545,12 @@ respond = {{ status = 200 }}
     let _ = Path::new(&good.cert);
 }
 
-/// Accepts any server certificate (to see which one a server sends for an unknown name).
-#[derive(Debug)]
-pub struct AcceptAny;
+/// Accepts any server certificate (to see which one a server sends for an unknown name), and
+/// keeps the OCSP response the server stapled.
+#[derive(Debug, Default)]
+pub struct AcceptAny {
+    pub ocsp: std::sync::Mutex<Vec<u8>>,
+}
 
 impl rustls::client::danger::ServerCertVerifier for AcceptAny {
     fn verify_server_cert(
@@ -554,9 +558,10 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
         _: &CertificateDer<'_>,
         _: &[CertificateDer<'_>],
         _: &ServerName<'_>,
-        _: &[u8],
+        ocsp: &[u8],
         _: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.ocsp.lock().unwrap() = ocsp.to_vec();
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
     fn verify_tls12_signature(
@@ -740,43 +745,6 @@ async fn curl_negotiates_h2_and_http11_by_alpn() {
     }
 }
 
-/// Captures the OCSP response a server staples.
-#[derive(Debug, Default)]
-struct OcspSpy(std::sync::Mutex<Vec<u8>>);
-
-impl rustls::client::danger::ServerCertVerifier for OcspSpy {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        ocsp: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        *self.0.lock().unwrap() = ocsp.to_vec();
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::client::danger::ServerCertVerifier::verify_tls12_signature(&AcceptAny, m, c, d)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::client::danger::ServerCertVerifier::verify_tls13_signature(&AcceptAny, m, c, d)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::client::danger::ServerCertVerifier::supported_verify_schemes(&AcceptAny)
-    }
-}
-
 #[tokio::test]
 async fn the_ocsp_file_is_stapled() {
     let pki = Pki::new();
@@ -803,14 +771,14 @@ servers = ["{}"]
         o.addr
     );
     let gh = proxy(&cfg).await;
-    let spy = Arc::new(OcspSpy::default());
+    let spy = Arc::new(AcceptAny::default());
     let mut c = (*client_config(&pki, &["http/1.1"], None)).clone();
     c.dangerous().set_certificate_verifier(spy.clone());
     let _s = handshake(gh.listener_addrs("websecure")[0], Arc::new(c), "a.example")
         .await
         .unwrap();
     assert_eq!(
-        spy.0.lock().unwrap().as_slice(),
+        spy.ocsp.lock().unwrap().as_slice(),
         b"stapled-ocsp-response-bytes"
     );
 }
