@@ -22,6 +22,72 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// Automatic certificates.
     pub acme: Option<Acme>,
+    /// The cache store; present when any route caches.
+    pub cache: Option<CacheStore>,
+}
+
+/// `[cache]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheStore {
+    /// Bytes held in memory at most.
+    pub memory: u64,
+    /// Disk tier.
+    pub disk: Option<CacheDisk>,
+    /// Largest answer stored.
+    pub max_object: u64,
+}
+
+/// The disk tier of the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheDisk {
+    /// Directory.
+    pub path: PathBuf,
+    /// Bytes held on disk at most.
+    pub size: u64,
+}
+
+/// A route's caching settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteCache {
+    /// Freshness when the answer gives none and is not heuristically cacheable.
+    pub default_ttl: Duration,
+    /// Store answers that set cookies.
+    pub cookies: bool,
+    /// How long concurrent misses wait for the first.
+    pub lock_timeout: Duration,
+}
+
+/// Content codings gatehouse can produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    /// RFC 8878
+    Zstd,
+    /// RFC 7932
+    Br,
+    /// RFC 1952
+    Gzip,
+}
+
+impl Coding {
+    /// The token in Accept-Encoding / Content-Encoding.
+    pub fn token(self) -> &'static str {
+        match self {
+            Coding::Zstd => "zstd",
+            Coding::Br => "br",
+            Coding::Gzip => "gzip",
+        }
+    }
+}
+
+/// A route's compression settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compress {
+    /// Codings in our order of preference.
+    pub algorithms: Vec<Coding>,
+    /// Smaller answers are sent as they are.
+    pub min_size: u64,
+    /// Media types, lowercase; "text/*" matches a whole type.
+    pub types: Vec<String>,
 }
 
 /// ACME challenge types.
@@ -289,6 +355,10 @@ pub struct Route {
     pub request_headers: HeaderOps,
     /// Response header changes.
     pub response_headers: HeaderOps,
+    /// Caching, when on.
+    pub cache: Option<RouteCache>,
+    /// Compression, when on.
+    pub compress: Option<Compress>,
 }
 
 /// A server of an upstream.

@@ -27,6 +27,58 @@ pub struct RawConfig {
     pub upstreams: BTreeMap<String, RawUpstream>,
     /// Automatic certificates.
     pub acme: Option<RawAcme>,
+    /// The HTTP cache store shared by every route that caches.
+    pub cache: Option<RawCache>,
+}
+
+/// `[cache]`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// Bound on bytes held in memory. Default "256MiB".
+    pub memory: Option<String>,
+    /// Optional second tier on disk; survives restarts.
+    pub disk: Option<RawCacheDisk>,
+    /// Larger answers are passed through, not stored. Default "64MiB" (at most `memory`).
+    pub max_object: Option<String>,
+}
+
+/// `disk = { path, size }`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCacheDisk {
+    /// Directory of the disk tier (created when missing).
+    pub path: String,
+    /// Bound on bytes held on disk.
+    pub size: String,
+}
+
+/// A route's `cache = { ... }`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteCache {
+    /// Cache this route's answers. Default true when the table is present.
+    pub enabled: Option<bool>,
+    /// Freshness of answers that give none and are not heuristically cacheable. Default "0s".
+    pub default_ttl: Option<String>,
+    /// Store answers that set cookies. Default false.
+    #[serde(default)]
+    pub cookies: bool,
+    /// How long concurrent misses for one key wait for the first. Default "5s".
+    pub lock_timeout: Option<String>,
+}
+
+/// A route's `compress = { ... }`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompress {
+    /// Encodings offered, in our order of preference: "zstd", "br", "gzip". Default all three.
+    pub algorithms: Option<Vec<String>>,
+    /// Smaller answers are sent as they are. Default "1KiB".
+    pub min_size: Option<String>,
+    /// Media types to compress; "text/*" matches a whole type. Default: text/*,
+    /// application/json, application/javascript, application/xml, image/svg+xml.
+    pub types: Option<Vec<String>>,
 }
 
 /// `[acme]`
@@ -289,6 +341,10 @@ pub struct RawRoute {
     /// Header changes on the response sent to the client.
     #[serde(default)]
     pub response_headers: RawHeaderOps,
+    /// HTTP caching of this route's answers (RFC 9111).
+    pub cache: Option<RawRouteCache>,
+    /// Compression of this route's answers.
+    pub compress: Option<RawCompress>,
 }
 
 /// A server: "host:port" or `{ address, weight, backup }`.

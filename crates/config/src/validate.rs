@@ -134,7 +134,7 @@ fn http_token(s: &str) -> Result<(), ()> {
     if ok { Ok(()) } else { Err(()) }
 }
 
-const SECTIONS: &str = "global, admin, listeners, routes, upstreams, acme";
+const SECTIONS: &str = "global, admin, listeners, routes, upstreams, acme, cache";
 
 pub(crate) fn parse_and_validate(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
     let (table, syntax) = DeTable::parse_recoverable(text);
@@ -203,6 +203,7 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
     let mut listeners: Vec<(String, Option<RawListener>)> = Vec::new();
     let mut routes: Vec<Option<RawRoute>> = Vec::new();
     let mut acme: Option<RawAcme> = None;
+    let mut cache: Option<RawCache> = None;
     let mut upstreams: Vec<(String, Option<RawUpstream>)> = Vec::new();
     for (key, val) in top.iter() {
         let path = KeyPath::default().key(key.get_ref());
@@ -210,6 +211,7 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
             "global" => global = v.de(val).unwrap_or_default(),
             "admin" => admin = v.de(val),
             "acme" => acme = v.de(val),
+            "cache" => cache = v.de(val),
             "listeners" | "upstreams" => {
                 let Some(t) = val.get_ref().as_table() else {
                     v.at(&path, "expected a table of named entries");
@@ -640,7 +642,18 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
             max_body: v.size(&rp.key("max_body"), raw.max_body.as_deref()),
             request_headers: v.header_ops(&rp.key("request_headers"), &raw.request_headers),
             response_headers: v.header_ops(&rp.key("response_headers"), &raw.response_headers),
+            cache: raw
+                .cache
+                .as_ref()
+                .and_then(|c| route_cache(v, &rp.key("cache"), c)),
+            compress: raw
+                .compress
+                .as_ref()
+                .map(|c| compress(v, &rp.key("compress"), c)),
         };
+        if route.cache.is_some() && !matches!(route.action, RouteAction::Upstream(_)) {
+            v.at(&rp.key("cache"), "only routes with an `upstream` can cache");
+        }
         route_models.push(route);
     }
 
@@ -697,7 +710,18 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
             "http-01 needs an http listener to answer on",
         );
     }
+    let any_cache = route_models.iter().any(|r| r.cache.is_some());
+    let cache_model = match &cache {
+        Some(c) => Some(cache_store(v, &root_path.key("cache"), c)),
+        None if any_cache => Some(CacheStore {
+            memory: DEFAULT_CACHE_MEMORY,
+            disk: None,
+            max_object: DEFAULT_MAX_OBJECT,
+        }),
+        None => None,
+    };
     Some(Config {
+        cache: cache_model,
         acme: acme_model,
         global: global_model,
         admin: admin_model,
@@ -705,6 +729,132 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
         routes: route_models,
         upstreams: upstream_models.into_iter().collect::<Option<Vec<_>>>()?,
     })
+}
+
+const DEFAULT_CACHE_MEMORY: u64 = 256 << 20;
+const DEFAULT_MAX_OBJECT: u64 = 64 << 20;
+
+fn cache_store(v: &mut Validator, p: &KeyPath, raw: &RawCache) -> CacheStore {
+    let memory = v
+        .size(&p.key("memory"), raw.memory.as_deref())
+        .unwrap_or(DEFAULT_CACHE_MEMORY);
+    let max_object = v.size(&p.key("max_object"), raw.max_object.as_deref());
+    if memory < 1 << 20 {
+        v.at(&p.key("memory"), "must be at least 1MiB");
+    }
+    if let Some(m) = max_object
+        && m > memory
+    {
+        v.at(
+            &p.key("max_object"),
+            format!("{m} bytes is more than `memory` ({memory} bytes)"),
+        );
+    }
+    let disk = raw.disk.as_ref().map(|d| {
+        let dp = p.key("disk");
+        if d.path.is_empty() {
+            v.at(&dp.key("path"), "needs a directory");
+        }
+        let size = v.size(&dp.key("size"), Some(&d.size)).unwrap_or(0);
+        if size < 1 << 20 && parse_size(&d.size).is_ok() {
+            v.at(&dp.key("size"), "must be at least 1MiB");
+        }
+        CacheDisk {
+            path: v.path(&d.path),
+            size,
+        }
+    });
+    CacheStore {
+        memory,
+        disk,
+        max_object: max_object.unwrap_or(DEFAULT_MAX_OBJECT.min(memory)),
+    }
+}
+
+fn route_cache(v: &mut Validator, p: &KeyPath, raw: &RawRouteCache) -> Option<RouteCache> {
+    let c = RouteCache {
+        default_ttl: v.duration(
+            &p.key("default_ttl"),
+            raw.default_ttl.as_deref(),
+            Duration::ZERO,
+        ),
+        cookies: raw.cookies,
+        lock_timeout: v.duration(
+            &p.key("lock_timeout"),
+            raw.lock_timeout.as_deref(),
+            Duration::from_secs(5),
+        ),
+    };
+    raw.enabled.unwrap_or(true).then_some(c)
+}
+
+fn compress(v: &mut Validator, p: &KeyPath, raw: &RawCompress) -> Compress {
+    let mut algorithms = Vec::new();
+    match &raw.algorithms {
+        None => algorithms = vec![Coding::Zstd, Coding::Br, Coding::Gzip],
+        Some(list) => {
+            if list.is_empty() {
+                v.at(&p.key("algorithms"), "needs at least one of zstd, br, gzip");
+            }
+            for (i, a) in list.iter().enumerate() {
+                let c = match a.as_str() {
+                    "zstd" => Coding::Zstd,
+                    "br" => Coding::Br,
+                    "gzip" => Coding::Gzip,
+                    other => {
+                        v.at(
+                            &p.key("algorithms").index(i),
+                            format!("`{other}` is not one of zstd, br, gzip"),
+                        );
+                        continue;
+                    }
+                };
+                if algorithms.contains(&c) {
+                    v.at(
+                        &p.key("algorithms").index(i),
+                        format!("`{a}` is listed twice"),
+                    );
+                }
+                algorithms.push(c);
+            }
+        }
+    }
+    let types = match &raw.types {
+        None => [
+            "text/*",
+            "application/json",
+            "application/javascript",
+            "application/xml",
+            "image/svg+xml",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        Some(list) => {
+            let mut out = Vec::new();
+            for (i, t) in list.iter().enumerate() {
+                let ok = t.split_once('/').is_some_and(|(a, b)| {
+                    http_token(a).is_ok() && (b == "*" || http_token(b).is_ok())
+                });
+                if ok {
+                    out.push(t.to_ascii_lowercase());
+                } else {
+                    v.at(
+                        &p.key("types").index(i),
+                        format!("`{t}` is not a media type like `text/html` or `text/*`"),
+                    );
+                }
+            }
+            out
+        }
+    };
+    Compress {
+        algorithms,
+        min_size: v
+            .size(&p.key("min_size"), raw.min_size.as_deref())
+            .unwrap_or(1024),
+        types,
+    }
 }
 
 fn upstream(v: &mut Validator, up: &KeyPath, name: &str, raw: &RawUpstream) -> Upstream {

@@ -54,6 +54,9 @@ pub struct Metrics {
     server_requests: Family<ServerLabels, Gauge>,
     server_failures: Family<ServerLabels, Gauge>,
     reloads: Family<Vec<(String, String)>, Counter>,
+    /// Cache counters, shared with the store.
+    pub cache: crate::cache::CacheCounters,
+    cache_bytes: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl Default for Metrics {
@@ -109,7 +112,52 @@ impl Metrics {
             "Config reloads by result",
             reloads.clone(),
         );
+        let cache = crate::cache::CacheCounters::default();
+        for (name, help, c) in [
+            ("cache_hits", "Answers served from the cache", &cache.hits),
+            (
+                "cache_misses",
+                "Cacheable requests that found nothing usable",
+                &cache.misses,
+            ),
+            (
+                "cache_stale_served",
+                "Stale answers served (max-stale, stale-while-revalidate, stale-if-error)",
+                &cache.stale,
+            ),
+            (
+                "cache_revalidations",
+                "Stored answers validated with the origin",
+                &cache.revalidations,
+            ),
+        ] {
+            registry.register(name, help, c.clone());
+        }
+        let evictions = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "cache_evictions",
+            "Entries evicted from the cache, by tier",
+            evictions.clone(),
+        );
+        // The eviction counters are the family's members, so the store increments them directly.
+        let cache = crate::cache::CacheCounters {
+            evictions_memory: evictions
+                .get_or_create(&vec![("tier".to_string(), "memory".to_string())])
+                .clone(),
+            evictions_disk: evictions
+                .get_or_create(&vec![("tier".to_string(), "disk".to_string())])
+                .clone(),
+            ..cache
+        };
+        let cache_bytes = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "cache_bytes",
+            "Bytes held by the cache, by tier",
+            cache_bytes.clone(),
+        );
         Metrics {
+            cache,
+            cache_bytes,
             registry,
             requests,
             duration,
@@ -178,6 +226,12 @@ impl Metrics {
                     .get_or_create(&l)
                     .set(s.failures.load(Ordering::Relaxed) as i64);
             }
+        }
+        let (mem, disk) = snap.cache.as_ref().map_or((0, 0), |c| c.bytes());
+        for (tier, v) in [("memory", mem), ("disk", disk)] {
+            self.cache_bytes
+                .get_or_create(&vec![("tier".to_string(), tier.to_string())])
+                .set(v as i64);
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

@@ -1,5 +1,5 @@
 //! The admin listener: `GET /metrics` (Prometheus text), `GET /status` (JSON), `POST /reload`,
-//! and `GET /` (a small status page). It only reads handles; it changes nothing but through
+//! `PURGE /cache?url=...` / `PURGE /cache?prefix=...`, and `GET /` (a small status page). It only reads handles; it changes nothing but through
 //! `Shared::reload`.
 
 use std::convert::Infallible;
@@ -62,18 +62,89 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<By
                 json!({"ok": false, "errors": errors}).to_string(),
             ),
         },
+        (m, "/cache") if m.as_str() == "PURGE" => purge(req.uri().query(), &shared.snapshot()),
         (&Method::GET, "/") => reply(
             StatusCode::OK,
             "text/html; charset=utf-8",
             dashboard(&shared.snapshot()),
         ),
-        (_, "/metrics" | "/status" | "/reload" | "/") => reply(
+        (_, "/metrics" | "/status" | "/reload" | "/" | "/cache") => reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "method not allowed\n",
         ),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
+}
+
+/// Decodes %XX escapes; None when one is malformed or the result is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The cache key of an absolute URL given to purge.
+fn purge_key(url: &str) -> Option<String> {
+    let u: http::Uri = url.parse().ok()?;
+    let scheme = u.scheme_str()?;
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let host = u.authority()?.as_str();
+    Some(crate::http::cache_flow::cache_key(scheme, host, &u))
+}
+
+/// `PURGE /cache?url=<absolute URL>` drops one URL with its variants; `?prefix=<absolute URL
+/// prefix>` drops every URL under it. Answers `{"purged": N}`.
+fn purge(query: Option<&str>, snap: &Snapshot) -> Response<Full<Bytes>> {
+    let bad = |msg: &str| {
+        reply(
+            StatusCode::BAD_REQUEST,
+            "application/json",
+            json!({ "error": msg }).to_string(),
+        )
+    };
+    let Some(cache) = &snap.cache else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "application/json",
+            json!({"error": "no route caches: there is no cache to purge"}).to_string(),
+        );
+    };
+    let param = query.unwrap_or("").split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        matches!(k, "url" | "prefix").then_some((k, v))
+    });
+    let Some((kind, raw)) = param else {
+        return bad("expected ?url=<absolute URL> or ?prefix=<absolute URL prefix>");
+    };
+    let Some(key) = percent_decode(raw).as_deref().and_then(purge_key) else {
+        return bad("not a percent-encoded absolute http(s) URL");
+    };
+    let purged = if kind == "url" {
+        usize::from(cache.purge(&key))
+    } else {
+        // "http://h" keys as "http://h/": everything on that host.
+        cache.purge_prefix(&key)
+    };
+    tracing::info!(kind, url = %key, purged, "cache purge");
+    reply(
+        StatusCode::OK,
+        "application/json",
+        json!({ "purged": purged }).to_string(),
+    )
 }
 
 /// Every upstream, its servers, health, in-flight requests and totals.

@@ -1,6 +1,8 @@
 //! The HTTP engine: the connection server, the request pipeline and its phases.
 
 pub mod body;
+pub mod cache_flow;
+pub mod compress;
 pub mod forward;
 pub mod framing;
 pub mod headers;

@@ -53,7 +53,7 @@ pub struct ConnCtx {
 }
 
 /// Everything the access log and metrics need, finished when the answer's body ends.
-struct Finish {
+pub(crate) struct Finish {
     shared: Arc<Shared>,
     snapshot: Arc<Snapshot>,
     started: Instant,
@@ -70,6 +70,34 @@ struct Finish {
     stats: Option<Arc<BodyStats>>,
     guard: Option<ActiveGuard>,
     timer: Option<Arc<ConnTimer>>,
+    /// The Cache-Status value of a caching route's answer.
+    pub(crate) cache_status: Option<String>,
+}
+
+impl Finish {
+    /// A record for a request made on the side (a background revalidation): same labels, no
+    /// connection timer, never logged.
+    pub(crate) fn detached(&self) -> Finish {
+        Finish {
+            shared: self.shared.clone(),
+            snapshot: self.snapshot.clone(),
+            started: Instant::now(),
+            listener: self.listener.clone(),
+            route: self.route.clone(),
+            upstream: self.upstream.clone(),
+            server: empty_label(),
+            client: self.client,
+            method: self.method.clone(),
+            host: self.host.clone(),
+            uri: self.uri.clone(),
+            status: 0,
+            request_id: self.request_id.clone(),
+            stats: None,
+            guard: None,
+            timer: None,
+            cache_status: None,
+        }
+    }
 }
 
 impl OnEnd for Finish {
@@ -144,6 +172,7 @@ pub async fn handle(
         stats: None,
         guard: None,
         timer: conn.timer.clone(),
+        cache_status: None,
     };
     let result = if ambiguous {
         // RFC 9112 §6.3: both Content-Length and Transfer-Encoding. Refused, not guessed.
@@ -159,6 +188,13 @@ pub async fn handle(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
+    if let Some(cs) = fin
+        .cache_status
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        resp.headers_mut().insert("cache-status", cs);
+    }
     if let Some(hsts) = conn.tls.as_ref().and_then(|t| t.hsts.clone()) {
         resp.headers_mut()
             .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
@@ -172,7 +208,7 @@ pub async fn handle(
 }
 
 async fn proxy(
-    conn: &ConnCtx,
+    conn: &Arc<ConnCtx>,
     snap: &Arc<Snapshot>,
     parts: &mut Parts,
     body: Incoming,
@@ -266,12 +302,58 @@ async fn proxy(
                 .trusted_proxies
                 .iter()
                 .any(|c| c.contains(client));
-            to_upstream(
-                conn, up, route, parts, body, request_id, &host_full, client, trusted, fin,
-            )
-            .await
+            let origin = Origin {
+                conn: conn.clone(),
+                snap: snap.clone(),
+                route: route_index,
+                up: up.clone(),
+                host_full,
+                client,
+                trusted,
+                request_id: request_id.to_string(),
+            };
+            // What compression needs of the request, before the head is rewritten.
+            let accept = parts.headers.get(header::ACCEPT_ENCODING).cloned();
+            let head = parts.method == http::Method::HEAD;
+            let stats = Arc::new(BodyStats::default());
+            fin.stats = Some(stats.clone());
+            let req_body = RequestBody::new(body, route.max_body, stats.clone()).boxed_unsync();
+            let parts = std::mem::replace(parts, Request::new(()).into_parts().0);
+            let fetched = match (&route.cache, &snap.cache) {
+                (Some(rc), Some(cache)) => {
+                    super::cache_flow::serve(cache, rc, &origin, parts, req_body, stats, fin)
+                        .await?
+                }
+                _ => origin.fetch(parts, req_body, &stats, fin).await?,
+            };
+            let mut resp = fetched.resp;
+            if let Some(c) = &route.compress {
+                resp = super::compress::apply(resp, c, accept.as_ref(), head);
+            }
+            finish_response(resp, up, route, fetched.sticky)
         }
     }
+}
+
+/// The last touches on an upstream's answer, on every path (origin or cache): the sticky
+/// cookie of the server that served, then the route's header changes.
+fn finish_response(
+    mut resp: Response<ProxyBody>,
+    up: &Upstream,
+    route: &Route,
+    sticky: Option<Arc<str>>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let h = resp.headers_mut();
+    if let (Some(name), Some(id)) = (&up.model.sticky_cookie, sticky)
+        && let Ok(v) =
+            HeaderValue::from_str(&format!("{name}={id}; Path=/; HttpOnly; SameSite=Lax"))
+    {
+        h.append(header::SET_COOKIE, v);
+    }
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        headers::apply_ops(resp.headers_mut(), &route.response_headers);
+    }
+    Ok(resp)
 }
 
 /// "https" on a TLS connection, else "http".
@@ -332,251 +414,282 @@ fn hash_input(key: &HashKey, parts: &Parts, client: IpAddr) -> Option<u64> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn to_upstream(
-    conn: &ConnCtx,
-    up: &Arc<Upstream>,
-    route: &Route,
-    parts: &mut Parts,
-    body: Incoming,
-    request_id: &str,
-    host_full: &str,
-    client: IpAddr,
-    trusted: bool,
-    fin: &mut Finish,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    // Rewrite the request head. Framing was settled by the HTTP/1 parser before this point, so
-    // removing hop-by-hop headers cannot change how the body is delimited: the next hop gets a
-    // freshly framed message (Content-Length kept, or chunked by the client connection).
-    let upgrade = if parts.version == Version::HTTP_11 {
-        headers::upgrade_request(&parts.headers)
-    } else {
-        None
-    };
-    let client_upgrade = upgrade
-        .as_ref()
-        .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
-    let version_label = match parts.version {
-        Version::HTTP_2 => "2",
-        Version::HTTP_10 => "1.0",
-        _ => "1.1",
-    };
-    let te_trailers = headers::remove_hop_by_hop(&mut parts.headers);
-    let h = &mut parts.headers;
-    if te_trailers {
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-    if let Some(u) = &upgrade {
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        h.insert(header::UPGRADE, u.clone());
-    }
-    headers::set_forwarding(
-        h,
-        &ClientInfo {
-            ip: client,
-            trusted,
-            proto: conn_scheme(conn),
-            host: host_full,
-            version: version_label,
-        },
-    );
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        h.insert("x-request-id", v);
-    }
-    let upstream_host = match &route.set_host {
-        Some(sh) => sh.clone(),
-        None => host_full.to_string(),
-    };
-    if (route.set_host.is_some() || !h.contains_key(header::HOST))
-        && let Ok(v) = HeaderValue::from_str(&upstream_host)
-    {
-        h.insert(header::HOST, v);
-    }
-    h.remove(CLIENT_CERT_SUBJECT);
-    h.remove(CLIENT_CERT_SHA256);
-    if let Some(tls) = &conn.tls {
-        if let Some(v) = tls
-            .client_subject
-            .as_deref()
-            .and_then(|s| HeaderValue::from_str(s).ok())
-        {
-            h.insert(CLIENT_CERT_SUBJECT, v);
-        }
-        if let Some(v) = tls
-            .client_sha256
-            .as_deref()
-            .and_then(|s| HeaderValue::from_str(s).ok())
-        {
-            h.insert(CLIENT_CERT_SHA256, v);
-        }
-    }
-    headers::apply_ops(h, &route.request_headers);
+/// What a request to the origin needs besides its head and body. Owned, so that a background
+/// revalidation can carry it past the client's request.
+#[derive(Clone)]
+pub(crate) struct Origin {
+    pub(crate) conn: Arc<ConnCtx>,
+    pub(crate) snap: Arc<Snapshot>,
+    /// Index of the route in the snapshot's config.
+    pub(crate) route: usize,
+    pub(crate) up: Arc<Upstream>,
+    /// The client's Host, with any port.
+    pub(crate) host_full: String,
+    pub(crate) client: IpAddr,
+    /// The client is a trusted proxy (its forwarding headers are kept).
+    pub(crate) trusted: bool,
+    pub(crate) request_id: String,
+}
 
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let new_pq = if route.strip_prefix.is_some() || route.add_prefix.is_some() {
-        headers::rewrite_path(
-            pq,
-            route.strip_prefix.as_deref(),
-            route.add_prefix.as_deref(),
-        )
-    } else {
-        pq.to_string()
-    };
-    let uri = match up.model.protocol {
-        UpstreamProtocol::Http1 => new_pq.parse::<Uri>(),
-        UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
-            let authority = if upstream_host.is_empty() {
-                "localhost"
-            } else {
-                &upstream_host
-            };
-            let scheme = if up.model.protocol == UpstreamProtocol::H2 {
-                "https"
-            } else {
-                "http"
-            };
-            format!("{scheme}://{authority}{new_pq}").parse::<Uri>()
-        }
-    }
-    .map_err(|e| ProxyError::new(ErrorKind::BadRequest).with(e))?;
-    parts.uri = uri;
-    parts.version = match up.model.protocol {
-        UpstreamProtocol::Http1 => Version::HTTP_11,
-        UpstreamProtocol::H2c | UpstreamProtocol::H2 => Version::HTTP_2,
-    };
-    if up.model.protocol != UpstreamProtocol::Http1 {
-        // HTTP/2 carries the authority in :authority; a Host header beside it must agree or go.
-        parts.headers.remove(header::HOST);
+/// An origin's answer, its head rewritten for the client.
+pub(crate) struct Fetched {
+    pub(crate) resp: Response<ProxyBody>,
+    /// Server id to set in the sticky cookie, when the client does not have it yet.
+    pub(crate) sticky: Option<Arc<str>>,
+}
+
+impl Origin {
+    /// "https" or "http": how the client reached us.
+    pub(crate) fn scheme(&self) -> &'static str {
+        conn_scheme(&self.conn)
     }
 
-    // Balance and forward
-    let sticky_in = up
-        .model
-        .sticky_cookie
-        .as_deref()
-        .and_then(|c| cookie(parts, c))
-        .map(str::to_string);
-    let hash = hash_input(&up.model.hash_key, parts, client);
-    let stats = Arc::new(BodyStats::default());
-    fin.stats = Some(stats.clone());
-    let req_body = RequestBody::new(body, route.max_body, stats.clone()).boxed_unsync();
-    let req = Request::from_parts(
-        std::mem::replace(parts, Request::new(()).into_parts().0),
-        req_body,
-    );
-    let pick = PickInput {
-        hash,
-        sticky: sticky_in.as_deref(),
-        exclude: &[],
-    };
-    // Who the client is, for a PROXY header or a transparent source address.
-    let needs_client = up.model.proxy_protocol.is_some() || up.model.source_address.is_some();
-    let proxy_header = needs_client.then(|| crate::upstream::pool::ProxyHeader {
-        src: conn.peer,
-        dst: conn.local,
-        alpn: conn.tls.as_ref().and_then(|t| t.alpn.clone()),
-        authority: conn.tls.as_ref().and_then(|t| t.sni.clone()),
-        tls_version: conn.tls.as_ref().and_then(|t| t.version.clone()),
-    });
-    let result = forward(up, req, pick, upgrade.is_some(), proxy_header.as_ref()).await;
-    let (fwd, guard) = match result {
-        Ok(x) => x,
-        Err(e) if stats.too_large.load(Ordering::Relaxed) => {
-            return Err(ProxyError::new(ErrorKind::BodyTooLarge).with(e));
-        }
-        Err(e) => return Err(e),
-    };
-    let server = fwd.server.clone();
-    fin.server = server.label.clone();
-    fin.guard = Some(guard);
-    let mut resp = fwd.response;
-    let status = resp.status();
-    if status.is_server_error() {
-        server.record_failure(up.model.passive.as_ref());
-    } else {
-        server.record_success();
-    }
-
-    // Protocol switch: tunnel only when the origin accepted it with 101.
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_on) = client_upgrade else {
-            return Err(ProxyError::new(ErrorKind::UpstreamReset)
-                .with("origin switched protocols without being asked"));
+    /// Rewrites the request for the origin, forwards it, and rewrites the answer's head.
+    pub(crate) async fn fetch(
+        &self,
+        mut parts: Parts,
+        req_body: crate::upstream::pool::UpBody,
+        stats: &Arc<BodyStats>,
+        fin: &mut Finish,
+    ) -> Result<Fetched, ProxyError> {
+        let conn = &*self.conn;
+        let up = &self.up;
+        let route = &self.snap.config.routes[self.route];
+        let (client, trusted, request_id) = (self.client, self.trusted, self.request_id.as_str());
+        let host_full = self.host_full.as_str();
+        let parts = &mut parts;
+        // Rewrite the request head. Framing was settled by the HTTP/1 parser before this point, so
+        // removing hop-by-hop headers cannot change how the body is delimited: the next hop gets a
+        // freshly framed message (Content-Length kept, or chunked by the client connection).
+        let upgrade = if parts.version == Version::HTTP_11 {
+            headers::upgrade_request(&parts.headers)
+        } else {
+            None
         };
-        let origin_on = hyper::upgrade::on(&mut resp);
-        let (up_name, addr) = (up.model.name.clone(), server.spec.address.clone());
-        tokio::spawn(async move {
-            match tokio::try_join!(client_on, origin_on) {
-                Ok((c, o)) => {
-                    let mut c = TokioIo::new(c);
-                    let mut o = TokioIo::new(o);
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut o).await {
-                        tracing::debug!(upstream = %up_name, server = %addr, error = %e, "tunnel ended");
+        let client_upgrade = upgrade
+            .as_ref()
+            .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+        let version_label = match parts.version {
+            Version::HTTP_2 => "2",
+            Version::HTTP_10 => "1.0",
+            _ => "1.1",
+        };
+        let te_trailers = headers::remove_hop_by_hop(&mut parts.headers);
+        let h = &mut parts.headers;
+        if te_trailers {
+            h.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        if let Some(u) = &upgrade {
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(header::UPGRADE, u.clone());
+        }
+        headers::set_forwarding(
+            h,
+            &ClientInfo {
+                ip: client,
+                trusted,
+                proto: conn_scheme(conn),
+                host: host_full,
+                version: version_label,
+            },
+        );
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert("x-request-id", v);
+        }
+        let upstream_host = match &route.set_host {
+            Some(sh) => sh.clone(),
+            None => host_full.to_string(),
+        };
+        if (route.set_host.is_some() || !h.contains_key(header::HOST))
+            && let Ok(v) = HeaderValue::from_str(&upstream_host)
+        {
+            h.insert(header::HOST, v);
+        }
+        h.remove(CLIENT_CERT_SUBJECT);
+        h.remove(CLIENT_CERT_SHA256);
+        if let Some(tls) = &conn.tls {
+            if let Some(v) = tls
+                .client_subject
+                .as_deref()
+                .and_then(|s| HeaderValue::from_str(s).ok())
+            {
+                h.insert(CLIENT_CERT_SUBJECT, v);
+            }
+            if let Some(v) = tls
+                .client_sha256
+                .as_deref()
+                .and_then(|s| HeaderValue::from_str(s).ok())
+            {
+                h.insert(CLIENT_CERT_SHA256, v);
+            }
+        }
+        headers::apply_ops(h, &route.request_headers);
+
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let new_pq = if route.strip_prefix.is_some() || route.add_prefix.is_some() {
+            headers::rewrite_path(
+                pq,
+                route.strip_prefix.as_deref(),
+                route.add_prefix.as_deref(),
+            )
+        } else {
+            pq.to_string()
+        };
+        let uri = match up.model.protocol {
+            UpstreamProtocol::Http1 => new_pq.parse::<Uri>(),
+            UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
+                let authority = if upstream_host.is_empty() {
+                    "localhost"
+                } else {
+                    &upstream_host
+                };
+                let scheme = if up.model.protocol == UpstreamProtocol::H2 {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{authority}{new_pq}").parse::<Uri>()
+            }
+        }
+        .map_err(|e| ProxyError::new(ErrorKind::BadRequest).with(e))?;
+        parts.uri = uri;
+        parts.version = match up.model.protocol {
+            UpstreamProtocol::Http1 => Version::HTTP_11,
+            UpstreamProtocol::H2c | UpstreamProtocol::H2 => Version::HTTP_2,
+        };
+        if up.model.protocol != UpstreamProtocol::Http1 {
+            // HTTP/2 carries the authority in :authority; a Host header beside it must agree or go.
+            parts.headers.remove(header::HOST);
+        }
+
+        // Balance and forward
+        let sticky_in = up
+            .model
+            .sticky_cookie
+            .as_deref()
+            .and_then(|c| cookie(parts, c))
+            .map(str::to_string);
+        let hash = hash_input(&up.model.hash_key, parts, client);
+        let req = Request::from_parts(
+            std::mem::replace(parts, Request::new(()).into_parts().0),
+            req_body,
+        );
+        let pick = PickInput {
+            hash,
+            sticky: sticky_in.as_deref(),
+            exclude: &[],
+        };
+        // Who the client is, for a PROXY header or a transparent source address.
+        let needs_client = up.model.proxy_protocol.is_some() || up.model.source_address.is_some();
+        let proxy_header = needs_client.then(|| crate::upstream::pool::ProxyHeader {
+            src: conn.peer,
+            dst: conn.local,
+            alpn: conn.tls.as_ref().and_then(|t| t.alpn.clone()),
+            authority: conn.tls.as_ref().and_then(|t| t.sni.clone()),
+            tls_version: conn.tls.as_ref().and_then(|t| t.version.clone()),
+        });
+        let result = forward(up, req, pick, upgrade.is_some(), proxy_header.as_ref()).await;
+        let (fwd, guard) = match result {
+            Ok(x) => x,
+            Err(e) if stats.too_large.load(Ordering::Relaxed) => {
+                return Err(ProxyError::new(ErrorKind::BodyTooLarge).with(e));
+            }
+            Err(e) => return Err(e),
+        };
+        let server = fwd.server.clone();
+        fin.server = server.label.clone();
+        fin.guard = Some(guard);
+        let mut resp = fwd.response;
+        let status = resp.status();
+        if status.is_server_error() {
+            server.record_failure(up.model.passive.as_ref());
+        } else {
+            server.record_success();
+        }
+
+        // Protocol switch: tunnel only when the origin accepted it with 101.
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_on) = client_upgrade else {
+                return Err(ProxyError::new(ErrorKind::UpstreamReset)
+                    .with("origin switched protocols without being asked"));
+            };
+            let origin_on = hyper::upgrade::on(&mut resp);
+            let (up_name, addr) = (up.model.name.clone(), server.spec.address.clone());
+            tokio::spawn(async move {
+                match tokio::try_join!(client_on, origin_on) {
+                    Ok((c, o)) => {
+                        let mut c = TokioIo::new(c);
+                        let mut o = TokioIo::new(o);
+                        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut o).await {
+                            tracing::debug!(upstream = %up_name, server = %addr, error = %e, "tunnel ended");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(upstream = %up_name, server = %addr, error = %e, "upgrade failed")
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(upstream = %up_name, server = %addr, error = %e, "upgrade failed")
+            });
+            let mut out = Response::new(
+                http_body_util::Empty::new()
+                    .map_err(|n| match n {})
+                    .boxed_unsync(),
+            );
+            *out.status_mut() = status;
+            for name in [
+                header::UPGRADE,
+                header::SEC_WEBSOCKET_ACCEPT,
+                header::SEC_WEBSOCKET_PROTOCOL,
+                header::SEC_WEBSOCKET_EXTENSIONS,
+            ] {
+                if let Some(v) = resp.headers().get(&name) {
+                    out.headers_mut().insert(name, v.clone());
                 }
             }
-        });
-        let mut out = Response::new(
-            http_body_util::Empty::new()
-                .map_err(|n| match n {})
-                .boxed_unsync(),
-        );
-        *out.status_mut() = status;
-        for name in [
-            header::UPGRADE,
-            header::SEC_WEBSOCKET_ACCEPT,
-            header::SEC_WEBSOCKET_PROTOCOL,
-            header::SEC_WEBSOCKET_EXTENSIONS,
-        ] {
-            if let Some(v) = resp.headers().get(&name) {
-                out.headers_mut().insert(name, v.clone());
+            out.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            return Ok(Fetched {
+                resp: out,
+                sticky: None,
+            });
+        }
+
+        // Rewrite the response head
+        let h = resp.headers_mut();
+        headers::remove_hop_by_hop(h);
+        let server_addr = server.spec.address.as_str();
+        let mut internal: Vec<&str> = vec![server_addr];
+        if let Some(sh) = &route.set_host {
+            internal.push(sh.as_str());
+        }
+        let map = LocationMap {
+            internal: &internal,
+            public_host: host_full,
+            public_scheme: conn_scheme(conn),
+            public_prefix: route.strip_prefix.as_deref().unwrap_or(""),
+            internal_prefix: route.add_prefix.as_deref().unwrap_or(""),
+        };
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            if let Some(v) = h.get(&name).and_then(|v| v.to_str().ok())
+                && let Some(mapped) = headers::map_location(v, &map)
+                && let Ok(nv) = HeaderValue::from_str(&mapped)
+            {
+                h.insert(name, nv);
             }
         }
-        out.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        return Ok(out);
+        headers::append_via(h, "1.1");
+        let sticky = up
+            .model
+            .sticky_cookie
+            .as_ref()
+            .filter(|_| sticky_in.as_deref() != Some(server.id.as_str()))
+            .map(|_| Arc::from(server.id.as_str()));
+        Ok(Fetched {
+            resp: resp.map(|b| b.map_err(Into::into).boxed_unsync()),
+            sticky,
+        })
     }
-
-    // Rewrite the response head
-    let h = resp.headers_mut();
-    headers::remove_hop_by_hop(h);
-    let server_addr = server.spec.address.as_str();
-    let mut internal: Vec<&str> = vec![server_addr];
-    if let Some(sh) = &route.set_host {
-        internal.push(sh.as_str());
-    }
-    let map = LocationMap {
-        internal: &internal,
-        public_host: host_full,
-        public_scheme: conn_scheme(conn),
-        public_prefix: route.strip_prefix.as_deref().unwrap_or(""),
-        internal_prefix: route.add_prefix.as_deref().unwrap_or(""),
-    };
-    for name in [header::LOCATION, header::CONTENT_LOCATION] {
-        if let Some(v) = h.get(&name).and_then(|v| v.to_str().ok())
-            && let Some(mapped) = headers::map_location(v, &map)
-            && let Ok(nv) = HeaderValue::from_str(&mapped)
-        {
-            h.insert(name, nv);
-        }
-    }
-    headers::append_via(h, "1.1");
-    if let Some(name) = &up.model.sticky_cookie
-        && sticky_in.as_deref() != Some(server.id.as_str())
-        && let Ok(v) = HeaderValue::from_str(&format!(
-            "{name}={}; Path=/; HttpOnly; SameSite=Lax",
-            server.id
-        ))
-    {
-        h.append(header::SET_COOKIE, v);
-    }
-    headers::apply_ops(h, &route.response_headers);
-    Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync()))
 }

@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub access_log: Option<Arc<AccessLogger>>,
     /// Route names as shared labels, by route index.
     pub route_names: Vec<Arc<str>>,
+    /// The HTTP cache store, when a route caches.
+    pub cache: Option<Arc<crate::cache::Cache>>,
 }
 
 impl Snapshot {
@@ -49,11 +51,13 @@ impl Snapshot {
                 routes: Vec::new(),
                 upstreams: Vec::new(),
                 acme: None,
+                cache: None,
             },
             listeners: Vec::new(),
             upstreams: Vec::new(),
             access_log: None,
             route_names: Vec::new(),
+            cache: None,
         }
     }
 
@@ -67,8 +71,20 @@ pub(super) fn assemble(
     config: Config,
     servers: &mut HashMap<String, Weak<ServerState>>,
     prev_log: Option<&Arc<AccessLogger>>,
+    prev_cache: Option<&Arc<crate::cache::Cache>>,
+    counters: &crate::cache::CacheCounters,
     challenges: &Arc<crate::acme::Challenges>,
 ) -> Result<Snapshot, Vec<String>> {
+    // The store survives a reload that leaves `[cache]` as it was.
+    let cache = match &config.cache {
+        None => None,
+        Some(m) => match prev_cache {
+            Some(c) if c.model == *m => Some(c.clone()),
+            _ => Some(Arc::new(
+                crate::cache::Cache::open(m, counters.clone()).map_err(|e| vec![e])?,
+            )),
+        },
+    };
     let access_log = match &config.global.access_log {
         AccessLog::Off => None,
         other => {
@@ -170,5 +186,6 @@ pub(super) fn assemble(
         listeners,
         upstreams,
         access_log,
+        cache,
     })
 }

@@ -114,6 +114,8 @@ impl Shared {
                 config,
                 &mut servers,
                 prev.access_log.as_ref(),
+                prev.cache.as_ref(),
+                &self.metrics.cache,
                 &self.challenges,
             )?)
         };

@@ -1,0 +1,584 @@
+//! A caching route's request, top to bottom:
+//!
+//! ```text
+//! unsafe method -> origin; on 2xx/3xx invalidate the URL, its Location and Content-Location
+//! GET/HEAD -> lookup (memory, disk) -> decide (policy):
+//!   fresh | max-stale ok          -> answer from the store (304 / 206 / 416 / 200), Age
+//!   stale-while-revalidate        -> answer from the store, refresh in the background
+//!   must validate | miss          -> join the URL's flight (one origin request; others wait
+//!                                    up to lock_timeout) -> origin with our validators:
+//!        304 -> refresh the stored head, answer from the store
+//!        5xx / error within stale-if-error -> answer the stale copy
+//!        else -> stream to the client while the store keeps a copy (if storable)
+//! ```
+//! Every answer carries Cache-Status (RFC 9211), set on `Finish` so error answers get it too.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use gatehouse_config::model::RouteCache;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+
+use super::ProxyBody;
+use super::body::BodyStats;
+use super::pipeline::{Fetched, Finish, Origin};
+use crate::cache::entry::vary_key;
+use crate::cache::policy::{self, Directives, RangeAnswer, RouteRules, Use};
+use crate::cache::{Cache, Entry, Flight, FlightGuard, Lookup};
+use crate::error::{BoxError, ErrorKind, ProxyError};
+use crate::upstream::pool::UpBody;
+
+const NAME: &str = "gatehouse";
+
+/// The absolute URL a request is stored under: scheme, lowercase host without its default
+/// port, path and query as sent.
+pub fn cache_key(scheme: &str, host: &str, uri: &Uri) -> String {
+    let host = host.to_ascii_lowercase();
+    let default = if scheme == "https" { ":443" } else { ":80" };
+    let host = host.strip_suffix(default).unwrap_or(&host);
+    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    format!("{scheme}://{host}{pq}")
+}
+
+fn head_of(p: &Parts) -> Parts {
+    let mut req = Request::new(());
+    *req.method_mut() = p.method.clone();
+    *req.uri_mut() = p.uri.clone();
+    *req.version_mut() = p.version;
+    *req.headers_mut() = p.headers.clone();
+    req.into_parts().0
+}
+
+fn empty_body() -> UpBody {
+    http_body_util::Empty::new()
+        .map_err(|n| match n {})
+        .boxed_unsync()
+}
+
+fn hit_status(e: &Entry, now: SystemTime, extra: &str) -> String {
+    let age = policy::current_age(&e.timing, now).as_secs() as i64;
+    let ttl = e.timing.freshness.as_secs() as i64 - age;
+    format!("{NAME}; hit; ttl={ttl}{extra}")
+}
+
+/// Serves a request on a caching route.
+pub(crate) async fn serve(
+    cache: &Arc<Cache>,
+    rc: &RouteCache,
+    origin: &Origin,
+    parts: Parts,
+    body: UpBody,
+    stats: Arc<BodyStats>,
+    fin: &mut Finish,
+) -> Result<Fetched, ProxyError> {
+    let key: Arc<str> = Arc::from(cache_key(origin.scheme(), &origin.host_full, &parts.uri));
+    let rules = RouteRules {
+        default_ttl: rc.default_ttl,
+        cookies: rc.cookies,
+    };
+    // Unsafe methods pass; success invalidates (RFC 9111 §4.4). Upgrades are tunnels, not
+    // cacheable exchanges.
+    let safe = matches!(parts.method, Method::GET | Method::HEAD);
+    if !safe || parts.headers.contains_key(header::UPGRADE) {
+        let invalidating = !matches!(parts.method, Method::OPTIONS | Method::TRACE) && !safe;
+        let fwd = if safe { "bypass" } else { "method" };
+        fin.cache_status = Some(format!("{NAME}; fwd={fwd}"));
+        let out = origin.fetch(parts, body, &stats, fin).await?;
+        let st = out.resp.status();
+        if invalidating && (st.is_success() || st.is_redirection()) {
+            invalidate(cache, origin, &key, out.resp.headers());
+        }
+        fin.cache_status = Some(format!("{NAME}; fwd={fwd}; fwd-status={}", st.as_u16()));
+        return Ok(out);
+    }
+
+    let req_cc = Directives::parse_request(&parts.headers);
+    let mut waited = false;
+    let mut guard: Option<FlightGuard> = None;
+    let (stale, fwd) = loop {
+        let now = SystemTime::now();
+        let found = cache.lookup(&key, &parts.headers).await;
+        let fwd = match found {
+            Lookup::Hit(e) => {
+                let rcc = e.directives();
+                match policy::decide(&e.timing, &rcc, &req_cc, now) {
+                    Use::Fresh => {
+                        cache.counters.hits.inc();
+                        let extra = if waited { "; collapsed" } else { "" };
+                        fin.cache_status = Some(hit_status(&e, now, extra));
+                        return Ok(from_store(&e, &parts, now));
+                    }
+                    Use::StaleAllowed => {
+                        cache.counters.hits.inc();
+                        cache.counters.stale.inc();
+                        fin.cache_status = Some(hit_status(&e, now, ""));
+                        return Ok(from_store(&e, &parts, now));
+                    }
+                    Use::StaleWhileRevalidate => {
+                        cache.counters.hits.inc();
+                        cache.counters.stale.inc();
+                        if let Flight::Leader(g) = cache.flight(&key) {
+                            background_refresh(cache, rules, origin, &parts, e.clone(), g, fin);
+                        }
+                        fin.cache_status = Some(hit_status(&e, now, ""));
+                        return Ok(from_store(&e, &parts, now));
+                    }
+                    Use::Validate if req_cc.only_if_cached => {
+                        return Err(only_if_cached(fin));
+                    }
+                    Use::Validate => {
+                        let fwd = if req_cc.no_cache { "request" } else { "stale" };
+                        if req_cc.no_cache || waited {
+                            break (Some(e), fwd);
+                        }
+                        fwd
+                    }
+                }
+            }
+            _ if req_cc.only_if_cached => return Err(only_if_cached(fin)),
+            Lookup::VaryMiss => "vary-miss",
+            Lookup::UriMiss => "uri-miss",
+        };
+        if waited {
+            break (None, fwd);
+        }
+        match cache.flight(&key) {
+            Flight::Leader(g) => {
+                guard = Some(g);
+                // Look once more: the previous leader may have stored it just now.
+                waited = true;
+            }
+            Flight::Follower(mut rx) => {
+                let _ = tokio::time::timeout(rc.lock_timeout, rx.changed()).await;
+                waited = true;
+            }
+        }
+    };
+    match stale {
+        Some(_) => cache.counters.revalidations.inc(),
+        None => cache.counters.misses.inc(),
+    };
+    fin.cache_status = Some(format!("{NAME}; fwd={fwd}"));
+    let client = head_of(&parts);
+    let out = to_origin(
+        cache,
+        rules,
+        origin,
+        parts,
+        &client,
+        &req_cc,
+        stale.clone(),
+        body,
+        &stats,
+        fin,
+        guard,
+    )
+    .await;
+    let now = SystemTime::now();
+    match out {
+        Ok(Outcome::FromStore(e, code)) => {
+            fin.cache_status = Some(format!("{NAME}; fwd={fwd}; fwd-status={code}"));
+            Ok(from_store(&e, &client, now))
+        }
+        Ok(Outcome::Origin(f, stored)) => {
+            let code = f.resp.status().as_u16();
+            let stored = if stored { "; stored" } else { "" };
+            fin.cache_status = Some(format!("{NAME}; fwd={fwd}; fwd-status={code}{stored}"));
+            Ok(f)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn only_if_cached(fin: &mut Finish) -> ProxyError {
+    fin.cache_status = Some(format!("{NAME}; fwd=miss; detail=only-if-cached"));
+    ProxyError::new(ErrorKind::UpstreamTimeout)
+        .with("only-if-cached and nothing usable is stored (RFC 9111 §5.2.1.7)")
+}
+
+/// What the origin round trip produced.
+enum Outcome {
+    /// Answer from this stored entry (refreshed by a 304, or stale standing in for an error);
+    /// the number is the origin's status, for Cache-Status.
+    FromStore(Arc<Entry>, u16),
+    /// The origin's own answer; true when a copy is being stored.
+    Origin(Fetched, bool),
+}
+
+/// Goes to the origin for `client`'s request, validating `stale` when there is one.
+#[allow(clippy::too_many_arguments)]
+async fn to_origin(
+    cache: &Arc<Cache>,
+    rules: RouteRules,
+    origin: &Origin,
+    mut parts: Parts,
+    client: &Parts,
+    req_cc: &Directives,
+    stale: Option<Arc<Entry>>,
+    body: UpBody,
+    stats: &Arc<BodyStats>,
+    fin: &mut Finish,
+    guard: Option<FlightGuard>,
+) -> Result<Outcome, ProxyError> {
+    if let Some(e) = &stale {
+        // Our validators replace the client's: a 304 must be about what we hold.
+        let h = &mut parts.headers;
+        for n in [
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_RANGE,
+            header::RANGE,
+            header::IF_MATCH,
+            header::IF_UNMODIFIED_SINCE,
+        ] {
+            h.remove(n);
+        }
+        if let Some(v) = e.headers.get(header::ETAG) {
+            h.insert(header::IF_NONE_MATCH, v.clone());
+        }
+        if let Some(v) = e.headers.get(header::LAST_MODIFIED) {
+            h.insert(header::IF_MODIFIED_SINCE, v.clone());
+        }
+    }
+    let request_time = SystemTime::now();
+    let result = origin.fetch(parts, body, stats, fin).await;
+    let response_time = SystemTime::now();
+    let stale_ok =
+        |e: &Entry| policy::stale_if_error(&e.timing, &e.directives(), req_cc, response_time);
+    let fetched = match (result, &stale) {
+        (Err(err), Some(e)) if stale_ok(e) => {
+            tracing::info!(url = &*e.key, error = %err, "origin failed: serving stale (stale-if-error)");
+            cache.counters.stale.inc();
+            return Ok(Outcome::FromStore(e.clone(), 502));
+        }
+        (Err(err), _) => return Err(err),
+        (Ok(f), _) => f,
+    };
+    let status = fetched.resp.status();
+    if let Some(e) = &stale {
+        if status == StatusCode::NOT_MODIFIED {
+            let refreshed = Arc::new(refresh(
+                e,
+                fetched.resp.headers(),
+                &rules,
+                request_time,
+                response_time,
+            ));
+            cache.insert((*refreshed).clone());
+            return Ok(Outcome::FromStore(refreshed, 304));
+        }
+        if status.is_server_error() && stale_ok(e) {
+            cache.counters.stale.inc();
+            return Ok(Outcome::FromStore(e.clone(), status.as_u16()));
+        }
+    }
+    // A HEAD is answered from a stored GET but never fills the store itself: hyper does not
+    // read the body of a HEAD answer, so there would be nothing to store.
+    let timing = policy::storable(
+        &client.method,
+        &client.headers,
+        req_cc,
+        status,
+        fetched.resp.headers(),
+        &rules,
+        request_time,
+        response_time,
+    );
+    let too_big = fetched
+        .resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|l| l > cache.model.max_object);
+    let timing = match timing {
+        Ok(t) if !too_big => t,
+        why => {
+            tracing::debug!(url = %client.uri, reason = ?why.err(), too_big, "not stored");
+            return Ok(Outcome::Origin(fetched, false));
+        }
+    };
+    let Ok(names) = policy::vary_names(fetched.resp.headers()) else {
+        return Ok(Outcome::Origin(fetched, false));
+    };
+    let mut headers = fetched.resp.headers().clone();
+    headers.remove(header::AGE);
+    let template = Entry {
+        key: Arc::from(cache_key(origin.scheme(), &origin.host_full, &client.uri)),
+        vary: vary_key(&client.headers, &names),
+        status,
+        headers,
+        body: Bytes::new(),
+        timing,
+    };
+    let Fetched { resp, sticky } = fetched;
+    let resp = resp.map(|b| {
+        StoreBody {
+            inner: b,
+            buf: Vec::new(),
+            len: 0,
+            limit: cache.model.max_object,
+            pending: Some((template, cache.clone(), guard)),
+        }
+        .boxed_unsync()
+    });
+    Ok(Outcome::Origin(Fetched { resp, sticky }, true))
+}
+
+/// The stored entry after a 304 (RFC 9111 §4.3.4): headers updated, timing recomputed.
+fn refresh(
+    e: &Entry,
+    not_modified: &HeaderMap,
+    rules: &RouteRules,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Entry {
+    let mut n = e.clone();
+    policy::update_headers(&mut n.headers, not_modified);
+    n.headers.remove(header::AGE);
+    let cc = Directives::parse(&n.headers);
+    n.timing = policy::Timing {
+        freshness: if cc.no_cache {
+            Duration::ZERO
+        } else {
+            policy::freshness(n.status.as_u16(), &n.headers, &cc, rules)
+        },
+        initial_age: policy::initial_age(not_modified, request_time, response_time),
+        response_time,
+    };
+    n
+}
+
+/// Refreshes a stale entry while the client is answered from it (RFC 5861 §3).
+fn background_refresh(
+    cache: &Arc<Cache>,
+    rules: RouteRules,
+    origin: &Origin,
+    parts: &Parts,
+    stale: Arc<Entry>,
+    guard: FlightGuard,
+    fin: &Finish,
+) {
+    let (cache, origin, client) = (cache.clone(), origin.clone(), head_of(parts));
+    let mut bg = fin.detached();
+    tokio::spawn(async move {
+        cache.counters.revalidations.inc();
+        let stats = Arc::new(BodyStats::default());
+        let req = head_of(&client);
+        let res = to_origin(
+            &cache,
+            rules,
+            &origin,
+            req,
+            &client,
+            &Directives::default(),
+            Some(stale),
+            empty_body(),
+            &stats,
+            &mut bg,
+            Some(guard),
+        )
+        .await;
+        match res {
+            // Reading the body to its end is what stores it.
+            Ok(Outcome::Origin(f, _)) => {
+                if let Err(e) = f.resp.into_body().collect().await {
+                    tracing::debug!(url = %client.uri, error = %e, "background refresh body failed");
+                }
+            }
+            Ok(Outcome::FromStore(..)) => {}
+            Err(e) => tracing::info!(url = %client.uri, error = %e, "background refresh failed"),
+        }
+    });
+}
+
+/// Invalidation after an unsafe method succeeded: the target and the Location /
+/// Content-Location URLs on the same origin (RFC 9111 §4.4).
+fn invalidate(cache: &Cache, origin: &Origin, key: &str, resp: &HeaderMap) {
+    cache.purge(key);
+    let base = format!("{}://", origin.scheme());
+    let host_key = cache_key(origin.scheme(), &origin.host_full, &Uri::from_static("/"));
+    let host_prefix = host_key.trim_end_matches('/');
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        let Some(v) = resp.get(&name).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        let target = if v.starts_with('/') {
+            format!("{host_prefix}{v}")
+        } else if v.starts_with(&base) {
+            match v.parse::<Uri>() {
+                Ok(u) => cache_key(
+                    origin.scheme(),
+                    u.authority().map(|a| a.as_str()).unwrap_or(""),
+                    &u,
+                ),
+                Err(_) => continue,
+            }
+        } else {
+            continue;
+        };
+        // Only the same host: another host's entries are not ours to drop (§4.4).
+        if target.starts_with(&format!("{host_prefix}/")) {
+            cache.purge(&target);
+        }
+    }
+}
+
+/// An answer made from a stored entry for this request: 304 when the client's validators
+/// match, 206/416 for a single byte range of a 200, else the whole answer; Age always.
+fn from_store(e: &Entry, req: &Parts, now: SystemTime) -> Fetched {
+    let age = policy::current_age(&e.timing, now).as_secs();
+    let mut headers = e.headers.clone();
+    headers.insert(header::AGE, HeaderValue::from(age));
+    let full = |status: StatusCode, headers: HeaderMap, body: Bytes| {
+        let mut r = Response::new(Full::new(body).map_err(|n| match n {}).boxed_unsync());
+        *r.status_mut() = status;
+        *r.headers_mut() = headers;
+        Fetched {
+            resp: r,
+            sticky: None,
+        }
+    };
+    if e.status.is_success() && policy::not_modified(&req.headers, &e.headers) {
+        // RFC 9110 §15.4.5: the 304 carries the validators and caching headers only.
+        let mut h = HeaderMap::new();
+        for n in [
+            header::CACHE_CONTROL,
+            header::CONTENT_LOCATION,
+            header::DATE,
+            header::ETAG,
+            header::EXPIRES,
+            header::VARY,
+            header::LAST_MODIFIED,
+            header::AGE,
+        ] {
+            for v in headers.get_all(&n) {
+                h.append(n.clone(), v.clone());
+            }
+        }
+        return full(StatusCode::NOT_MODIFIED, h, Bytes::new());
+    }
+    if e.status == StatusCode::OK {
+        let len = e.body.len() as u64;
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        match policy::range(&req.headers, &e.headers, len) {
+            RangeAnswer::Full => {}
+            RangeAnswer::Partial(a, b) => {
+                headers.insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes {a}-{b}/{len}"))
+                        .unwrap_or(HeaderValue::from_static("bytes */0")),
+                );
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(b - a + 1));
+                let body = e.body.slice(a as usize..=b as usize);
+                return full(StatusCode::PARTIAL_CONTENT, headers, body);
+            }
+            RangeAnswer::Unsatisfiable => {
+                let mut h = HeaderMap::new();
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    h.insert(header::CONTENT_RANGE, v);
+                }
+                h.insert(header::AGE, HeaderValue::from(age));
+                return full(StatusCode::RANGE_NOT_SATISFIABLE, h, Bytes::new());
+            }
+        }
+    }
+    full(e.status, headers, e.body.clone())
+}
+
+/// The origin's body on its way to the client, copied into the store when it ends complete,
+/// within `max_object` and without trailers. Dropping it early stores nothing; either way the
+/// URL's flight ends so that waiting requests go on.
+struct StoreBody {
+    inner: ProxyBody,
+    buf: Vec<Bytes>,
+    len: u64,
+    limit: u64,
+    pending: Option<(Entry, Arc<Cache>, Option<FlightGuard>)>,
+}
+
+impl StoreBody {
+    fn finish(&mut self) {
+        let Some((mut e, cache, guard)) = self.pending.take() else {
+            return;
+        };
+        let mut body = BytesMut::with_capacity(self.len as usize);
+        for b in self.buf.drain(..) {
+            body.extend_from_slice(&b);
+        }
+        e.body = body.freeze();
+        cache.insert(e);
+        drop(guard);
+    }
+
+    fn abandon(&mut self) {
+        self.pending = None;
+        self.buf.clear();
+    }
+}
+
+impl Body for StoreBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let res = Pin::new(&mut this.inner).poll_frame(cx);
+        match &res {
+            Poll::Ready(Some(Ok(frame))) if this.pending.is_some() => {
+                if let Some(d) = frame.data_ref() {
+                    this.len += d.len() as u64;
+                    if this.len > this.limit {
+                        this.abandon();
+                    } else {
+                        this.buf.push(d.clone());
+                        if this.inner.is_end_stream() {
+                            this.finish();
+                        }
+                    }
+                } else {
+                    // Trailers are not stored; an answer that needs them is not stored.
+                    this.abandon();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.abandon(),
+            Poll::Ready(None) => this.finish(),
+            _ => {}
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_drop_default_ports_and_case() {
+        let u: Uri = "/a?b=1".parse().unwrap();
+        assert_eq!(
+            cache_key("http", "Static.Example.org:80", &u),
+            "http://static.example.org/a?b=1"
+        );
+        assert_eq!(cache_key("https", "x:443", &u), "https://x/a?b=1");
+        assert_eq!(cache_key("http", "x:8080", &u), "http://x:8080/a?b=1");
+    }
+}
