@@ -140,13 +140,16 @@ impl Metrics {
             evictions.clone(),
         );
         // The eviction counters are the family's members, so the store increments them directly.
+        // (One statement each: a member's read guard must be gone before the next insert.)
+        let evictions_memory = evictions
+            .get_or_create(&vec![("tier".to_string(), "memory".to_string())])
+            .clone();
+        let evictions_disk = evictions
+            .get_or_create(&vec![("tier".to_string(), "disk".to_string())])
+            .clone();
         let cache = crate::cache::CacheCounters {
-            evictions_memory: evictions
-                .get_or_create(&vec![("tier".to_string(), "memory".to_string())])
-                .clone(),
-            evictions_disk: evictions
-                .get_or_create(&vec![("tier".to_string(), "disk".to_string())])
-                .clone(),
+            evictions_memory,
+            evictions_disk,
             ..cache
         };
         let cache_bytes = Family::<Vec<(String, String)>, Gauge>::default();

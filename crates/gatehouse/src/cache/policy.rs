@@ -355,8 +355,7 @@ pub fn storable(
     status: StatusCode,
     resp: &HeaderMap,
     rules: &RouteRules,
-    request_time: SystemTime,
-    response_time: SystemTime,
+    (request_time, response_time): (SystemTime, SystemTime),
 ) -> Result<Timing, NotStored> {
     if method != Method::GET {
         return Err(NotStored::Method);
@@ -710,8 +709,7 @@ mod tests {
                 StatusCode::from_u16(status).unwrap(),
                 &hm(resp),
                 &RULES,
-                now,
-                now,
+                (now, now),
             )
             .map(|t| t.freshness)
         };

@@ -288,8 +288,7 @@ async fn to_origin(
         status,
         fetched.resp.headers(),
         &rules,
-        request_time,
-        response_time,
+        (request_time, response_time),
     );
     let too_big = fetched
         .resp

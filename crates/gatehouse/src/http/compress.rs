@@ -130,7 +130,9 @@ pub fn apply(
     let (mut parts, body) = resp.into_parts();
     // The answer depends on Accept-Encoding whether or not this client gets it compressed.
     add_vary(&mut parts.headers);
-    let Some(coding) = negotiate(accept, &c.algorithms) else {
+    // HEAD is answered as it is: there is no body to encode, and a HEAD must not promise a
+    // Content-Encoding its GET might not get.
+    let Some(coding) = negotiate(accept, &c.algorithms).filter(|_| !head) else {
         return Response::from_parts(parts, body);
     };
     let h = &mut parts.headers;
@@ -146,9 +148,6 @@ pub fn apply(
         && let Ok(weak) = HeaderValue::from_str(&format!("W/{etag}"))
     {
         h.insert(header::ETAG, weak);
-    }
-    if head {
-        return Response::from_parts(parts, body);
     }
     let reader = StreamReader::new(
         body.into_data_stream()

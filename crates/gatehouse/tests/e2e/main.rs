@@ -4,8 +4,10 @@
 
 mod acme;
 mod balance;
+mod cache;
 mod cli;
 mod common;
+mod compress;
 mod forwarding;
 mod health;
 mod l4;
