@@ -76,6 +76,16 @@ class Setup:
             f.write(b"a" * 1024)
         with open(os.path.join(www, "100k"), "wb") as f:
             f.write(b"b" * 102400)
+        # A page that compresses like real HTML (varied words), ~100 KiB.
+        words = ["proxy", "cache", "header", "stream", "origin", "client", "request", "answer",
+                 "listener", "upstream", "balance", "health", "route", "cookie", "session"]
+        rnd = __import__("random").Random(7)
+        with open(os.path.join(www, "page.html"), "w") as f:
+            size = 0
+            while size < 102400:
+                line = "<p>" + " ".join(rnd.choice(words) + str(rnd.randint(0, 999)) for _ in range(12)) + "</p>\n"
+                f.write(line)
+                size += len(line)
         self.origin_port = free_port()
         self.ports = {}
         # One ECDSA P-256 certificate for every proxy's TLS port.
@@ -90,6 +100,9 @@ class Setup:
             f.write(open(self.cert).read() + open(self.key).read())
         self.tls_ports = {}
         self.tcp_ports = {}
+        # Per proxy: the port of its caching front, and of its compressing front.
+        self.cache_ports = {}
+        self.gz_ports = {}
         self.sink_port = free_port()
 
     def spawn(self, args, cpu, **kw):
@@ -128,7 +141,11 @@ http {{
 
     def start_origin(self):
         d, conf = self.nginx_conf("origin", f"""
-  server {{ listen 127.0.0.1:{self.origin_port} backlog=4096; root {self.work}/www; }}""")
+  types {{ text/html html; }}
+  server {{
+    listen 127.0.0.1:{self.origin_port} backlog=4096; root {self.work}/www;
+    location /c/ {{ alias {self.work}/www/; add_header Cache-Control "max-age=3600"; }}
+  }}""")
         p = self.spawn([which("nginx"), "-c", conf, "-p", d, "-e", f"{d}/error.log"], LOAD_CPU)
         wait_port(self.origin_port, "nginx origin", p)
 
@@ -139,6 +156,8 @@ http {{
     def start_nginx(self):
         port, h2, tls = free_port(), free_port(), free_port()
         self.tls_ports["nginx"] = tls
+        cport, gport = free_port(), free_port()
+        self.cache_ports["nginx"], self.gz_ports["nginx"] = cport, gport
         d, conf = self.nginx_conf("nginx-proxy", f"""
   upstream origin {{ server 127.0.0.1:{self.origin_port}; keepalive 128; }}
   server {{
@@ -158,6 +177,33 @@ http {{
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_buffering on;
     }}
+  }}
+  proxy_cache_path {self.work}/nginx-cache keys_zone=c:10m max_size=256m;
+  server {{
+    listen 127.0.0.1:{cport} backlog=4096;
+    location / {{
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_cache c;
+    }}
+  }}
+  server {{
+    listen 127.0.0.1:{gport} backlog=4096;
+    gzip on;
+    gzip_comp_level 5;
+    gzip_min_length 1024;
+    gzip_proxied any;
+    gzip_types text/html text/plain application/json;
+    location / {{
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    }}
   }}""")
         p = self.spawn([which("nginx"), "-c", conf, "-p", d, "-e", f"{d}/error.log"], PROXY_CPU)
         wait_port(port, "nginx proxy", p)
@@ -167,6 +213,8 @@ http {{
         port, tls, tcp = free_port(), free_port(), free_port()
         self.tls_ports["haproxy"] = tls
         self.tcp_ports["haproxy"] = tcp
+        cport, gport = free_port(), free_port()
+        self.cache_ports["haproxy"], self.gz_ports["haproxy"] = cport, gport
         conf = os.path.join(self.work, "haproxy.cfg")
         with open(conf, "w") as f:
             f.write(f"""
@@ -191,6 +239,20 @@ listen tcp
   mode tcp
   bind 127.0.0.1:{tcp}
   server sink 127.0.0.1:{self.sink_port}
+cache c
+  total-max-size 256
+  max-object-size 1048576
+  max-age 3600
+frontend cached
+  bind 127.0.0.1:{cport}
+  http-request cache-use c
+  http-response cache-store c
+  default_backend be
+frontend gz
+  bind 127.0.0.1:{gport}
+  compression algo gzip
+  compression type text/html text/plain application/json
+  default_backend be
 """)
         p = self.spawn([which("haproxy"), "-db", "-f", conf], PROXY_CPU)
         wait_port(port, "haproxy", p)
@@ -200,6 +262,8 @@ listen tcp
         port, tls, tcp = free_port(), free_port(), free_port()
         self.tls_ports[name] = tls
         self.tcp_ports[name] = tcp
+        cport, gport = free_port(), free_port()
+        self.cache_ports[name], self.gz_ports[name] = cport, gport
         conf = os.path.join(self.work, f"{name}.toml")
         with open(conf, "w") as f:
             f.write(f"""
@@ -220,6 +284,22 @@ upstream = "sink"
 [upstreams.sink]
 servers = ["127.0.0.1:{self.sink_port}"]
 idle_timeout = "300s"
+[listeners.cached]
+bind = "127.0.0.1:{cport}"
+keepalive_timeout = "300s"
+[listeners.gz]
+bind = "127.0.0.1:{gport}"
+keepalive_timeout = "300s"
+[cache]
+memory = "256MiB"
+[[routes]]
+listeners = ["cached"]
+upstream = "origin"
+cache = {{ enabled = true }}
+[[routes]]
+listeners = ["gz"]
+upstream = "origin"
+compress = {{ algorithms = ["zstd", "br", "gzip"], min_size = "1KiB", types = ["text/*", "application/json"] }}
 [[routes]]
 upstream = "origin"
 [upstreams.origin]
@@ -321,7 +401,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5)
-    ap.add_argument("--scenarios", default="keepalive-1k,keepalive-100k,close-1k,h2c-1k,tls-full,tls-resumed,tcp-1g,latency,idle")
+    ap.add_argument("--scenarios", default="keepalive-1k,keepalive-100k,close-1k,h2c-1k,tls-full,tls-resumed,tcp-1g,"
+                    "cache-1k,cache-100k,gzip-100k,br-100k,zstd-100k,latency,idle")
     # 9,000, not 10,000: this sandbox caps open files at 20,000 per process (hard limit, not
     # raisable) and HAProxy reserves two descriptors per connection.
     ap.add_argument("--idle", type=int, default=9000)
@@ -370,6 +451,37 @@ def main():
             results[sc] = {n: {k: med(rows[n], k) for k in ("rps", "p50_us", "p99_us", "cpu_us_per_req")}
                            | {"bad": 0} for n in names}
             print_table(f"{sc} (openssl s_time; 'req' = handshake, client-bound: compare CPU per handshake)", results[sc])
+        # Cache hits (objects stored after the warm-up) and compression, on each proxy's side ports.
+        side = {
+            "cache-1k": (s.cache_ports, "/c/1k", None),
+            "cache-100k": (s.cache_ports, "/c/100k", None),
+            "gzip-100k": (s.gz_ports, "/page.html", "gzip"),
+            "br-100k": (s.gz_ports, "/page.html", "br"),
+            "zstd-100k": (s.gz_ports, "/page.html", "zstd"),
+        }
+        for sc in [x for x in wanted if x in side]:
+            ports, path, coding = side[sc]
+            # Peers without brotli/zstd (Debian's nginx and HAProxy) would answer uncompressed.
+            names_sc = [n for n in names if n in ports and (coding in (None, "gzip") or n not in ("nginx", "haproxy"))]
+            hdr = ["-H", f"Accept-Encoding: {coding}"] if coding else []
+            for n in names_sc:
+                run_load(["wrk", "-t1", "-c10", "-d1s"] + hdr + [f"http://127.0.0.1:{ports[n]}{path}"])
+                if coding:
+                    got = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{size_download}", "-H", f"Accept-Encoding: {coding}",
+                                          f"http://127.0.0.1:{ports[n]}{path}"], capture_output=True, text=True).stdout
+                    print(f"{sc}: {n} sends {got} bytes for {os.path.getsize(os.path.join(work, 'www/page.html'))}")
+            rows = {n: [] for n in names_sc}
+            for rnd in range(args.rounds):
+                order = names_sc[rnd % len(names_sc):] + names_sc[:rnd % len(names_sc)]
+                for n in order:
+                    p = proxies[n][0]
+                    url = f"http://127.0.0.1:{ports[n]}{path}"
+                    rows[n].append(measure(p, lambda: parse_wrk(run_load(
+                        ["wrk", "-t1", "-c50", f"-d{args.duration}s", "--latency"] + hdr + [url]))))
+                    time.sleep(0.5)
+            results[sc] = {n: {k: med(rows[n], k) for k in ("rps", "p50_us", "p99_us", "cpu_us_per_req")}
+                           | {"bad": sum(r["bad"] for r in rows[n])} for n in names_sc}
+            print_table(sc, results[sc])
         if "tcp-1g" in wanted:
             names_tcp = [n for n in names if n in s.tcp_ports]
             rows = {n: [] for n in names_tcp}

@@ -18,6 +18,9 @@ use super::policy::{Directives, Timing};
 pub struct Entry {
     /// The primary key: the absolute URL.
     pub key: Arc<str>,
+    /// The route that stored it: entries are only served on their own route, so a client cannot
+    /// make one route's answer appear on another that shares a host name (cache poisoning).
+    pub route: Arc<str>,
     /// The request's values of the headers the answer varies on, names lowercase.
     pub vary: Vec<(HeaderName, Vec<u8>)>,
     /// Status.
@@ -82,6 +85,7 @@ impl Entry {
     pub fn encode(&self) -> Vec<u8> {
         let mut meta = Vec::with_capacity(512);
         put_bytes(&mut meta, self.key.as_bytes());
+        put_bytes(&mut meta, self.route.as_bytes());
         put_u32(&mut meta, self.vary.len() as u32);
         for (n, v) in &self.vary {
             put_bytes(&mut meta, n.as_str().as_bytes());
@@ -129,6 +133,7 @@ impl Entry {
         }
         Some(Entry {
             key: head.key,
+            route: head.route,
             vary: head.vary,
             status: head.status,
             headers: head.headers,
@@ -144,6 +149,8 @@ const MAGIC: &[u8; 4] = b"GHC1";
 pub struct Head {
     /// Primary key.
     pub key: Arc<str>,
+    /// Route name.
+    pub route: Arc<str>,
     /// Vary values.
     pub vary: Vec<(HeaderName, Vec<u8>)>,
     /// Status.
@@ -174,6 +181,7 @@ pub fn decode_head(data: &[u8]) -> Option<Head> {
     let meta_len = r.u32()? as usize;
     let meta_end = r.pos.checked_add(meta_len)?;
     let key: Arc<str> = Arc::from(std::str::from_utf8(r.bytes()?).ok()?);
+    let route: Arc<str> = Arc::from(std::str::from_utf8(r.bytes()?).ok()?);
     let nv = r.u32()? as usize;
     let mut vary = Vec::with_capacity(nv.min(64));
     for _ in 0..nv {
@@ -197,6 +205,7 @@ pub fn decode_head(data: &[u8]) -> Option<Head> {
     let body_len = usize::try_from(r.u64()?).ok()?;
     Some(Head {
         key,
+        route,
         vary,
         status,
         headers,
@@ -254,6 +263,7 @@ mod tests {
         headers.append("x-a", HeaderValue::from_static("2"));
         Entry {
             key: Arc::from("http://a.example/x?y=1"),
+            route: Arc::from("static"),
             vary: vec![(HeaderName::from_static("accept-encoding"), b"gzip".to_vec())],
             status: StatusCode::OK,
             headers,
@@ -272,6 +282,7 @@ mod tests {
         let buf = e.encode();
         let d = Entry::decode(&buf).expect("decodes");
         assert_eq!(d.key, e.key);
+        assert_eq!(d.route, e.route);
         assert_eq!(d.vary, e.vary);
         assert_eq!(d.headers, e.headers);
         assert_eq!(d.body, e.body);

@@ -68,6 +68,7 @@ impl Lifecycle<Arc<str>, Variants> for MemLife {
 struct DiskVariant {
     file: PathBuf,
     size: u64,
+    route: Arc<str>,
     vary: Vec<(http::HeaderName, Vec<u8>)>,
 }
 
@@ -225,13 +226,16 @@ impl Cache {
         )
     }
 
-    /// Finds the variant of `key` for a request with these headers: memory first, then disk
-    /// (promoted to memory when found).
-    pub async fn lookup(&self, key: &str, req: &HeaderMap) -> Lookup {
+    /// Finds the variant of `key` stored by `route` for a request with these headers: memory
+    /// first, then disk (promoted to memory when found).
+    pub async fn lookup(&self, key: &str, route: &str, req: &HeaderMap) -> Lookup {
         let mut known = false;
         if let Some(vs) = self.mem.get(key) {
             known = true;
-            if let Some(e) = vs.iter().find(|e| vary_matches(&e.vary, req)) {
+            if let Some(e) = vs
+                .iter()
+                .find(|e| &*e.route == route && vary_matches(&e.vary, req))
+            {
                 return Lookup::Hit(e.clone());
             }
         }
@@ -249,7 +253,11 @@ impl Cache {
                 Lookup::UriMiss
             };
         };
-        let Some(dv) = dvs.iter().find(|d| vary_matches(&d.vary, req)).cloned() else {
+        let Some(dv) = dvs
+            .iter()
+            .find(|d| &*d.route == route && vary_matches(&d.vary, req))
+            .cloned()
+        else {
             return Lookup::VaryMiss;
         };
         let file = dv.file.clone();
@@ -275,7 +283,11 @@ impl Cache {
     fn put_memory(&self, e: Arc<Entry>) {
         let mut list: Vec<Arc<Entry>> = vec![e.clone()];
         if let Some(old) = self.mem.get(&e.key) {
-            list.extend(old.iter().filter(|o| o.vary != e.vary).cloned());
+            list.extend(
+                old.iter()
+                    .filter(|o| o.vary != e.vary || o.route != e.route)
+                    .cloned(),
+            );
         }
         list.truncate(MAX_VARIANTS);
         self.mem.insert(e.key.clone(), list.into());
@@ -361,6 +373,8 @@ impl Disk {
     fn file_for(&self, e: &Entry) -> PathBuf {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         ctx.update(e.key.as_bytes());
+        ctx.update(b"\0");
+        ctx.update(e.route.as_bytes());
         for (n, v) in &e.vary {
             ctx.update(b"\0");
             ctx.update(n.as_str().as_bytes());
@@ -392,6 +406,7 @@ impl Disk {
             DiskVariant {
                 file,
                 size: buf.len() as u64,
+                route: e.route.clone(),
                 vary: e.vary.clone(),
             },
         );
@@ -459,6 +474,7 @@ impl Disk {
                         DiskVariant {
                             file: path,
                             size: len,
+                            route: head.route,
                             vary: head.vary,
                         },
                     );

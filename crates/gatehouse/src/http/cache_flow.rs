@@ -100,11 +100,12 @@ pub(crate) async fn serve(
     }
 
     let req_cc = Directives::parse_request(&parts.headers);
+    let route_name = origin.route_name();
     let mut waited = false;
     let mut guard: Option<FlightGuard> = None;
     let (stale, fwd) = loop {
         let now = SystemTime::now();
-        let found = cache.lookup(&key, &parts.headers).await;
+        let found = cache.lookup(&key, &route_name, &parts.headers).await;
         let fwd = match found {
             Lookup::Hit(e) => {
                 let rcc = e.directives();
@@ -311,6 +312,7 @@ async fn to_origin(
     headers.remove(header::AGE);
     let template = Entry {
         key: Arc::from(cache_key(origin.scheme(), &origin.host_full, &client.uri)),
+        route: origin.route_name(),
         vary: vary_key(&client.headers, &names),
         status,
         headers,

@@ -439,6 +439,11 @@ pub(crate) struct Fetched {
 }
 
 impl Origin {
+    /// The route's name (a shared label).
+    pub(crate) fn route_name(&self) -> Arc<str> {
+        self.snap.route_names[self.route].clone()
+    }
+
     /// "https" or "http": how the client reached us.
     pub(crate) fn scheme(&self) -> &'static str {
         conn_scheme(&self.conn)

@@ -869,3 +869,54 @@ compress = { algorithms = ["gzip", "lz4"], types = ["html"] }
         assert!(errs.contains(want), "{want} missing from:\n{errs}");
     }
 }
+
+#[tokio::test]
+async fn one_route_never_serves_another_routes_entries() {
+    let a_origin =
+        origin(|_r| async { resp(200, &[("cache-control", "max-age=60")], "from A") }).await;
+    let b_origin =
+        origin(|_r| async { resp(200, &[("cache-control", "max-age=60")], "from B") }).await;
+    let gh = proxy(&format!(
+        r#"
+[global]
+access_log = "off"
+[listeners.a]
+bind = "127.0.0.1:0"
+[listeners.b]
+bind = "127.0.0.1:0"
+[[routes]]
+listeners = ["a"]
+upstream = "a"
+cache = {{ enabled = true }}
+[[routes]]
+listeners = ["b"]
+upstream = "b"
+cache = {{ enabled = true }}
+[upstreams.a]
+servers = ["{}"]
+[upstreams.b]
+servers = ["{}"]
+"#,
+        a_origin.addr, b_origin.addr
+    ))
+    .await;
+    let (la, lb) = (gh.listener_addrs("a")[0], gh.listener_addrs("b")[0]);
+    // The same Host and path on both listeners: the same URL, stored once per route.
+    assert_eq!(
+        get_with(la, "shared.example", "/x", &[]).await.text(),
+        "from A"
+    );
+    assert_eq!(
+        get_with(lb, "shared.example", "/x", &[]).await.text(),
+        "from B"
+    );
+    assert_eq!(
+        get_with(la, "shared.example", "/x", &[]).await.text(),
+        "from A"
+    );
+    assert_eq!(
+        get_with(lb, "shared.example", "/x", &[]).await.text(),
+        "from B"
+    );
+    assert_eq!((a_origin.hits(), b_origin.hits()), (1, 1));
+}
