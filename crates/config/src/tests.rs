@@ -176,3 +176,23 @@ fn schema_is_json() {
     let v: serde_json::Value = serde_json::from_str(&s).unwrap();
     assert!(v["properties"]["upstreams"].is_object());
 }
+
+#[test]
+fn tcp_and_udp_listeners_may_share_a_port() {
+    let text = r#"
+[listeners.turn]
+bind = "127.0.0.1:5349"
+protocol = "tcp"
+upstream = "turn"
+[listeners.turn_udp]
+bind = "127.0.0.1:5349"
+protocol = "udp"
+upstream = "turn"
+[upstreams.turn]
+servers = ["127.0.0.1:3478"]
+"#;
+    crate::parse(text, "t.toml").expect("tcp and udp on one port");
+    let twice = text.replace("protocol = \"udp\"", "protocol = \"tcp\"");
+    let err = crate::parse(&twice, "t.toml").unwrap_err().to_string();
+    assert!(err.contains("already bound by listener `turn`"), "{err}");
+}

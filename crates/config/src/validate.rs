@@ -284,7 +284,7 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
 
     // Listeners
     let mut listener_models = Vec::new();
-    let mut bound: BTreeMap<SocketAddr, String> = BTreeMap::new();
+    let mut bound: BTreeMap<(SocketAddr, bool), String> = BTreeMap::new();
     for (name, raw) in &listeners {
         let Some(raw) = raw else { continue };
         let lp = root_path.key("listeners").key(name);
@@ -299,15 +299,17 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
             };
             match b.parse::<SocketAddr>() {
                 Ok(addr) => {
+                    // TCP and UDP ports are separate: a tcp and a udp listener may share one.
+                    let udp = raw.protocol == RawListenerProtocol::Udp;
                     if addr.port() != 0
-                        && let Some(other) = bound.insert(addr, name.clone())
+                        && let Some(other) = bound.insert((addr, udp), name.clone())
                     {
                         v.at(
                             &bp,
                             format!("{addr} is already bound by listener `{other}`"),
                         );
                     }
-                    if Some(addr) == admin_model && addr.port() != 0 {
+                    if Some(addr) == admin_model && addr.port() != 0 && !udp {
                         v.at(&bp, format!("{addr} is the admin listener's address"));
                     }
                     binds.push(addr);

@@ -21,10 +21,11 @@ use crate::runtime::Snapshot;
 use crate::upstream::pool::ProxyHeader;
 use crate::upstream::{PickInput, fnv1a, now_ms};
 
-/// A stream that stamps the time of its last byte, read or written.
+/// A stream that stamps the time of its last byte, read or written, and counts what it reads.
 struct Watched<T> {
     inner: T,
     last: Arc<AtomicU64>,
+    read: prometheus_client::metrics::counter::Counter,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
@@ -35,8 +36,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let n = buf.filled().len() - before;
+        if n > 0 {
             self.last.store(now_ms(), Ordering::Relaxed);
+            self.read.inc_by(n as u64);
         }
         r
     }
@@ -88,10 +91,28 @@ pub async fn accepted(
                 alpn: info.alpn,
                 version: info.version,
             };
-            serve(stream, shared.snapshot(), listener, peer, local, Some(side)).await;
+            serve(
+                stream,
+                &shared.metrics,
+                shared.snapshot(),
+                listener,
+                peer,
+                local,
+                Some(side),
+            )
+            .await;
         }
         (ListenerProtocol::Tcp, None) => {
-            serve(stream, shared.snapshot(), listener, peer, local, None).await
+            serve(
+                stream,
+                &shared.metrics,
+                shared.snapshot(),
+                listener,
+                peer,
+                local,
+                None,
+            )
+            .await
         }
         (ListenerProtocol::Tls, _) => {
             let Ok(sni) = peek_sni(&stream, within).await else {
@@ -102,7 +123,16 @@ pub async fn accepted(
                 sni,
                 ..Default::default()
             };
-            serve(stream, shared.snapshot(), listener, peer, local, Some(side)).await;
+            serve(
+                stream,
+                &shared.metrics,
+                shared.snapshot(),
+                listener,
+                peer,
+                local,
+                Some(side),
+            )
+            .await;
         }
         // http/https are served by the HTTP engine; udp has no accepted connections.
         _ => {}
@@ -177,17 +207,34 @@ pub fn client_hash(peer: SocketAddr) -> u64 {
     }
 }
 
+/// A client stream that may be a plain TCP socket: then the pipe to the origin uses splice(2).
+pub trait MaybeTcp {
+    /// The socket, when the stream is one (no TLS of ours on it).
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl MaybeTcp for TcpStream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+impl<T> MaybeTcp for tokio_rustls::server::TlsStream<T> {}
+
 /// Serves one tcp- or tls-listener connection to its end. `sni`: what a tls listener read from
 /// the ClientHello.
 pub async fn serve<C>(
     client: C,
+    metrics: &crate::metrics::Metrics,
     snap: Arc<Snapshot>,
     listener: &str,
     peer: SocketAddr,
     local: SocketAddr,
     tls: Option<TlsSide>,
 ) where
-    C: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin + Send + MaybeTcp,
 {
     let sni = tls.as_ref().and_then(|t| t.sni.as_deref());
     let Some(up) = choose_upstream(&snap, listener, peer, local, sni) else {
@@ -240,16 +287,39 @@ pub async fn serve<C>(
         return;
     };
     let last = Arc::new(AtomicU64::new(now_ms()));
-    let mut a = Watched {
-        inner: client,
-        last: last.clone(),
-    };
-    let mut b = Watched {
-        inner: origin,
-        last: last.clone(),
-    };
     let idle = m.idle_timeout;
-    let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
+    let counters = metrics.l4(listener);
+    counters.connections.inc();
+    // Plain TCP on both sides: splice(2), no copy through user space. Otherwise (TLS we
+    // terminated) copy through buffers.
+    let copy: std::pin::Pin<Box<dyn Future<Output = std::io::Result<(u64, u64)>> + Send + '_>> =
+        match client.tcp() {
+            Some(c) => {
+                let last = last.clone();
+                let origin = &origin;
+                let counters = counters.clone();
+                Box::pin(async move {
+                    let moved = move |up: bool, n: u64| {
+                        last.store(now_ms(), Ordering::Relaxed);
+                        if up { &counters.up } else { &counters.down }.inc_by(n);
+                    };
+                    crate::splice::relay(c, origin, &moved).await
+                })
+            }
+            None => Box::pin(async {
+                let mut a = Watched {
+                    inner: client,
+                    last: last.clone(),
+                    read: counters.up.clone(),
+                };
+                let mut b = Watched {
+                    inner: origin,
+                    last: last.clone(),
+                    read: counters.down.clone(),
+                };
+                tokio::io::copy_bidirectional(&mut a, &mut b).await
+            }),
+        };
     tokio::pin!(copy);
     let result = loop {
         let quiet = Duration::from_millis(now_ms().saturating_sub(last.load(Ordering::Relaxed)));

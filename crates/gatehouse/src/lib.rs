@@ -14,6 +14,7 @@ pub mod l4;
 pub mod listener_proxy;
 pub mod metrics;
 pub mod runtime;
+pub mod splice;
 pub mod tls;
 pub mod udp;
 pub mod upstream;

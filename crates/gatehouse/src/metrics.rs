@@ -39,6 +39,36 @@ struct ListenerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    listener: Label,
+    direction: &'static str,
+}
+
+/// Counters of one udp listener, taken once so the datagram path does no map lookups.
+#[derive(Clone, Debug)]
+pub struct UdpCounters {
+    /// Live flows.
+    pub flows: Gauge,
+    /// Datagrams client -> server.
+    pub up: Counter,
+    /// Datagrams server -> client.
+    pub down: Counter,
+    /// Datagrams dropped at the flow limit.
+    pub dropped: Counter,
+}
+
+/// Counters of one tcp/tls listener.
+#[derive(Clone, Debug)]
+pub struct L4Counters {
+    /// Connections relayed to a server.
+    pub connections: Counter,
+    /// Bytes client -> server.
+    pub up: Counter,
+    /// Bytes server -> client.
+    pub down: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServerLabels {
     upstream: String,
     server: String,
@@ -57,6 +87,11 @@ pub struct Metrics {
     /// Cache counters, shared with the store.
     pub cache: crate::cache::CacheCounters,
     cache_bytes: Family<Vec<(String, String)>, Gauge>,
+    udp_flows: Family<ListenerLabels, Gauge>,
+    udp_datagrams: Family<DirectionLabels, Counter>,
+    udp_dropped: Family<ListenerLabels, Counter>,
+    l4_connections: Family<ListenerLabels, Counter>,
+    l4_bytes: Family<DirectionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -158,7 +193,38 @@ impl Metrics {
             "Bytes held by the cache, by tier",
             cache_bytes.clone(),
         );
+        let udp_flows = Family::<ListenerLabels, Gauge>::default();
+        registry.register("udp_flows", "Live UDP flows", udp_flows.clone());
+        let udp_datagrams = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "udp_datagrams",
+            "UDP datagrams relayed, up (client to server) and down",
+            udp_datagrams.clone(),
+        );
+        let udp_dropped = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "udp_dropped",
+            "UDP datagrams dropped at the flow limit",
+            udp_dropped.clone(),
+        );
+        let l4_connections = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "l4_connections",
+            "tcp/tls listener connections relayed to a server",
+            l4_connections.clone(),
+        );
+        let l4_bytes = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "l4_bytes",
+            "Bytes relayed by tcp/tls listeners, up (client to server) and down",
+            l4_bytes.clone(),
+        );
         Metrics {
+            udp_flows,
+            udp_datagrams,
+            udp_dropped,
+            l4_connections,
+            l4_bytes,
             cache,
             cache_bytes,
             registry,
@@ -194,6 +260,48 @@ impl Metrics {
                 listener: Label(listener.clone()),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// The counters of a udp listener (each taken in its own statement: a family member's
+    /// guard must be gone before the next lookup may insert).
+    pub fn udp(&self, listener: &Arc<str>) -> UdpCounters {
+        let l = ListenerLabels {
+            listener: Label(listener.clone()),
+        };
+        let dir = |direction| DirectionLabels {
+            listener: Label(listener.clone()),
+            direction,
+        };
+        let flows = self.udp_flows.get_or_create(&l).clone();
+        let up = self.udp_datagrams.get_or_create(&dir("up")).clone();
+        let down = self.udp_datagrams.get_or_create(&dir("down")).clone();
+        let dropped = self.udp_dropped.get_or_create(&l).clone();
+        UdpCounters {
+            flows,
+            up,
+            down,
+            dropped,
+        }
+    }
+
+    /// The counters of a tcp or tls listener.
+    pub fn l4(&self, listener: &str) -> L4Counters {
+        let listener: Arc<str> = Arc::from(listener);
+        let l = ListenerLabels {
+            listener: Label(listener.clone()),
+        };
+        let dir = |direction| DirectionLabels {
+            listener: Label(listener.clone()),
+            direction,
+        };
+        let connections = self.l4_connections.get_or_create(&l).clone();
+        let up = self.l4_bytes.get_or_create(&dir("up")).clone();
+        let down = self.l4_bytes.get_or_create(&dir("down")).clone();
+        L4Counters {
+            connections,
+            up,
+            down,
+        }
     }
 
     /// Counts a reload attempt.

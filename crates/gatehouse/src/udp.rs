@@ -35,6 +35,7 @@ pub async fn serve(socket: Arc<UdpSocket>, shared: Arc<Shared>, listener: Arc<st
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<SocketAddr>();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut dropped: u64 = 0;
+    let counters = shared.metrics.udp(&listener);
     loop {
         let (n, client) = tokio::select! {
             r = socket.recv_from(&mut buf) => match r {
@@ -45,7 +46,9 @@ pub async fn serve(socket: Arc<UdpSocket>, shared: Arc<Shared>, listener: Arc<st
                 }
             },
             Some(gone) = ended_rx.recv() => {
-                flows.remove(&gone);
+                if flows.remove(&gone).is_some() {
+                    counters.flows.dec();
+                }
                 continue;
             }
         };
@@ -56,6 +59,7 @@ pub async fn serve(socket: Arc<UdpSocket>, shared: Arc<Shared>, listener: Arc<st
             };
             if flows.len() >= settings.max_connections.unwrap_or(DEFAULT_MAX_FLOWS) {
                 dropped += 1;
+                counters.dropped.inc();
                 if dropped.is_power_of_two() {
                     tracing::warn!(listener = %listener, flows = flows.len(), dropped, "udp flow limit reached: datagrams dropped");
                 }
@@ -110,12 +114,16 @@ pub async fn serve(socket: Arc<UdpSocket>, shared: Arc<Shared>, listener: Arc<st
                 last.clone(),
                 idle,
                 ended_tx.clone(),
+                counters.down.clone(),
             ));
             flows.insert(client, Flow { upstream, last });
+            counters.flows.inc();
         }
         if let Some(flow) = flows.get(&client) {
             flow.last.store(now_ms(), Ordering::Relaxed);
-            let _ = flow.upstream.send(&buf[..n]).await;
+            if flow.upstream.send(&buf[..n]).await.is_ok() {
+                counters.up.inc();
+            }
         }
     }
 }
@@ -128,6 +136,7 @@ async fn relay_back(
     last: Arc<AtomicU64>,
     idle: Duration,
     ended: mpsc::UnboundedSender<SocketAddr>,
+    down: prometheus_client::metrics::counter::Counter,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
@@ -139,7 +148,9 @@ async fn relay_back(
             r = upstream.recv(&mut buf) => match r {
                 Ok(n) => {
                     last.store(now_ms(), Ordering::Relaxed);
-                    let _ = listener.send_to(&buf[..n], client).await;
+                    if listener.send_to(&buf[..n], client).await.is_ok() {
+                        down.inc();
+                    }
                 }
                 // ICMP port unreachable and the like: the server is not there (yet); keep the flow.
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,

@@ -379,3 +379,93 @@ async fn one_gib_through_a_tcp_pipe_with_a_checksum() {
         .unwrap();
     assert_eq!(got, format!("{want:016x}"), "1 GiB arrived intact");
 }
+
+#[tokio::test]
+async fn tcp_and_udp_share_a_port_and_bridge_ipv4_clients_to_ipv6_origins() {
+    use tokio::net::UdpSocket;
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "no IPv6 loopback under CI=true"
+        );
+        eprintln!("\n\n*** SKIPPING: no IPv6 loopback on this machine ***\n\n");
+        return;
+    }
+    // Origins on IPv6 only: a TCP one that reports what it got, a UDP one that echoes in upper
+    // case.
+    let l = TcpListener::bind("[::1]:0").await.unwrap();
+    let tcp6 = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, peer)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut all = Vec::new();
+                let _ = s.read_to_end(&mut all).await;
+                let _ = s
+                    .write_all(format!("v6 got {} bytes from {}", all.len(), peer.ip()).as_bytes())
+                    .await;
+            });
+        }
+    });
+    let u = UdpSocket::bind("[::1]:0").await.unwrap();
+    let udp6 = u.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = u.recv_from(&mut buf).await {
+            let _ = u.send_to(&buf[..n].to_ascii_uppercase(), from).await;
+        }
+    });
+    // One port for both protocols (TURN listens on 5349 for TCP/TLS and UDP alike).
+    let port = free_port();
+    let gh = proxy(&format!(
+        r#"
+[global]
+access_log = "off"
+[admin]
+bind = "127.0.0.1:0"
+[listeners.turn]
+bind = "127.0.0.1:{port}"
+protocol = "tcp"
+upstream = "tcp6"
+[listeners.turn_udp]
+bind = "127.0.0.1:{port}"
+protocol = "udp"
+upstream = "udp6"
+[upstreams.tcp6]
+servers = ["{tcp6}"]
+[upstreams.udp6]
+servers = ["{udp6}"]
+"#
+    ))
+    .await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(gh.listener_addrs("turn")[0], addr);
+    assert_eq!(gh.listener_addrs("turn_udp")[0], addr);
+    assert_eq!(
+        exchange(addr, &[7u8; 1000]).await,
+        "v6 got 1000 bytes from ::1"
+    );
+    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    c.send_to(b"stun", addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(2), c.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((&buf[..n], from), (&b"STUN"[..], addr));
+    // Both show in the metrics.
+    let m = get(gh.admin_addr().unwrap(), "admin", "/metrics")
+        .await
+        .text();
+    for line in [
+        "gatehouse_udp_flows{listener=\"turn_udp\"} 1",
+        "gatehouse_udp_datagrams_total{listener=\"turn_udp\",direction=\"up\"} 1",
+        "gatehouse_udp_datagrams_total{listener=\"turn_udp\",direction=\"down\"} 1",
+        "gatehouse_l4_connections_total{listener=\"turn\"} 1",
+        "gatehouse_l4_bytes_total{listener=\"turn\",direction=\"up\"} 1000",
+    ] {
+        assert!(
+            m.lines().any(|l| l == line),
+            "`{line}` not in /metrics:\n{m}"
+        );
+    }
+}
