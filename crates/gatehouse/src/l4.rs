@@ -207,6 +207,9 @@ pub fn client_hash(peer: SocketAddr) -> u64 {
     }
 }
 
+/// Both directions of a pipe, to their end: bytes (up, down).
+type Relay<'a> = std::pin::Pin<Box<dyn Future<Output = std::io::Result<(u64, u64)>> + Send + 'a>>;
+
 /// A client stream that may be a plain TCP socket: then the pipe to the origin uses splice(2).
 pub trait MaybeTcp {
     /// The socket, when the stream is one (no TLS of ours on it).
@@ -292,34 +295,33 @@ pub async fn serve<C>(
     counters.connections.inc();
     // Plain TCP on both sides: splice(2), no copy through user space. Otherwise (TLS we
     // terminated) copy through buffers.
-    let copy: std::pin::Pin<Box<dyn Future<Output = std::io::Result<(u64, u64)>> + Send + '_>> =
-        match client.tcp() {
-            Some(c) => {
-                let last = last.clone();
-                let origin = &origin;
-                let counters = counters.clone();
-                Box::pin(async move {
-                    let moved = move |up: bool, n: u64| {
-                        last.store(now_ms(), Ordering::Relaxed);
-                        if up { &counters.up } else { &counters.down }.inc_by(n);
-                    };
-                    crate::splice::relay(c, origin, &moved).await
-                })
-            }
-            None => Box::pin(async {
-                let mut a = Watched {
-                    inner: client,
-                    last: last.clone(),
-                    read: counters.up.clone(),
+    let copy: Relay<'_> = match client.tcp() {
+        Some(c) => {
+            let last = last.clone();
+            let origin = &origin;
+            let counters = counters.clone();
+            Box::pin(async move {
+                let moved = move |up: bool, n: u64| {
+                    last.store(now_ms(), Ordering::Relaxed);
+                    if up { &counters.up } else { &counters.down }.inc_by(n);
                 };
-                let mut b = Watched {
-                    inner: origin,
-                    last: last.clone(),
-                    read: counters.down.clone(),
-                };
-                tokio::io::copy_bidirectional(&mut a, &mut b).await
-            }),
-        };
+                crate::splice::relay(c, origin, &moved).await
+            })
+        }
+        None => Box::pin(async {
+            let mut a = Watched {
+                inner: client,
+                last: last.clone(),
+                read: counters.up.clone(),
+            };
+            let mut b = Watched {
+                inner: origin,
+                last: last.clone(),
+                read: counters.down.clone(),
+            };
+            tokio::io::copy_bidirectional(&mut a, &mut b).await
+        }),
+    };
     tokio::pin!(copy);
     let result = loop {
         let quiet = Duration::from_millis(now_ms().saturating_sub(last.load(Ordering::Relaxed)));
