@@ -126,11 +126,11 @@ impl Entry {
             return None;
         }
         let head = decode_head(data)?;
-        let body_start = head.body_start;
-        let body = Bytes::copy_from_slice(data.get(body_start..body_start + head.body_len)?);
-        if body_start + head.body_len != data.len() {
+        let body_end = head.body_start.checked_add(head.body_len)?;
+        if body_end != data.len() {
             return None;
         }
+        let body = Bytes::copy_from_slice(data.get(head.body_start..body_end)?);
         Some(Entry {
             key: head.key,
             route: head.route,
@@ -166,9 +166,13 @@ pub struct Head {
 }
 
 impl Head {
-    /// The whole file's expected length.
-    pub fn file_len(&self) -> u64 {
-        (self.body_start + self.body_len + 32) as u64
+    /// The whole file's expected length (None: lengths that cannot be right).
+    pub fn file_len(&self) -> Option<u64> {
+        let n = self
+            .body_start
+            .checked_add(self.body_len)?
+            .checked_add(32)?;
+        u64::try_from(n).ok()
     }
 }
 
@@ -287,7 +291,10 @@ mod tests {
         assert_eq!(d.headers, e.headers);
         assert_eq!(d.body, e.body);
         assert_eq!(d.timing, e.timing);
-        assert_eq!(decode_head(&buf).unwrap().file_len(), buf.len() as u64);
+        assert_eq!(
+            decode_head(&buf).unwrap().file_len(),
+            Some(buf.len() as u64)
+        );
         // Truncated, or one bit flipped anywhere: refused.
         assert!(Entry::decode(&buf[..buf.len() - 1]).is_none());
         for i in [0, 5, 20, buf.len() / 2, buf.len() - 40, buf.len() - 1] {

@@ -12,6 +12,7 @@ pub mod policy;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use gatehouse_config::model::CacheStore;
@@ -141,6 +142,9 @@ pub struct Cache {
     mem: QCache<Arc<str>, Variants, MemWeight, DefaultHashBuilder, MemLife>,
     disk: Option<Arc<Disk>>,
     flights: Arc<Mutex<HashMap<Arc<str>, watch::Receiver<()>>>>,
+    /// Purge epochs by URL hash, and one for prefix purges (see `epoch`).
+    epochs: Box<[AtomicU64]>,
+    global_epoch: AtomicU64,
     /// Counters for /metrics.
     pub counters: CacheCounters,
 }
@@ -214,6 +218,8 @@ impl Cache {
             mem,
             disk,
             flights: Arc::new(Mutex::new(HashMap::new())),
+            epochs: (0..1024).map(|_| AtomicU64::new(0)).collect(),
+            global_epoch: AtomicU64::new(0),
             counters,
         })
     }
@@ -282,7 +288,9 @@ impl Cache {
 
     fn put_memory(&self, e: Arc<Entry>) {
         let mut list: Vec<Arc<Entry>> = vec![e.clone()];
-        if let Some(old) = self.mem.get(&e.key) {
+        // Removed, then inserted: quick_cache reports a replaced value to the lifecycle as an
+        // eviction, which would count it as one.
+        if let Some((_, old)) = self.mem.remove(&*e.key) {
             list.extend(
                 old.iter()
                     .filter(|o| o.vary != e.vary || o.route != e.route)
@@ -293,21 +301,40 @@ impl Cache {
         self.mem.insert(e.key.clone(), list.into());
     }
 
-    /// Stores an answer in memory now and on disk in the background.
-    pub fn insert(&self, e: Entry) {
-        if e.body.len() as u64 > self.model.max_object {
+    /// The purge epoch of a URL: it changes whenever the URL (or a prefix of it) is purged or
+    /// invalidated. A store that began under one epoch is dropped if it ends under another, so
+    /// an answer fetched before a purge cannot land after it.
+    pub fn epoch(&self, key: &str) -> u64 {
+        let slot = crate::upstream::fnv1a(key.as_bytes()) as usize % self.epochs.len();
+        self.epochs[slot].load(Ordering::Acquire) + self.global_epoch.load(Ordering::Acquire)
+    }
+
+    fn bump(&self, key: &str) {
+        let slot = crate::upstream::fnv1a(key.as_bytes()) as usize % self.epochs.len();
+        self.epochs[slot].fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Stores an answer fetched under `epoch`: in memory now, on disk in the background; not at
+    /// all when its URL was purged since.
+    pub fn insert(self: &Arc<Self>, e: Entry, epoch: u64) {
+        if e.body.len() as u64 > self.model.max_object || self.epoch(&e.key) != epoch {
             return;
         }
         let e = Arc::new(e);
         self.put_memory(e.clone());
-        if let Some(disk) = &self.disk {
-            let disk = disk.clone();
-            tokio::task::spawn_blocking(move || disk.write(&e));
+        if self.disk.is_some() {
+            let cache = self.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Some(disk) = &cache.disk {
+                    disk.write(&e, || cache.epoch(&e.key) == epoch);
+                }
+            });
         }
     }
 
     /// Drops one URL with all its variants; true when anything was stored.
     pub fn purge(&self, key: &str) -> bool {
+        self.bump(key);
         let m = self.mem.remove(key).is_some();
         let d = self.disk.as_ref().is_some_and(|d| d.remove(key));
         m || d
@@ -315,6 +342,7 @@ impl Cache {
 
     /// Drops every URL starting with `prefix`; returns how many URLs were dropped.
     pub fn purge_prefix(&self, prefix: &str) -> usize {
+        self.global_epoch.fetch_add(1, Ordering::AcqRel);
         let dropped: Mutex<HashSet<Arc<str>>> = Mutex::new(HashSet::new());
         let note = |k: &Arc<str>| {
             if let Ok(mut d) = dropped.lock() {
@@ -391,7 +419,7 @@ impl Disk {
 
     /// Writes an entry (temporary file, then rename: a crash leaves the old file or the new
     /// one, never half of one) and indexes it.
-    fn write(&self, e: &Entry) {
+    fn write(&self, e: &Entry, still_wanted: impl Fn() -> bool) {
         let file = self.file_for(e);
         let buf = e.encode();
         let tmp = self.dir.join(format!(".tmp-{:016x}", fastrand::u64(..)));
@@ -399,6 +427,11 @@ impl Disk {
         if let Err(err) = res {
             let _ = std::fs::remove_file(&tmp);
             tracing::warn!(file = %file.display(), error = %err, "cache disk write failed");
+            return;
+        }
+        if !still_wanted() {
+            // Purged while it was being written.
+            let _ = std::fs::remove_file(&file);
             return;
         }
         self.index_variant(
@@ -423,6 +456,9 @@ impl Disk {
             .map(|d| d.file.clone())
             .collect();
         list.truncate(MAX_VARIANTS);
+        // Removed, then inserted: quick_cache hands a replaced value to the lifecycle's
+        // `on_evict`, which would delete the files the new list still names.
+        self.index.remove(&key);
         self.index.insert(key, list.into());
         drop(DeleteFiles(extra));
     }
@@ -431,9 +467,8 @@ impl Disk {
         let _ = std::fs::remove_file(file);
         if let Some(old) = self.index.get(key) {
             let rest: Vec<DiskVariant> = old.iter().filter(|d| d.file != file).cloned().collect();
-            if rest.is_empty() {
-                self.index.remove(key);
-            } else {
+            self.index.remove(key);
+            if !rest.is_empty() {
                 self.index.insert(Arc::from(key), rest.into());
             }
         }
@@ -468,7 +503,7 @@ impl Disk {
                 continue;
             }
             match read_head(&path) {
-                Some((head, len)) if head.file_len() == len => {
+                Some((head, len)) if head.file_len() == Some(len) => {
                     self.index_variant(
                         head.key,
                         DiskVariant {

@@ -103,7 +103,12 @@ impl Directives {
                     "must-revalidate" => d.must_revalidate = true,
                     "proxy-revalidate" => d.proxy_revalidate = true,
                     "no-transform" => d.no_transform = true,
-                    "max-stale" => d.max_stale = Some(if arg.is_some() { num } else { None }),
+                    // An argument that is not delta-seconds makes the directive invalid: ignored.
+                    "max-stale" => match (arg, num) {
+                        (None, _) => d.max_stale = Some(None),
+                        (Some(_), Some(n)) => d.max_stale = Some(Some(n)),
+                        (Some(_), None) => {}
+                    },
                     "min-fresh" => d.min_fresh = num,
                     "only-if-cached" => d.only_if_cached = true,
                     "stale-while-revalidate" => d.stale_while_revalidate = num,
@@ -177,7 +182,7 @@ pub fn parse_date(v: &HeaderValue) -> Option<SystemTime> {
         t.next()?.parse().ok()?,
         t.next()?.parse().ok()?,
     );
-    if !(1..=31).contains(&day) || h > 23 || mi > 59 || se > 60 || year < 1970 {
+    if !(1..=31).contains(&day) || h > 23 || mi > 59 || se > 60 || !(1970..=9999).contains(&year) {
         return None;
     }
     let days = days_from_civil(year, month, day);
@@ -654,6 +659,17 @@ mod tests {
         assert!(r.no_cache);
         let r = Directives::parse(&hm(&[("cache-control", "max-stale")]));
         assert_eq!(r.max_stale, Some(None));
+        let r = Directives::parse(&hm(&[("cache-control", "max-stale=soon")]));
+        assert_eq!(
+            r.max_stale, None,
+            "an invalid argument is ignored, not 'any'"
+        );
+        assert_eq!(
+            parse_date(&HeaderValue::from_static(
+                "Sun, 06 Nov 99999999999 08:49:37 GMT"
+            )),
+            None
+        );
     }
 
     #[test]

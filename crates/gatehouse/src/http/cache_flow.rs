@@ -86,7 +86,8 @@ pub(crate) async fn serve(
     // Unsafe methods pass; success invalidates (RFC 9111 §4.4). Upgrades are tunnels, not
     // cacheable exchanges.
     let safe = matches!(parts.method, Method::GET | Method::HEAD);
-    if !safe || parts.headers.contains_key(header::UPGRADE) {
+    // A GET with a body is not a cacheable exchange either: the URL alone does not name it.
+    if !safe || parts.headers.contains_key(header::UPGRADE) || !body.is_end_stream() {
         let invalidating = !matches!(parts.method, Method::OPTIONS | Method::TRACE) && !safe;
         let fwd = if safe { "bypass" } else { "method" };
         fin.cache_status = Some(format!("{NAME}; fwd={fwd}"));
@@ -99,6 +100,12 @@ pub(crate) async fn serve(
         return Ok(out);
     }
 
+    let ctx = Ctx {
+        cache,
+        rules,
+        origin,
+        epoch: cache.epoch(&key),
+    };
     let req_cc = Directives::parse_request(&parts.headers);
     let route_name = origin.route_name();
     let mut waited = false;
@@ -126,7 +133,7 @@ pub(crate) async fn serve(
                         cache.counters.hits.inc();
                         cache.counters.stale.inc();
                         if let Flight::Leader(g) = cache.flight(&key) {
-                            background_refresh(cache, rules, origin, &parts, e.clone(), g, fin);
+                            background_refresh(&ctx, &parts, e.clone(), g, fin);
                         }
                         fin.cache_status = Some(hit_status(&e, now, ""));
                         return Ok(from_store(&e, &parts, now));
@@ -169,9 +176,7 @@ pub(crate) async fn serve(
     fin.cache_status = Some(format!("{NAME}; fwd={fwd}"));
     let client = head_of(&parts);
     let out = to_origin(
-        cache,
-        rules,
-        origin,
+        &ctx,
         parts,
         &client,
         &req_cc,
@@ -185,7 +190,10 @@ pub(crate) async fn serve(
     let now = SystemTime::now();
     match out {
         Ok(Outcome::FromStore(e, code)) => {
-            fin.cache_status = Some(format!("{NAME}; fwd={fwd}; fwd-status={code}"));
+            let code = code
+                .map(|c| format!("; fwd-status={c}"))
+                .unwrap_or_default();
+            fin.cache_status = Some(format!("{NAME}; fwd={fwd}{code}"));
             Ok(from_store(&e, &client, now))
         }
         Ok(Outcome::Origin(f, stored)) => {
@@ -207,18 +215,47 @@ fn only_if_cached(fin: &mut Finish) -> ProxyError {
 /// What the origin round trip produced.
 enum Outcome {
     /// Answer from this stored entry (refreshed by a 304, or stale standing in for an error);
-    /// the number is the origin's status, for Cache-Status.
-    FromStore(Arc<Entry>, u16),
+    /// the origin's status when it gave one, for Cache-Status.
+    FromStore(Arc<Entry>, Option<u16>),
     /// The origin's own answer; true when a copy is being stored.
     Origin(Fetched, bool),
+}
+
+/// What every origin round trip of a caching request shares.
+struct Ctx<'a> {
+    cache: &'a Arc<Cache>,
+    rules: RouteRules,
+    origin: &'a Origin,
+    /// The URL's purge epoch when the request began (see `Cache::epoch`).
+    epoch: u64,
+}
+
+/// Request headers gatehouse itself sets or rewrites on the way to the origin. An answer that
+/// varies on one of them is not stored: the value the origin saw is not the client's, so the
+/// stored variant could be served to the wrong client (a client certificate's subject, say).
+fn proxy_controlled(name: &http::HeaderName, route: &gatehouse_config::model::Route) -> bool {
+    const SET_BY_US: [&str; 9] = [
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-client-cert-subject",
+        "x-client-cert-sha256",
+        "x-request-id",
+        "via",
+        "host",
+    ];
+    let n = name.as_str();
+    SET_BY_US.contains(&n)
+        || route.request_headers.set.iter().any(|(k, _)| k == n)
+        || route.request_headers.add.iter().any(|(k, _)| k == n)
+        || route.request_headers.remove.iter().any(|k| k == n)
 }
 
 /// Goes to the origin for `client`'s request, validating `stale` when there is one.
 #[allow(clippy::too_many_arguments)]
 async fn to_origin(
-    cache: &Arc<Cache>,
-    rules: RouteRules,
-    origin: &Origin,
+    ctx: &Ctx<'_>,
     mut parts: Parts,
     client: &Parts,
     req_cc: &Directives,
@@ -228,6 +265,7 @@ async fn to_origin(
     fin: &mut Finish,
     guard: Option<FlightGuard>,
 ) -> Result<Outcome, ProxyError> {
+    let (cache, rules, origin) = (ctx.cache, ctx.rules, ctx.origin);
     if let Some(e) = &stale {
         // Our validators replace the client's: a 304 must be about what we hold.
         let h = &mut parts.headers;
@@ -257,7 +295,7 @@ async fn to_origin(
         (Err(err), Some(e)) if stale_ok(e) => {
             tracing::info!(url = &*e.key, error = %err, "origin failed: serving stale (stale-if-error)");
             cache.counters.stale.inc();
-            return Ok(Outcome::FromStore(e.clone(), 502));
+            return Ok(Outcome::FromStore(e.clone(), None));
         }
         (Err(err), _) => return Err(err),
         (Ok(f), _) => f,
@@ -265,19 +303,35 @@ async fn to_origin(
     let status = fetched.resp.status();
     if let Some(e) = &stale {
         if status == StatusCode::NOT_MODIFIED {
-            let refreshed = Arc::new(refresh(
+            let refreshed = refresh(
                 e,
                 fetched.resp.headers(),
                 &rules,
                 request_time,
                 response_time,
-            ));
-            cache.insert((*refreshed).clone());
-            return Ok(Outcome::FromStore(refreshed, 304));
+            );
+            // The merged answer must still be storable (§3): a 304 may add Set-Cookie,
+            // `private` or `no-store`. Then nothing stays stored and only this client gets it.
+            let still = policy::storable(
+                &Method::GET,
+                &client.headers,
+                req_cc,
+                refreshed.status,
+                &refreshed.headers,
+                &rules,
+                (request_time, response_time),
+            );
+            if let Err(why) = still {
+                tracing::debug!(url = &*e.key, reason = ?why, "not storable after a 304: dropped");
+                cache.purge(&e.key);
+            } else {
+                cache.insert(refreshed.clone(), ctx.epoch);
+            }
+            return Ok(Outcome::FromStore(Arc::new(refreshed), Some(304)));
         }
         if status.is_server_error() && stale_ok(e) {
             cache.counters.stale.inc();
-            return Ok(Outcome::FromStore(e.clone(), status.as_u16()));
+            return Ok(Outcome::FromStore(e.clone(), Some(status.as_u16())));
         }
     }
     // A HEAD is answered from a stored GET but never fills the store itself: hyper does not
@@ -305,8 +359,10 @@ async fn to_origin(
             return Ok(Outcome::Origin(fetched, false));
         }
     };
-    let Ok(names) = policy::vary_names(fetched.resp.headers()) else {
-        return Ok(Outcome::Origin(fetched, false));
+    let route = &origin.snap.config.routes[origin.route];
+    let names = match policy::vary_names(fetched.resp.headers()) {
+        Ok(n) if !n.iter().any(|n| proxy_controlled(n, route)) => n,
+        _ => return Ok(Outcome::Origin(fetched, false)),
     };
     let mut headers = fetched.resp.headers().clone();
     headers.remove(header::AGE);
@@ -319,6 +375,12 @@ async fn to_origin(
         body: Bytes::new(),
         timing,
     };
+    // hyper never polls a body that is already at its end (Content-Length: 0, 204): store it now.
+    if fetched.resp.body().is_end_stream() {
+        cache.insert(template, ctx.epoch);
+        drop(guard);
+        return Ok(Outcome::Origin(fetched, true));
+    }
     let Fetched { resp, sticky } = fetched;
     let resp = resp.map(|b| {
         StoreBody {
@@ -326,7 +388,7 @@ async fn to_origin(
             buf: Vec::new(),
             len: 0,
             limit: cache.model.max_object,
-            pending: Some((template, cache.clone(), guard)),
+            pending: Some((template, cache.clone(), ctx.epoch, guard)),
         }
         .boxed_unsync()
     });
@@ -357,26 +419,32 @@ fn refresh(
     n
 }
 
-/// Refreshes a stale entry while the client is answered from it (RFC 5861 §3).
+/// Refreshes a stale entry while the client is answered from it (RFC 5861 §3). Always a GET,
+/// whatever the client sent: a HEAD could not refill the store.
 fn background_refresh(
-    cache: &Arc<Cache>,
-    rules: RouteRules,
-    origin: &Origin,
+    ctx: &Ctx<'_>,
     parts: &Parts,
     stale: Arc<Entry>,
     guard: FlightGuard,
     fin: &Finish,
 ) {
-    let (cache, origin, client) = (cache.clone(), origin.clone(), head_of(parts));
+    let (cache, origin, rules, epoch) =
+        (ctx.cache.clone(), ctx.origin.clone(), ctx.rules, ctx.epoch);
+    let mut client = head_of(parts);
+    client.method = Method::GET;
     let mut bg = fin.detached();
     tokio::spawn(async move {
         cache.counters.revalidations.inc();
+        let ctx = Ctx {
+            cache: &cache,
+            rules,
+            origin: &origin,
+            epoch,
+        };
         let stats = Arc::new(BodyStats::default());
         let req = head_of(&client);
         let res = to_origin(
-            &cache,
-            rules,
-            &origin,
+            &ctx,
             req,
             &client,
             &Directives::default(),
@@ -388,13 +456,17 @@ fn background_refresh(
         )
         .await;
         match res {
-            // Reading the body to its end is what stores it.
-            Ok(Outcome::Origin(f, _)) => {
-                if let Err(e) = f.resp.into_body().collect().await {
-                    tracing::debug!(url = %client.uri, error = %e, "background refresh body failed");
+            // Reading the body to its end is what stores it; frames are dropped as they come.
+            Ok(Outcome::Origin(f, true)) => {
+                let mut body = f.resp.into_body();
+                while let Some(frame) = body.frame().await {
+                    if let Err(e) = frame {
+                        tracing::debug!(url = %client.uri, error = %e, "background refresh body failed");
+                        break;
+                    }
                 }
             }
-            Ok(Outcome::FromStore(..)) => {}
+            Ok(_) => {}
             Err(e) => tracing::info!(url = %client.uri, error = %e, "background refresh failed"),
         }
     });
@@ -502,12 +574,12 @@ struct StoreBody {
     buf: Vec<Bytes>,
     len: u64,
     limit: u64,
-    pending: Option<(Entry, Arc<Cache>, Option<FlightGuard>)>,
+    pending: Option<(Entry, Arc<Cache>, u64, Option<FlightGuard>)>,
 }
 
 impl StoreBody {
     fn finish(&mut self) {
-        let Some((mut e, cache, guard)) = self.pending.take() else {
+        let Some((mut e, cache, epoch, guard)) = self.pending.take() else {
             return;
         };
         let mut body = BytesMut::with_capacity(self.len as usize);
@@ -515,7 +587,7 @@ impl StoreBody {
             body.extend_from_slice(&b);
         }
         e.body = body.freeze();
-        cache.insert(e);
+        cache.insert(e, epoch);
         drop(guard);
     }
 

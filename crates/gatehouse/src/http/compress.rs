@@ -124,6 +124,11 @@ pub fn apply(
     accept: Option<&HeaderValue>,
     head: bool,
 ) -> Response<ProxyBody> {
+    if resp.status() == StatusCode::NOT_MODIFIED {
+        // A 304 must carry the ETag and Vary the 200 would have (RFC 9110 §15.4.5): when this
+        // client would get the answer encoded, that is the weakened ETag.
+        return not_modified(resp, c, accept);
+    }
     if !candidate(&resp, c) {
         return resp;
     }
@@ -160,6 +165,50 @@ pub fn apply(
         Coding::Zstd => encoded(ZstdEncoder::with_quality(reader, Level::Precise(3))),
     };
     Response::from_parts(parts, body)
+}
+
+fn not_modified(
+    mut resp: Response<ProxyBody>,
+    c: &Compress,
+    accept: Option<&HeaderValue>,
+) -> Response<ProxyBody> {
+    let h = resp.headers_mut();
+    let typed_out = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| !type_matches(t, &c.types));
+    if typed_out || Directives::parse(h).no_transform {
+        return resp;
+    }
+    add_vary(h);
+    if negotiate(accept, &c.algorithms).is_some()
+        && let Some(etag) = h.get(header::ETAG).and_then(|v| v.to_str().ok())
+        && etag.starts_with('"')
+        && let Ok(weak) = HeaderValue::from_str(&format!("W/{etag}"))
+    {
+        h.insert(header::ETAG, weak);
+    }
+    resp
+}
+
+/// A Range with a date If-Range, from a client that gets this route's answers encoded: the
+/// date matches the encoded and the identity bytes alike, so a 206 of identity bytes could be
+/// spliced into an encoded copy. Such requests get the whole answer (RFC 9110 §13.1.5 allows
+/// ignoring Range). An ETag If-Range needs no help: encoded answers carry a weak ETag, which
+/// never matches strongly.
+pub fn guard_range(h: &mut http::HeaderMap, c: &Compress) {
+    let accept = h.get(header::ACCEPT_ENCODING).cloned();
+    let date_if_range = h.get(header::IF_RANGE).is_some_and(|v| {
+        let b = v.as_bytes();
+        !(b.starts_with(b"\"") || b.starts_with(b"W/"))
+    });
+    if date_if_range
+        && h.contains_key(header::RANGE)
+        && negotiate(accept.as_ref(), &c.algorithms).is_some()
+    {
+        h.remove(header::RANGE);
+        h.remove(header::IF_RANGE);
+    }
 }
 
 fn encoded<R: tokio::io::AsyncRead + Send + 'static>(r: R) -> ProxyBody {

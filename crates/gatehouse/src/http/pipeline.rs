@@ -315,6 +315,9 @@ async fn proxy(
             // What compression needs of the request, before the head is rewritten.
             let accept = parts.headers.get(header::ACCEPT_ENCODING).cloned();
             let head = parts.method == http::Method::HEAD;
+            if let Some(c) = &route.compress {
+                super::compress::guard_range(&mut parts.headers, c);
+            }
             let stats = Arc::new(BodyStats::default());
             fin.stats = Some(stats.clone());
             let req_body = RequestBody::new(body, route.max_body, stats.clone()).boxed_unsync();

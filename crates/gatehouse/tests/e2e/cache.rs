@@ -716,6 +716,17 @@ async fn the_disk_tier_survives_a_restart_and_never_serves_a_damaged_file() {
     let dir = std::env::temp_dir().join(format!("gh-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let o = origin(|req| async move {
+        if req.uri().path() == "/lang" {
+            let l = header_of(&req, "accept-language").unwrap_or_default();
+            return resp(
+                200,
+                &[
+                    ("cache-control", "max-age=600"),
+                    ("vary", "accept-language"),
+                ],
+                &format!("lang {l}"),
+            );
+        }
         let body = format!("payload of {}", req.uri().path()).repeat(100);
         resp(200, &[("cache-control", "max-age=600")], &body)
     })
@@ -729,25 +740,48 @@ async fn the_disk_tier_survives_a_restart_and_never_serves_a_damaged_file() {
     for p in ["/one", "/two"] {
         get_h(web(&gh), p, &[]).await;
     }
+    // Two variants of one URL: the second store must not delete the first one's file.
+    get_h(web(&gh), "/lang", &[("accept-language", "fr")]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    get_h(web(&gh), "/lang", &[("accept-language", "de")]).await;
     assert!(
-        eventually(Duration::from_secs(5), async || ghc_files(&dir).len() == 2).await,
-        "written to disk"
+        eventually(Duration::from_secs(5), async || ghc_files(&dir).len() == 4).await,
+        "written to disk: {:?}",
+        ghc_files(&dir)
     );
     gh.shutdown(Duration::from_secs(1)).await;
 
     let gh = proxy(&config).await;
+    for l in ["fr", "de"] {
+        let g = get_h(web(&gh), "/lang", &[("accept-language", l)]).await;
+        assert_eq!(g.text(), format!("lang {l}"));
+        assert!(
+            g.header("cache-status").unwrap().contains("hit"),
+            "{l} from disk"
+        );
+    }
+    assert_eq!(hits_on(&o, "/lang"), 2);
     let g = get_h(web(&gh), "/one", &[]).await;
     assert!(
         g.header("cache-status").unwrap().contains("hit"),
         "served from disk after restart"
     );
     assert_eq!(g.text(), "payload of /one".repeat(100));
-    assert_eq!(o.hits(), 2);
+    assert_eq!(hits_on(&o, "/one") + hits_on(&o, "/two"), 2);
     gh.shutdown(Duration::from_secs(1)).await;
 
     // Damage both files: one bit flipped in the body, one truncated.
-    let mut files = ghc_files(&dir);
+    let mut files: Vec<_> = ghc_files(&dir)
+        .into_iter()
+        .filter(|f| {
+            std::fs::read(f)
+                .unwrap()
+                .windows(10)
+                .any(|w| w == b"payload of")
+        })
+        .collect();
     files.sort();
+    assert_eq!(files.len(), 2);
     for (i, f) in files.iter().enumerate() {
         let mut b = std::fs::read(f).unwrap();
         if i == 0 {
@@ -767,7 +801,11 @@ async fn the_disk_tier_survives_a_restart_and_never_serves_a_damaged_file() {
             "never the damaged copy"
         );
     }
-    assert_eq!(o.hits(), 4, "both refetched");
+    assert_eq!(
+        hits_on(&o, "/one") + hits_on(&o, "/two"),
+        4,
+        "both refetched"
+    );
     gh.shutdown(Duration::from_secs(1)).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -919,4 +957,163 @@ servers = ["{}"]
         "from B"
     );
     assert_eq!((a_origin.hits(), b_origin.hits()), (1, 1));
+}
+
+#[tokio::test]
+async fn answers_varying_on_headers_the_proxy_sets_are_not_stored() {
+    let o = origin(|req| async move {
+        let vary = match req.uri().path() {
+            "/cert" => "X-Client-Cert-Subject",
+            _ => "X-Forwarded-For",
+        };
+        resp(200, &[("cache-control", "max-age=60"), ("vary", vary)], "x")
+    })
+    .await;
+    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
+    for path in ["/cert", "/xff"] {
+        for _ in 0..2 {
+            // The client's own copy of the header is replaced before the origin sees it.
+            get_h(web(&gh), path, &[("x-client-cert-subject", "CN=admin")]).await;
+        }
+        assert_eq!(hits_on(&o, path), 2, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_304_that_makes_the_answer_private_or_sets_a_cookie_drops_it() {
+    let (o, _) = {
+        let o = origin(|req| async move {
+            if header_of(&req, "if-none-match").is_some() {
+                let extra = if req.uri().path() == "/c" {
+                    ("set-cookie", "sid=bob")
+                } else {
+                    ("cache-control", "private, max-age=60")
+                };
+                return resp(304, &[("etag", "\"e\""), extra], "");
+            }
+            resp(
+                200,
+                &[("etag", "\"e\""), ("cache-control", "max-age=0")],
+                "shared",
+            )
+        })
+        .await;
+        (o, ())
+    };
+    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
+    let a = web(&gh);
+    for path in ["/c", "/p"] {
+        get_h(a, path, &[]).await; // stored (max-age=0 with a validator)
+        let g = get_h(a, path, &[]).await; // validated: the 304 is not shareable
+        assert_eq!(g.text(), "shared");
+        let g = get_h(a, path, &[]).await;
+        assert!(
+            g.header("cache-status").unwrap().contains("uri-miss"),
+            "{path}: dropped after the 304, got {:?}",
+            g.header("cache-status")
+        );
+        assert_eq!(
+            g.header("set-cookie"),
+            None,
+            "{path}: bob's cookie is nobody else's"
+        );
+    }
+}
+
+#[tokio::test]
+async fn empty_answers_are_stored_too() {
+    let o = origin(|req| async move {
+        let status = if req.uri().path() == "/204" { 204 } else { 200 };
+        resp(status, &[("cache-control", "max-age=60")], "")
+    })
+    .await;
+    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
+    for path in ["/empty", "/204"] {
+        get_h(web(&gh), path, &[]).await;
+        let g = get_h(web(&gh), path, &[]).await;
+        assert!(g.header("cache-status").unwrap().contains("hit"), "{path}");
+        assert_eq!(hits_on(&o, path), 1, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_purge_during_a_fetch_wins_over_the_fetch() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let o = origin(move |_req| {
+        let i = n2.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if i == 0 {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+            resp(200, &[("cache-control", "max-age=60")], &format!("r{i}"))
+        }
+    })
+    .await;
+    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
+    let (a, admin) = (web(&gh), gh.admin_addr().unwrap());
+    let slow = tokio::spawn(async move { get_h(a, "/race", &[]).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    purge(admin, "url=http%3A%2F%2Fstatic.example.org%2Frace").await;
+    assert_eq!(slow.await.unwrap().text(), "r0");
+    assert_eq!(
+        get_h(a, "/race", &[]).await.text(),
+        "r1",
+        "the pre-purge answer was not kept"
+    );
+}
+
+#[tokio::test]
+async fn a_304_from_the_store_matches_what_compression_sent() {
+    let o = origin(|_req| async {
+        resp(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("etag", "\"z\""),
+                ("content-type", "text/html"),
+            ],
+            &"compress me ".repeat(200),
+        )
+    })
+    .await;
+    let gh = proxy(&cfg(
+        o.addr,
+        "enabled = true }\ncompress = { min_size = \"10\"",
+        "",
+    ))
+    .await;
+    let a = web(&gh);
+    let g = get_h(a, "/z", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(g.header("etag"), Some("W/\"z\""));
+    let g = get_h(
+        a,
+        "/z",
+        &[("accept-encoding", "gzip"), ("if-none-match", "W/\"z\"")],
+    )
+    .await;
+    assert_eq!(g.status, 304);
+    assert_eq!(
+        g.header("etag"),
+        Some("W/\"z\""),
+        "the ETag the client holds"
+    );
+    assert_eq!(g.header("vary"), Some("accept-encoding"));
+    // A date If-Range from a client that gets gzip: the whole (encoded) answer, never identity
+    // bytes to splice into its gzip copy.
+    let lm = gatehouse::cache::policy::fmt_date(std::time::SystemTime::now());
+    let g = get_h(
+        a,
+        "/z",
+        &[
+            ("accept-encoding", "gzip"),
+            ("range", "bytes=0-9"),
+            ("if-range", &lm),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (g.status, g.header("content-encoding")),
+        (200, Some("gzip"))
+    );
 }
