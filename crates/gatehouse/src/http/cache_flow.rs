@@ -382,15 +382,18 @@ async fn to_origin(
         return Ok(Outcome::Origin(fetched, true));
     }
     let Fetched { resp, sticky } = fetched;
+    let stall = origin.up.model.response_timeout;
     let resp = resp.map(|b| {
-        StoreBody {
-            inner: b,
-            buf: Vec::new(),
-            len: 0,
-            limit: cache.model.max_object,
-            pending: Some((template, cache.clone(), ctx.epoch, guard)),
-        }
-        .boxed_unsync()
+        fill(
+            b,
+            Pending {
+                entry: template,
+                cache: cache.clone(),
+                epoch: ctx.epoch,
+                guard,
+            },
+            stall,
+        )
     });
     Ok(Outcome::Origin(Fetched { resp, sticky }, true))
 }
@@ -566,38 +569,147 @@ fn from_store(e: &Entry, req: &Parts, now: SystemTime) -> Fetched {
     full(e.status, headers, e.body.clone())
 }
 
-/// The origin's body on its way to the client, copied into the store when it ends complete,
-/// within `max_object` and without trailers. Dropping it early stores nothing; either way the
-/// URL's flight ends so that waiting requests go on.
-struct StoreBody {
-    inner: ProxyBody,
-    buf: Vec<Bytes>,
-    len: u64,
-    limit: u64,
-    pending: Option<(Entry, Arc<Cache>, u64, Option<FlightGuard>)>,
+/// An answer on its way into the store.
+struct Pending {
+    entry: Entry,
+    cache: Arc<Cache>,
+    epoch: u64,
+    guard: Option<FlightGuard>,
 }
 
-impl StoreBody {
-    fn finish(&mut self) {
-        let Some((mut e, cache, epoch, guard)) = self.pending.take() else {
-            return;
-        };
-        let mut body = BytesMut::with_capacity(self.len as usize);
-        for b in self.buf.drain(..) {
-            body.extend_from_slice(&b);
+impl Pending {
+    /// Stores the answer with this body and ends the flight.
+    fn store(mut self, chunks: Vec<Bytes>, len: u64) {
+        let mut body = BytesMut::with_capacity(len as usize);
+        for c in chunks {
+            body.extend_from_slice(&c);
         }
-        e.body = body.freeze();
-        cache.insert(e, epoch);
-        drop(guard);
-    }
-
-    fn abandon(&mut self) {
-        self.pending = None;
-        self.buf.clear();
+        self.entry.body = body.freeze();
+        self.cache.insert(self.entry, self.epoch);
+        drop(self.guard);
     }
 }
 
-impl Body for StoreBody {
+type FrameResult = Result<Frame<Bytes>, BoxError>;
+
+/// Frames queued for the client while the store reads ahead.
+const CLIENT_QUEUE: usize = 16;
+
+/// Reads the origin's body in a task of its own, keeping a copy for the store, and hands it to
+/// the client through a channel. The store does not wait for the client: a slow first client
+/// does not hold the others (waiting on the URL's flight) back, and one that goes away does not
+/// stop the copy. While storing, frames the client has not taken yet wait in a backlog (bounded
+/// by `max_object`, since every one of them is also in the copy); past `max_object`, or at
+/// trailers, storing stops and the task relays with the client's backpressure. With no client
+/// left, a stalled origin is given up after `stall` (the upstream's response timeout).
+fn fill(origin_body: ProxyBody, pending: Pending, stall: Duration) -> ProxyBody {
+    let limit = pending.cache.model.max_object;
+    let hint = origin_body.size_hint();
+    let (tx, rx) = tokio::sync::mpsc::channel::<FrameResult>(CLIENT_QUEUE);
+    tokio::spawn(async move {
+        let mut body = origin_body;
+        let mut pending = Some(pending);
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut len = 0u64;
+        let mut backlog: std::collections::VecDeque<Frame<Bytes>> = Default::default();
+        let mut client = true;
+        loop {
+            // Give the client what it will take now, without waiting.
+            while client && let Some(f) = backlog.pop_front() {
+                match tx.try_send(Ok(f)) {
+                    Ok(()) => {}
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(Ok(f))) => {
+                        backlog.push_front(f);
+                        break;
+                    }
+                    Err(_) => {
+                        client = false;
+                        backlog.clear();
+                    }
+                }
+            }
+            if pending.is_none() {
+                // Not storing (any more): a plain relay, paced by the client.
+                if !client {
+                    return;
+                }
+                for f in backlog.drain(..) {
+                    if tx.send(Ok(f)).await.is_err() {
+                        return;
+                    }
+                }
+                while let Some(f) = body.frame().await {
+                    if tx.send(f).await.is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
+            let next = if client {
+                body.frame().await
+            } else {
+                match tokio::time::timeout(stall, body.frame()).await {
+                    Ok(f) => f,
+                    Err(_) => return,
+                }
+            };
+            match next {
+                None => {
+                    if let Some(p) = pending.take() {
+                        p.store(std::mem::take(&mut chunks), len);
+                    }
+                    for f in backlog.drain(..) {
+                        if !client || tx.send(Ok(f)).await.is_err() {
+                            return;
+                        }
+                    }
+                    return;
+                }
+                Some(Err(e)) => {
+                    // Nothing stored (`pending` drops with the task, ending the flight); the
+                    // client sees what it was sent, then the error.
+                    if client {
+                        for f in backlog.drain(..) {
+                            if tx.send(Ok(f)).await.is_err() {
+                                return;
+                            }
+                        }
+                        let _ = tx.send(Err(e)).await;
+                    }
+                    return;
+                }
+                Some(Ok(f)) => {
+                    match f.data_ref() {
+                        Some(d) => {
+                            len += d.len() as u64;
+                            if len > limit {
+                                pending = None;
+                                chunks.clear();
+                            } else {
+                                chunks.push(d.clone());
+                            }
+                        }
+                        // Trailers are not stored; an answer that has them is not stored.
+                        None => {
+                            pending = None;
+                            chunks.clear();
+                        }
+                    }
+                    if client {
+                        backlog.push_back(f);
+                    }
+                }
+            }
+        }
+    });
+    ChannelBody(rx, hint).boxed_unsync()
+}
+
+/// The client's end of `fill`, with the origin body's size hint (its exact length, when known,
+/// frames the answer to the client as before).
+struct ChannelBody(tokio::sync::mpsc::Receiver<FrameResult>, SizeHint);
+
+impl Body for ChannelBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -605,38 +717,11 @@ impl Body for StoreBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let res = Pin::new(&mut this.inner).poll_frame(cx);
-        match &res {
-            Poll::Ready(Some(Ok(frame))) if this.pending.is_some() => {
-                if let Some(d) = frame.data_ref() {
-                    this.len += d.len() as u64;
-                    if this.len > this.limit {
-                        this.abandon();
-                    } else {
-                        this.buf.push(d.clone());
-                        if this.inner.is_end_stream() {
-                            this.finish();
-                        }
-                    }
-                } else {
-                    // Trailers are not stored; an answer that needs them is not stored.
-                    this.abandon();
-                }
-            }
-            Poll::Ready(Some(Err(_))) => this.abandon(),
-            Poll::Ready(None) => this.finish(),
-            _ => {}
-        }
-        res
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.0.poll_recv(cx)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.1
     }
 }
 

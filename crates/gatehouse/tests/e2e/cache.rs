@@ -1117,3 +1117,77 @@ async fn a_304_from_the_store_matches_what_compression_sent() {
         (200, Some("gzip"))
     );
 }
+
+#[tokio::test]
+async fn the_store_fills_at_the_origins_pace_not_the_first_clients() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SIZE: usize = 16 << 20; // more than loopback socket buffers hold
+    let o =
+        origin(|_req| async { resp(200, &[("cache-control", "max-age=60")], &"y".repeat(SIZE)) })
+            .await;
+    let gh = proxy(&cfg(
+        o.addr,
+        "lock_timeout = \"10s\"",
+        "[cache]\nmemory = \"64MiB\"\nmax_object = \"32MiB\"\n",
+    ))
+    .await;
+    let a = web(&gh);
+    // The first client reads the head and a little, then stops reading for 3 s.
+    let mut slow = tokio::net::TcpStream::connect(a).await.unwrap();
+    slow.write_all(b"GET /big HTTP/1.1\r\nhost: static.example.org\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = slow.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let reader = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut total = n;
+        while let Ok(k) = slow.read(&mut buf).await {
+            if k == 0 {
+                break;
+            }
+            total += k;
+        }
+        total
+    });
+    // A second client, waiting on the first one's flight, is served long before that.
+    let t = std::time::Instant::now();
+    let g = get_h(a, "/big", &[]).await;
+    assert_eq!(g.body.len(), SIZE);
+    assert!(
+        g.header("cache-status").unwrap().contains("hit"),
+        "{:?}",
+        g.header("cache-status")
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(2500),
+        "waited {:?} for a slow client",
+        t.elapsed()
+    );
+    let total = reader.await.unwrap();
+    assert!(
+        total > SIZE,
+        "the slow client still got everything ({total} bytes with the head)"
+    );
+    assert_eq!(o.hits(), 1);
+
+    // A first client that goes away mid-answer does not stop the copy.
+    let mut gone = tokio::net::TcpStream::connect(a).await.unwrap();
+    gone.write_all(b"GET /big2 HTTP/1.1\r\nhost: static.example.org\r\n\r\n")
+        .await
+        .unwrap();
+    let _ = gone.read(&mut [0u8; 1024]).await.unwrap();
+    drop(gone);
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            get_h(a, "/big2", &[("cache-control", "only-if-cached")])
+                .await
+                .status
+                == 200
+        })
+        .await,
+        "stored although its first client left"
+    );
+    assert_eq!(o.hits(), 2);
+}
