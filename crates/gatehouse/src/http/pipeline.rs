@@ -2,10 +2,13 @@
 //!
 //! ```text
 //! snapshot -> request id -> host -> route match -> limits -> action:
-//!   respond | redirect | upstream: rewrite request (hop-by-hop, forwarding, host, path, ops)
-//!     -> pick server + forward (pool, timeouts, retries) -> passive health
-//!     -> upgrade tunnel (101) | rewrite response (hop-by-hop, Location, Via, sticky, ops)
-//! -> x-request-id on the answer -> access log + metrics when the body ends
+//!   respond | redirect | upstream:
+//!     [cache route: cache_flow (store lookup, flight, validation) around the fetch below]
+//!     Origin::fetch: rewrite request (hop-by-hop, forwarding, host, path, ops)
+//!       -> pick server + forward (pool, timeouts, retries) -> passive health
+//!       -> upgrade tunnel (101) | rewrite response (hop-by-hop, Location, Via)
+//!     -> [compress] -> finish_response (sticky cookie, response ops)
+//! -> x-request-id, Cache-Status on the answer -> access log + metrics when the body ends
 //! ```
 //!
 //! Each phase is a plain function in its own module; errors are `ProxyError`s that
