@@ -207,6 +207,8 @@ pub fn decode_head(data: &[u8]) -> Option<Head> {
         return None;
     }
     let body_len = usize::try_from(r.u64()?).ok()?;
+    // Read before the digest is checked (scans read heads only): nothing here may overflow.
+    let response_time = SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(rt))?;
     Some(Head {
         key,
         route,
@@ -216,7 +218,7 @@ pub fn decode_head(data: &[u8]) -> Option<Head> {
         timing: Timing {
             freshness: Duration::from_millis(fresh),
             initial_age: Duration::from_millis(age),
-            response_time: SystemTime::UNIX_EPOCH + Duration::from_millis(rt),
+            response_time,
         },
         body_start: r.pos,
         body_len,
