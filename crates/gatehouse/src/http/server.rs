@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -30,6 +30,11 @@ const RESPONSE_408: &[u8] =
 #[derive(Debug, Default)]
 pub struct ConnTimer {
     in_request: AtomicBool,
+    /// When the connection last became idle between requests (ms clock); 0 while a request
+    /// head is arriving or being served.
+    idle_since: AtomicU64,
+    /// Set while the connection is being parked: hyper's closing of the socket is skipped.
+    parking: AtomicBool,
     /// Framing verdicts of the heads read so far (uncontended: one connection's reads and
     /// requests take turns).
     framing: Mutex<FramingWatch>,
@@ -116,6 +121,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
             this.sleep
                 .as_mut()
                 .reset(Instant::now() + this.idle_timeout);
+            timer
+                .idle_since
+                .store(crate::upstream::now_ms().max(1), Ordering::Relaxed);
         }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
@@ -123,6 +131,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
                 let fresh_request = this.phase == Phase::Idle;
                 if buf.filled().len() > before && fresh_request {
                     this.phase = Phase::Headers;
+                    timer.idle_since.store(0, Ordering::Relaxed);
                     this.sleep
                         .as_mut()
                         .reset(Instant::now() + this.header_timeout);
@@ -176,6 +185,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self
+            .timer
+            .as_ref()
+            .is_some_and(|t| t.parking.load(Ordering::Relaxed))
+        {
+            // Parking: hyper lets go of the connection, the socket stays open.
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -252,56 +269,153 @@ pub async fn serve_tls(
     serve_io(stream, h2, Bytes::new(), settings, ctx).await;
 }
 
+/// An HTTP/1 connection idle this long between requests is parked: hyper lets go of it (and
+/// of its read and write buffers, 16-24 KiB), and the socket waits for the next request with no
+/// buffer at all. A busy keep-alive connection never idles this long and stays with hyper.
+const PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// Bytes read from a parked connection at once: the start of the next request (hyper reads the
+/// rest). Small, because it lives in every parked connection's task.
+const PARKED_READ: usize = 256;
+
 async fn serve_io<T>(stream: T, h2: bool, prefix: Bytes, settings: &Listener, ctx: ConnCtx)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut shutdown = ctx.shared.shutdown_signal();
     let timer = (!h2).then(|| Arc::new(ConnTimer::default()));
-    let io = ClientIo {
-        inner: stream,
+    let client_io = |inner: T, prefix: Bytes, timer: Option<Arc<ConnTimer>>| ClientIo {
+        inner,
         phase: if prefix.is_empty() {
             Phase::Idle
         } else {
             Phase::Headers
         },
         prefix,
-        timer: timer.clone(),
+        timer,
         header_timeout: settings.client_header_timeout,
         idle_timeout: settings.keepalive_timeout,
         sleep: Box::pin(tokio::time::sleep(settings.client_header_timeout)),
     };
-    let ctx = Arc::new(ConnCtx { timer, ..ctx });
+    let ctx = Arc::new(ConnCtx {
+        timer: timer.clone(),
+        ..ctx
+    });
     // Boxed: hyper's HTTP/1 dispatcher allocates a slot the size of the service's future for
     // every connection, for its whole life (`in_flight: Pin<Box<Option<F>>>`). The pipeline's
     // future is large (it holds the cache flow and the forward), so unboxed it costs every idle
     // keep-alive connection ~12 KiB more; boxed, the slot is a pointer and the allocation lives
     // only while a request does.
     let service = service_fn(move |req| Box::pin(pipeline::handle(req, ctx.clone())));
-    let io = TokioIo::new(io);
     if h2 {
+        let io = TokioIo::new(client_io(stream, prefix, timer));
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .max_header_list_size(settings.max_header_size as u32)
             .keep_alive_interval(Some(Duration::from_secs(30)));
-        let conn = b.serve_connection(io, service);
-        tokio::pin!(conn);
-        let res = until_done(conn, &mut shutdown, |c| c.graceful_shutdown()).await;
+        // Boxed: the HTTP/2 connection state is large, and an unboxed one would be reserved in
+        // every connection's task, HTTP/1 ones included.
+        let mut conn = Box::pin(b.serve_connection(io, service));
+        let res = until_done(conn.as_mut(), &mut shutdown, |c| c.graceful_shutdown()).await;
         if let Err(e) = res {
             tracing::debug!(error = %e, "h2 client connection ended with an error");
         }
-    } else {
-        let mut b = hyper::server::conn::http1::Builder::new();
-        // hyper refuses a read buffer under 8 KiB; a larger head answers 431.
-        b.max_buf_size(settings.max_header_size.max(8192))
-            .keep_alive(true)
-            .max_headers(256);
-        let conn = b.serve_connection(io, service).with_upgrades();
-        tokio::pin!(conn);
-        let res = until_done(conn, &mut shutdown, |c| c.graceful_shutdown()).await;
-        if let Err(e) = res {
-            tracing::debug!(error = %e, "client connection ended with an error");
+        return;
+    }
+    let Some(timer) = timer else { return };
+    let mut b = hyper::server::conn::http1::Builder::new();
+    // hyper refuses a read buffer under 8 KiB; a larger head answers 431.
+    b.max_buf_size(settings.max_header_size.max(8192))
+        .keep_alive(true)
+        .max_headers(256);
+    let (mut stream, mut prefix) = (stream, prefix);
+    loop {
+        timer.idle_since.store(
+            if prefix.is_empty() {
+                crate::upstream::now_ms().max(1)
+            } else {
+                0
+            },
+            Ordering::Relaxed,
+        );
+        let io = TokioIo::new(client_io(stream, prefix, Some(timer.clone())));
+        // Boxed, so that a parked connection's task does not keep hyper's connection state
+        // (several KiB) reserved inline while it waits.
+        let mut conn = Box::new(b.serve_connection(io, service.clone()).with_upgrades());
+        let mut tick = Box::pin(tokio::time::interval(PARK_AFTER));
+        let parked = loop {
+            tokio::select! {
+                r = &mut *conn => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "client connection ended with an error");
+                    }
+                    break false;
+                }
+                _ = stopped(&mut shutdown) => {
+                    Pin::new(&mut *conn).graceful_shutdown();
+                    if let Err(e) = (&mut *conn).await {
+                        tracing::debug!(error = %e, "client connection ended with an error");
+                    }
+                    return;
+                }
+                _ = tick.tick() => {
+                    let since = timer.idle_since.load(Ordering::Relaxed);
+                    let idle = since != 0
+                        && !timer.in_request.load(Ordering::Relaxed)
+                        && crate::upstream::now_ms().saturating_sub(since)
+                            >= PARK_AFTER.as_millis() as u64;
+                    if idle {
+                        // hyper closes an idle connection at once on graceful shutdown (no
+                        // answer in flight, no head begun: our IO saw no byte since it went
+                        // idle); the socket itself stays open (`parking`).
+                        timer.parking.store(true, Ordering::Relaxed);
+                        Pin::new(&mut *conn).graceful_shutdown();
+                        let r = (&mut *conn).await;
+                        timer.parking.store(false, Ordering::Relaxed);
+                        break r.is_ok();
+                    }
+                }
+            }
+        };
+        drop(tick);
+        if !parked {
+            return;
         }
+        // Upgraded connections have no parts (the tunnel owns the socket).
+        let Some(parts) = conn.into_parts() else {
+            return;
+        };
+        let since = timer.idle_since.load(Ordering::Relaxed);
+        let ClientIo {
+            inner: mut io,
+            prefix: left,
+            ..
+        } = parts.io.into_inner();
+        // Bytes hyper or our IO already read stay ahead of the next request; copied so the
+        // connection's big buffer is freed.
+        let mut carried = BytesMut::new();
+        carried.extend_from_slice(&left);
+        carried.extend_from_slice(&parts.read_buf);
+        drop(parts.read_buf);
+        if carried.is_empty() {
+            let waited = Duration::from_millis(crate::upstream::now_ms().saturating_sub(since));
+            let left = settings.keepalive_timeout.saturating_sub(waited);
+            let mut first = [0u8; PARKED_READ];
+            let n = tokio::select! {
+                r = tokio::time::timeout(left, io.read(&mut first)) => match r {
+                    Ok(Ok(n)) if n > 0 => n,
+                    // Closed, failed, or idle past keepalive_timeout: end quietly.
+                    _ => return,
+                },
+                _ = stopped(&mut shutdown) => return,
+            };
+            carried.extend_from_slice(&first[..n]);
+        }
+        if let Ok(mut f) = timer.framing.lock() {
+            f.resync();
+        }
+        prefix = carried.freeze();
+        stream = io;
     }
 }
 

@@ -147,3 +147,98 @@ async fn slow_headers_get_408() {
         "second request on the idle connection"
     );
 }
+
+/// Reads one HTTP/1.1 answer with a Content-Length body from `s`.
+async fn read_answer(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+            .await
+            .expect("answer in time")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return text;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_parked_and_keep_every_rule() {
+    let (o, gh) = setup().await;
+    let a = web(&gh);
+    let mut s = TcpStream::connect(a).await.unwrap();
+    s.write_all(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_answer(&mut s).await.starts_with("HTTP/1.1 200"));
+    // Idle past the parking point (250 ms): two pipelined requests in one write.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    s.write_all(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\nGET /3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_answer(&mut s).await.starts_with("HTTP/1.1 200"));
+    assert!(read_answer(&mut s).await.starts_with("HTTP/1.1 200"));
+    assert_eq!(o.hits(), 3);
+    // Parked again: CL + TE is still refused (the framing watch starts afresh).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    s.write_all(
+        b"POST /4 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(read_answer(&mut s).await.starts_with("HTTP/1.1 400"));
+    assert_eq!(o.hits(), 3);
+    // Parked, then half a head and silence: 408 as on a fresh connection.
+    let mut s = TcpStream::connect(a).await.unwrap();
+    s.write_all(b"GET /5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_answer(&mut s).await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    s.write_all(b"GET /6 HTTP/1.1\r\nHo").await.unwrap();
+    assert!(read_answer(&mut s).await.starts_with("HTTP/1.1 408"));
+}
+
+#[tokio::test]
+async fn parked_connections_end_at_keepalive_timeout() {
+    let o = named("k").await;
+    let gh = proxy(&format!(
+        "[global]\naccess_log = \"off\"\n[listeners.web]\nbind = \"127.0.0.1:0\"\nkeepalive_timeout = \"800ms\"\n[[routes]]\nupstream = \"app\"\n[upstreams.app]\nservers = [\"{}\"]\n",
+        o.addr
+    ))
+    .await;
+    let mut s = TcpStream::connect(web(&gh)).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_answer(&mut s).await.starts_with("HTTP/1.1 200"));
+    let t = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed quietly, no bytes");
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(700) && waited < Duration::from_millis(1500),
+        "closed after {waited:?}"
+    );
+}
