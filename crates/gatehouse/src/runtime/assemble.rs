@@ -12,8 +12,8 @@ use crate::upstream::{ServerState, Upstream, health};
 /// A listener's run-time view: its settings and the routes that serve it, in order.
 #[derive(Debug)]
 pub struct ListenerRt {
-    /// Settings.
-    pub model: Listener,
+    /// Settings (shared: every connection holds them while it lives).
+    pub model: Arc<Listener>,
     /// Indexes into `config.routes`.
     pub routes: Vec<usize>,
     /// Certificates and TLS settings of an https listener.
@@ -165,7 +165,7 @@ pub(super) fn assemble(
         .enumerate()
         .map(|(i, l)| ListenerRt {
             tls: listener_tls[i].clone(),
-            model: l.clone(),
+            model: Arc::new(l.clone()),
             routes: config
                 .routes
                 .iter()

@@ -91,7 +91,7 @@ pub fn bind_http(shared: &Arc<Shared>, l: &Listener, addr: SocketAddr) -> std::i
                 };
                 let shared = shared.clone();
                 let name = name.clone();
-                tokio::spawn(async move {
+                let fut = async move {
                     let _permit = permit;
                     let _guard = shared.track();
                     let snap = shared.snapshot();
@@ -122,8 +122,13 @@ pub fn bind_http(shared: &Arc<Shared>, l: &Listener, addr: SocketAddr) -> std::i
                     if settings.protocol != gatehouse_config::model::ListenerProtocol::Http
                         && settings.protocol != gatehouse_config::model::ListenerProtocol::Https
                     {
-                        crate::l4::accepted(stream, &settings, tls, shared, &name, peer, local)
-                            .await;
+                        // Boxed (as is the TLS path below): a task is as large as the largest
+                        // state of its future, and every idle HTTP connection would otherwise
+                        // carry room for a TLS handshake and an L4 pipe.
+                        Box::pin(crate::l4::accepted(
+                            stream, &settings, tls, shared, &name, peer, local,
+                        ))
+                        .await;
                         return;
                     }
                     let ctx = ConnCtx {
@@ -136,11 +141,13 @@ pub fn bind_http(shared: &Arc<Shared>, l: &Listener, addr: SocketAddr) -> std::i
                     };
                     match tls {
                         Some(tls) => {
-                            crate::http::server::serve_tls(stream, tls, &settings, ctx).await
+                            Box::pin(crate::http::server::serve_tls(stream, tls, &settings, ctx))
+                                .await
                         }
                         None => crate::http::server::serve(stream, &settings, ctx).await,
                     }
-                });
+                };
+                tokio::spawn(fut);
             }
         })
     };

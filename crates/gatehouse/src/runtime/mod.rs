@@ -395,6 +395,6 @@ impl Gatehouse {
         self.shared
             .snapshot()
             .listener(name)
-            .map(|l| l.model.clone())
+            .map(|l| Listener::clone(&l.model))
     }
 }
