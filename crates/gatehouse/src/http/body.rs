@@ -36,6 +36,8 @@ pub struct RequestBody {
     limit: Option<u64>,
     seen: u64,
     stats: Arc<BodyStats>,
+    /// Told when the body has been read to its end (the connection may then be parked).
+    timer: Option<Arc<super::server::ConnTimer>>,
 }
 
 impl RequestBody {
@@ -46,6 +48,19 @@ impl RequestBody {
             limit,
             seen: 0,
             stats,
+            timer: None,
+        }
+    }
+
+    /// Tells `timer` when the body has been read to its end.
+    pub fn on_end(mut self, timer: Option<Arc<super::server::ConnTimer>>) -> Self {
+        self.timer = timer;
+        self
+    }
+
+    fn ended(&self) {
+        if let Some(t) = &self.timer {
+            t.body_done();
         }
     }
 }
@@ -71,10 +86,16 @@ impl Body for RequestBody {
                         return Poll::Ready(Some(Err(Box::new(TooLarge(limit)))));
                     }
                 }
+                if this.inner.is_end_stream() {
+                    this.ended();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.ended();
+                Poll::Ready(None)
+            }
             Poll::Pending => Poll::Pending,
         }
     }

@@ -153,7 +153,10 @@ pub async fn handle(
     req: Request<Incoming>,
     conn: Arc<ConnCtx>,
 ) -> Result<Response<Observed>, Infallible> {
-    let ambiguous = conn.timer.as_ref().is_some_and(|t| t.begin_request());
+    let ambiguous = conn.timer.as_ref().is_some_and(|t| {
+        t.body_open(!http_body::Body::is_end_stream(req.body()));
+        t.begin_request()
+    });
     let started = Instant::now();
     let snapshot = conn.shared.snapshot();
     let (mut parts, body) = req.into_parts();
@@ -323,7 +326,9 @@ async fn proxy(
             }
             let stats = Arc::new(BodyStats::default());
             fin.stats = Some(stats.clone());
-            let req_body = RequestBody::new(body, route.max_body, stats.clone()).boxed_unsync();
+            let req_body = RequestBody::new(body, route.max_body, stats.clone())
+                .on_end(conn.timer.clone())
+                .boxed_unsync();
             let parts = std::mem::replace(parts, Request::new(()).into_parts().0);
             let fetched = match (&route.cache, &snap.cache) {
                 (Some(rc), Some(cache)) => {

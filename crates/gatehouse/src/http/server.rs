@@ -35,6 +35,9 @@ pub struct ConnTimer {
     idle_since: AtomicU64,
     /// Set while the connection is being parked: hyper's closing of the socket is skipped.
     parking: AtomicBool,
+    /// The current request's body has not been seen to its end: hyper may still be reading
+    /// (or draining) it, so the connection is not idle whatever the socket looks like.
+    body_open: AtomicBool,
     /// Framing verdicts of the heads read so far (uncontended: one connection's reads and
     /// requests take turns).
     framing: Mutex<FramingWatch>,
@@ -53,6 +56,14 @@ impl ConnTimer {
     pub fn end_request(&self) {
         self.in_request.store(false, Ordering::Relaxed);
     }
+    /// Whether the request that just began has a body still to come.
+    pub fn body_open(&self, open: bool) {
+        self.body_open.store(open, Ordering::Relaxed);
+    }
+    /// The request's body was read to its end.
+    pub fn body_done(&self) {
+        self.body_open.store(false, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +81,9 @@ enum Phase {
 pub struct ClientIo<T> {
     inner: T,
     prefix: Bytes,
+    /// How many leading bytes of `prefix` the framing watch has seen already (bytes hyper had
+    /// read before the connection was parked).
+    prescanned: usize,
     timer: Option<Arc<ConnTimer>>,
     header_timeout: Duration,
     idle_timeout: Duration,
@@ -102,7 +116,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             let head = this.prefix.split_to(n);
-            this.scan(&head, false);
+            let seen = this.prescanned.min(n);
+            this.prescanned -= seen;
+            this.scan(&head[seen..], false);
             return Poll::Ready(Ok(()));
         }
         let Some(timer) = &this.timer else {
@@ -284,7 +300,7 @@ where
 {
     let mut shutdown = ctx.shared.shutdown_signal();
     let timer = (!h2).then(|| Arc::new(ConnTimer::default()));
-    let client_io = |inner: T, prefix: Bytes, timer: Option<Arc<ConnTimer>>| ClientIo {
+    let client_io = |inner: T, prefix: Bytes, prescanned: usize, timer| ClientIo {
         inner,
         phase: if prefix.is_empty() {
             Phase::Idle
@@ -292,6 +308,7 @@ where
             Phase::Headers
         },
         prefix,
+        prescanned,
         timer,
         header_timeout: settings.client_header_timeout,
         idle_timeout: settings.keepalive_timeout,
@@ -308,7 +325,7 @@ where
     // only while a request does.
     let service = service_fn(move |req| Box::pin(pipeline::handle(req, ctx.clone())));
     if h2 {
-        let io = TokioIo::new(client_io(stream, prefix, timer));
+        let io = TokioIo::new(client_io(stream, prefix, 0, timer));
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .max_header_list_size(settings.max_header_size as u32)
@@ -328,17 +345,12 @@ where
     b.max_buf_size(settings.max_header_size.max(8192))
         .keep_alive(true)
         .max_headers(256);
-    let (mut stream, mut prefix) = (stream, prefix);
+    let (mut stream, mut prefix, mut prescanned) = (stream, prefix, 0);
     loop {
-        timer.idle_since.store(
-            if prefix.is_empty() {
-                crate::upstream::now_ms().max(1)
-            } else {
-                0
-            },
-            Ordering::Relaxed,
-        );
-        let io = TokioIo::new(client_io(stream, prefix, Some(timer.clone())));
+        // Only an answered request makes a connection idle (then `ClientIo` stamps the time):
+        // one that has not sent its first request yet stays under `client_header_timeout`.
+        timer.idle_since.store(0, Ordering::Relaxed);
+        let io = TokioIo::new(client_io(stream, prefix, prescanned, Some(timer.clone())));
         // Boxed, so that a parked connection's task does not keep hyper's connection state
         // (several KiB) reserved inline while it waits.
         let mut conn = Box::new(b.serve_connection(io, service.clone()).with_upgrades());
@@ -360,8 +372,11 @@ where
                 }
                 _ = tick.tick() => {
                     let since = timer.idle_since.load(Ordering::Relaxed);
+                    // Idle: an answer went out, its request's body was read to the end, and no
+                    // byte has come since (the first byte of a head clears `idle_since`).
                     let idle = since != 0
                         && !timer.in_request.load(Ordering::Relaxed)
+                        && !timer.body_open.load(Ordering::Relaxed)
                         && crate::upstream::now_ms().saturating_sub(since)
                             >= PARK_AFTER.as_millis() as u64;
                     if idle {
@@ -389,13 +404,15 @@ where
         let ClientIo {
             inner: mut io,
             prefix: left,
+            prescanned: left_seen,
             ..
         } = parts.io.into_inner();
-        // Bytes hyper or our IO already read stay ahead of the next request; copied so the
-        // connection's big buffer is freed.
+        // In stream order: what hyper had read but not parsed (the framing watch has seen it),
+        // then what our IO had not handed to hyper yet. Copied, so hyper's buffer is freed.
         let mut carried = BytesMut::new();
-        carried.extend_from_slice(&left);
         carried.extend_from_slice(&parts.read_buf);
+        prescanned = parts.read_buf.len() + left_seen.min(left.len());
+        carried.extend_from_slice(&left);
         drop(parts.read_buf);
         if carried.is_empty() {
             let waited = Duration::from_millis(crate::upstream::now_ms().saturating_sub(since));
@@ -405,18 +422,35 @@ where
                 r = tokio::time::timeout(left, io.read(&mut first)) => match r {
                     Ok(Ok(n)) if n > 0 => n,
                     // Closed, failed, or idle past keepalive_timeout: end quietly.
-                    _ => return,
+                    _ => {
+                        close_quietly(&mut io).await;
+                        return;
+                    }
                 },
-                _ = stopped(&mut shutdown) => return,
+                _ = stopped(&mut shutdown) => {
+                    close_quietly(&mut io).await;
+                    return;
+                }
             };
             carried.extend_from_slice(&first[..n]);
+            // A new head starts here: a watch that had given up starts afresh.
+            if let Ok(mut f) = timer.framing.lock() {
+                f.resync();
+            }
         }
-        if let Ok(mut f) = timer.framing.lock() {
-            f.resync();
+        if *shutdown.borrow() {
+            // Stopping: no new connection for bytes that came in meanwhile.
+            close_quietly(&mut io).await;
+            return;
         }
         prefix = carried.freeze();
         stream = io;
     }
+}
+
+/// Ends a parked connection: a TLS stream sends its close_notify, a TCP one its FIN.
+async fn close_quietly<T: AsyncWrite + Unpin>(io: &mut T) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
 }
 
 /// Runs a connection to its end; when shutdown starts, asks it to finish the requests in flight
