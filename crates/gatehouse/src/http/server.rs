@@ -30,6 +30,9 @@ const RESPONSE_408: &[u8] =
 #[derive(Debug, Default)]
 pub struct ConnTimer {
     in_request: AtomicBool,
+    /// Requests answered so far: lets the IO notice a request that came and went without it
+    /// being polled in between (head and body in one read).
+    answered: AtomicU64,
     /// When the connection last became idle between requests (ms clock); 0 while a request
     /// head is arriving or being served.
     idle_since: AtomicU64,
@@ -55,6 +58,7 @@ impl ConnTimer {
     /// The answer's body ended.
     pub fn end_request(&self) {
         self.in_request.store(false, Ordering::Relaxed);
+        self.answered.fetch_add(1, Ordering::Relaxed);
     }
     /// Whether the request that just began has a body still to come.
     pub fn body_open(&self, open: bool) {
@@ -89,6 +93,8 @@ pub struct ClientIo<T> {
     idle_timeout: Duration,
     sleep: Pin<Box<Sleep>>,
     phase: Phase,
+    /// `ConnTimer::answered` when this IO last looked.
+    answered: u64,
 }
 
 impl<T> ClientIo<T> {
@@ -132,7 +138,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
             this.scan(&buf.filled()[before..], false);
             return res;
         }
-        if this.phase == Phase::InRequest {
+        let answered = timer.answered.load(Ordering::Relaxed);
+        if this.phase == Phase::InRequest || answered != this.answered {
+            // A request was answered since the last read (even one we never saw in flight):
+            // whatever was read before belongs to it; the connection is idle now.
+            this.answered = answered;
             this.phase = Phase::Idle;
             this.sleep
                 .as_mut()
@@ -300,20 +310,24 @@ where
 {
     let mut shutdown = ctx.shared.shutdown_signal();
     let timer = (!h2).then(|| Arc::new(ConnTimer::default()));
-    let client_io = |inner: T, prefix: Bytes, prescanned: usize, timer| ClientIo {
-        inner,
-        phase: if prefix.is_empty() {
-            Phase::Idle
-        } else {
-            Phase::Headers
-        },
-        prefix,
-        prescanned,
-        timer,
-        header_timeout: settings.client_header_timeout,
-        idle_timeout: settings.keepalive_timeout,
-        sleep: Box::pin(tokio::time::sleep(settings.client_header_timeout)),
-    };
+    let client_io =
+        |inner: T, prefix: Bytes, prescanned: usize, timer: Option<Arc<ConnTimer>>| ClientIo {
+            inner,
+            phase: if prefix.is_empty() {
+                Phase::Idle
+            } else {
+                Phase::Headers
+            },
+            answered: timer
+                .as_ref()
+                .map_or(0, |t| t.answered.load(Ordering::Relaxed)),
+            prefix,
+            prescanned,
+            timer,
+            header_timeout: settings.client_header_timeout,
+            idle_timeout: settings.keepalive_timeout,
+            sleep: Box::pin(tokio::time::sleep(settings.client_header_timeout)),
+        };
     let ctx = Arc::new(ConnCtx {
         timer: timer.clone(),
         ..ctx
@@ -414,6 +428,15 @@ where
         prescanned = parts.read_buf.len() + left_seen.min(left.len());
         carried.extend_from_slice(&left);
         drop(parts.read_buf);
+        if carried.iter().all(|b| *b == b'\r' || *b == b'\n') {
+            // Only empty lines before the next request line, which a server may ignore (RFC
+            // 9112 §2.2): dropped, with the framing watch's view of them.
+            carried.clear();
+            prescanned = 0;
+            if let Ok(mut f) = timer.framing.lock() {
+                *f = super::framing::FramingWatch::default();
+            }
+        }
         if carried.is_empty() {
             let waited = Duration::from_millis(crate::upstream::now_ms().saturating_sub(since));
             let left = settings.keepalive_timeout.saturating_sub(waited);

@@ -272,3 +272,29 @@ async fn a_body_still_arriving_is_never_taken_for_the_next_request() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(o.hits(), 0, "the body's bytes were not taken for a request");
 }
+
+#[tokio::test]
+async fn an_empty_line_after_a_body_then_a_pause_is_ignored() {
+    // RFC 9112 §2.2: empty lines before a request line may be ignored. Head, body and a stray
+    // CRLF in one write, then a pause longer than both the header timeout (300 ms) and the
+    // parking point (250 ms): the next request is served, and CL+TE is still refused.
+    let (o, gh) = setup().await;
+    for (next, want) in [
+        (&b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"[..], "HTTP/1.1 200"),
+        (
+            &b"POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+            "HTTP/1.1 400",
+        ),
+    ] {
+        let mut s = TcpStream::connect(web(&gh)).await.unwrap();
+        s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc\r\n")
+            .await
+            .unwrap();
+        assert!(read_answer(&mut s).await.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        s.write_all(next).await.unwrap();
+        let answer = read_answer(&mut s).await;
+        assert!(answer.starts_with(want), "{want}: {answer}");
+    }
+    assert_eq!(o.hits(), 3, "two POSTs and the GET; never the CL+TE one");
+}
