@@ -91,29 +91,9 @@ pub async fn accepted(
                 alpn: info.alpn,
                 version: info.version,
             };
-            serve(
-                stream,
-                &shared.metrics,
-                shared.snapshot(),
-                listener,
-                peer,
-                local,
-                Some(side),
-            )
-            .await;
+            serve(stream, &shared, listener, peer, local, Some(side)).await;
         }
-        (ListenerProtocol::Tcp, None) => {
-            serve(
-                stream,
-                &shared.metrics,
-                shared.snapshot(),
-                listener,
-                peer,
-                local,
-                None,
-            )
-            .await
-        }
+        (ListenerProtocol::Tcp, None) => serve(stream, &shared, listener, peer, local, None).await,
         (ListenerProtocol::Tls, _) => {
             let Ok(sni) = peek_sni(&stream, within).await else {
                 tracing::info!(listener, %peer, "no ClientHello in time: connection closed");
@@ -123,16 +103,7 @@ pub async fn accepted(
                 sni,
                 ..Default::default()
             };
-            serve(
-                stream,
-                &shared.metrics,
-                shared.snapshot(),
-                listener,
-                peer,
-                local,
-                Some(side),
-            )
-            .await;
+            serve(stream, &shared, listener, peer, local, Some(side)).await;
         }
         // http/https are served by the HTTP engine; udp has no accepted connections.
         _ => {}
@@ -230,8 +201,7 @@ impl<T> MaybeTcp for tokio_rustls::server::TlsStream<T> {}
 /// the ClientHello.
 pub async fn serve<C>(
     client: C,
-    metrics: &crate::metrics::Metrics,
-    snap: Arc<Snapshot>,
+    shared: &crate::runtime::Shared,
     listener: &str,
     peer: SocketAddr,
     local: SocketAddr,
@@ -239,6 +209,7 @@ pub async fn serve<C>(
 ) where
     C: AsyncRead + AsyncWrite + Unpin + Send + MaybeTcp,
 {
+    let snap = shared.snapshot();
     let sni = tls.as_ref().and_then(|t| t.sni.as_deref());
     let Some(up) = choose_upstream(&snap, listener, peer, local, sni) else {
         tracing::info!(listener, %peer, "no route and no default upstream: connection closed");
@@ -291,7 +262,7 @@ pub async fn serve<C>(
     };
     let last = Arc::new(AtomicU64::new(now_ms()));
     let idle = m.idle_timeout;
-    let counters = metrics.l4(listener);
+    let counters = shared.metrics.l4(listener);
     counters.connections.inc();
     // Plain TCP on both sides: splice(2), no copy through user space. Otherwise (TLS we
     // terminated) copy through buffers.

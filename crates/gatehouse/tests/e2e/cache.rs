@@ -585,20 +585,25 @@ async fn a_thousand_concurrent_misses_make_one_origin_request() {
     assert_eq!(o.hits(), 1, "one origin request for 1000 concurrent misses");
 }
 
-#[tokio::test]
-async fn waiters_go_to_the_origin_after_lock_timeout() {
+/// An origin answering "r<N>" (N counts requests from 0), fresh for a minute; the first answer
+/// takes `delay`.
+async fn slow_first_origin(delay: Duration) -> Origin {
     let n = Arc::new(AtomicUsize::new(0));
-    let n2 = n.clone();
-    let o = origin(move |_req| {
-        let i = n2.fetch_add(1, Ordering::SeqCst);
+    origin(move |_req| {
+        let i = n.fetch_add(1, Ordering::SeqCst);
         async move {
             if i == 0 {
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                tokio::time::sleep(delay).await;
             }
             resp(200, &[("cache-control", "max-age=60")], &format!("r{i}"))
         }
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn waiters_go_to_the_origin_after_lock_timeout() {
+    let o = slow_first_origin(Duration::from_secs(2)).await;
     let gh = proxy(&cfg(o.addr, "lock_timeout = \"200ms\"", "")).await;
     let a = web(&gh);
     let slow = tokio::spawn(async move { get_h(a, "/l", &[]).await });
@@ -1038,18 +1043,7 @@ async fn empty_answers_are_stored_too() {
 
 #[tokio::test]
 async fn a_purge_during_a_fetch_wins_over_the_fetch() {
-    let n = Arc::new(AtomicUsize::new(0));
-    let n2 = n.clone();
-    let o = origin(move |_req| {
-        let i = n2.fetch_add(1, Ordering::SeqCst);
-        async move {
-            if i == 0 {
-                tokio::time::sleep(Duration::from_millis(400)).await;
-            }
-            resp(200, &[("cache-control", "max-age=60")], &format!("r{i}"))
-        }
-    })
-    .await;
+    let o = slow_first_origin(Duration::from_millis(400)).await;
     let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
     let (a, admin) = (web(&gh), gh.admin_addr().unwrap());
     let slow = tokio::spawn(async move { get_h(a, "/race", &[]).await });
