@@ -11,6 +11,29 @@ use gatehouse::Gatehouse;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (mimalloc.h, v3: the 16th option).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+/// Its v3 default in milliseconds, checked before it is changed.
+const MI_PURGE_DELAY_DEFAULT: std::ffi::c_long = 1000;
+
+/// Memory settings for a process that holds many idle connections (bench/RESULTS.md, idle):
+/// memory freed when connections go idle goes back to the OS at once, not after a delay that
+/// only a later allocation would act on (an idle proxy makes none); no transparent huge pages,
+/// which turn each small connection object into a share of a 2 MiB page.
+#[allow(unsafe_code)]
+fn tune_memory() {
+    // SAFETY: mi_option_get/mi_option_set read and write one integer of mimalloc's option
+    // table; mi_option_set is not thread-safe, and this runs first in main, before the runtime
+    // or any other thread exists. The option's index is checked by its known default value
+    // first, so a mimalloc with another option order is left alone.
+    unsafe {
+        if libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) == MI_PURGE_DELAY_DEFAULT {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+        }
+    }
+    let _ = nix::sys::prctl::set_thp_disable(true);
+}
+
 #[derive(Parser)]
 #[command(
     name = "gatehouse",
@@ -74,6 +97,7 @@ fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> ExitCode {
+    tune_memory();
     let cli = Cli::parse();
     match cli.command {
         Command::Schema => {

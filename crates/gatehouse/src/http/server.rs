@@ -302,160 +302,66 @@ const PARK_AFTER: Duration = Duration::from_millis(250);
 
 /// Bytes read from a parked connection at once: the start of the next request (hyper reads the
 /// rest). Small, because it lives in every parked connection's task.
-const PARKED_READ: usize = 256;
+const PARKED_READ: usize = 64;
 
+/// What an HTTP/1 connection keeps while parked, and hands to the next hyper connection.
+struct Parked<T> {
+    io: T,
+    /// Bytes read but not parsed, in stream order.
+    carried: BytesMut,
+    /// How many leading bytes of `carried` the framing watch has seen.
+    prescanned: usize,
+}
+
+/// Serves a connection whose protocol is known: HTTP/2, or HTTP/1 with parking between requests.
+///
+/// Every long state here is boxed so that the connection's task stays small while it is parked
+/// (a task is as large as its future's largest state, for its whole life): hyper's connection,
+/// the HTTP/2 path, and the select that drives a hyper connection.
 async fn serve_io<T>(stream: T, h2: bool, prefix: Bytes, settings: &Listener, ctx: ConnCtx)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut shutdown = ctx.shared.shutdown_signal();
-    let timer = (!h2).then(|| Arc::new(ConnTimer::default()));
-    let client_io =
-        |inner: T, prefix: Bytes, prescanned: usize, timer: Option<Arc<ConnTimer>>| ClientIo {
-            inner,
-            phase: if prefix.is_empty() {
-                Phase::Idle
-            } else {
-                Phase::Headers
-            },
-            answered: timer
-                .as_ref()
-                .map_or(0, |t| t.answered.load(Ordering::Relaxed)),
-            prefix,
-            prescanned,
-            timer,
-            header_timeout: settings.client_header_timeout,
-            idle_timeout: settings.keepalive_timeout,
-            sleep: Box::pin(tokio::time::sleep(settings.client_header_timeout)),
-        };
-    let ctx = Arc::new(ConnCtx {
-        timer: timer.clone(),
-        ..ctx
-    });
-    // Boxed: hyper's HTTP/1 dispatcher allocates a slot the size of the service's future for
-    // every connection, for its whole life (`in_flight: Pin<Box<Option<F>>>`). The pipeline's
-    // future is large (it holds the cache flow and the forward), so unboxed it costs every idle
-    // keep-alive connection ~12 KiB more; boxed, the slot is a pointer and the allocation lives
-    // only while a request does.
-    let service = service_fn(move |req| Box::pin(pipeline::handle(req, ctx.clone())));
     if h2 {
-        let io = TokioIo::new(client_io(stream, prefix, 0, timer));
-        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        b.timer(TokioTimer::new())
-            .max_header_list_size(settings.max_header_size as u32)
-            .keep_alive_interval(Some(Duration::from_secs(30)));
-        // Boxed: the HTTP/2 connection state is large, and an unboxed one would be reserved in
-        // every connection's task, HTTP/1 ones included.
-        let mut conn = Box::pin(b.serve_connection(io, service));
-        let res = until_done(conn.as_mut(), &mut shutdown, |c| c.graceful_shutdown()).await;
-        if let Err(e) = res {
-            tracing::debug!(error = %e, "h2 client connection ended with an error");
-        }
+        Box::pin(serve_h2(stream, prefix, settings, ctx)).await;
         return;
     }
-    let Some(timer) = timer else { return };
-    let mut b = hyper::server::conn::http1::Builder::new();
-    // hyper refuses a read buffer under 8 KiB; a larger head answers 431.
-    b.max_buf_size(settings.max_header_size.max(8192))
-        .keep_alive(true)
-        .max_headers(256);
-    let (mut stream, mut prefix, mut prescanned) = (stream, prefix, 0);
+    let timer = Arc::new(ConnTimer::default());
+    let ctx = Arc::new(ConnCtx {
+        timer: Some(timer.clone()),
+        ..ctx
+    });
+    let mut shutdown = ctx.shared.shutdown_signal();
+    let mut next = Parked {
+        io: stream,
+        carried: BytesMut::from(&prefix[..]),
+        prescanned: 0,
+    };
+    drop(prefix);
     loop {
-        // Only an answered request makes a connection idle (then `ClientIo` stamps the time):
-        // one that has not sent its first request yet stays under `client_header_timeout`.
-        timer.idle_since.store(0, Ordering::Relaxed);
-        let io = TokioIo::new(client_io(stream, prefix, prescanned, Some(timer.clone())));
-        // Boxed, so that a parked connection's task does not keep hyper's connection state
-        // (several KiB) reserved inline while it waits.
-        let mut conn = Box::new(b.serve_connection(io, service.clone()).with_upgrades());
-        let mut tick = Box::pin(tokio::time::interval(PARK_AFTER));
-        let parked = loop {
-            tokio::select! {
-                r = &mut *conn => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "client connection ended with an error");
-                    }
-                    break false;
-                }
-                _ = stopped(&mut shutdown) => {
-                    Pin::new(&mut *conn).graceful_shutdown();
-                    if let Err(e) = (&mut *conn).await {
-                        tracing::debug!(error = %e, "client connection ended with an error");
-                    }
-                    return;
-                }
-                _ = tick.tick() => {
-                    let since = timer.idle_since.load(Ordering::Relaxed);
-                    // Idle: an answer went out, its request's body was read to the end, and no
-                    // byte has come since (the first byte of a head clears `idle_since`).
-                    let idle = since != 0
-                        && !timer.in_request.load(Ordering::Relaxed)
-                        && !timer.body_open.load(Ordering::Relaxed)
-                        && crate::upstream::now_ms().saturating_sub(since)
-                            >= PARK_AFTER.as_millis() as u64;
-                    if idle {
-                        // hyper closes an idle connection at once on graceful shutdown (no
-                        // answer in flight, no head begun: our IO saw no byte since it went
-                        // idle); the socket itself stays open (`parking`).
-                        timer.parking.store(true, Ordering::Relaxed);
-                        Pin::new(&mut *conn).graceful_shutdown();
-                        let r = (&mut *conn).await;
-                        timer.parking.store(false, Ordering::Relaxed);
-                        break r.is_ok();
-                    }
-                }
-            }
-        };
-        drop(tick);
-        if !parked {
-            return;
-        }
-        // Upgraded connections have no parts (the tunnel owns the socket).
-        let Some(parts) = conn.into_parts() else {
+        let Some(mut parked) = Box::pin(serve_h1(next, settings, &ctx, &mut shutdown)).await else {
             return;
         };
-        let since = timer.idle_since.load(Ordering::Relaxed);
-        let ClientIo {
-            inner: mut io,
-            prefix: left,
-            prescanned: left_seen,
-            ..
-        } = parts.io.into_inner();
-        // In stream order: what hyper had read but not parsed (the framing watch has seen it),
-        // then what our IO had not handed to hyper yet. Copied, so hyper's buffer is freed.
-        let mut carried = BytesMut::new();
-        carried.extend_from_slice(&parts.read_buf);
-        prescanned = parts.read_buf.len() + left_seen.min(left.len());
-        carried.extend_from_slice(&left);
-        drop(parts.read_buf);
-        if carried.iter().all(|b| *b == b'\r' || *b == b'\n') {
-            // Only empty lines before the next request line, which a server may ignore (RFC
-            // 9112 §2.2): dropped, with the framing watch's view of them.
-            carried.clear();
-            prescanned = 0;
-            if let Ok(mut f) = timer.framing.lock() {
-                *f = super::framing::FramingWatch::default();
-            }
-        }
-        if carried.is_empty() {
+        if parked.carried.is_empty() {
+            let since = timer.idle_since.load(Ordering::Relaxed);
             let waited = Duration::from_millis(crate::upstream::now_ms().saturating_sub(since));
             let left = settings.keepalive_timeout.saturating_sub(waited);
             let mut first = [0u8; PARKED_READ];
             let n = tokio::select! {
-                r = tokio::time::timeout(left, io.read(&mut first)) => match r {
+                r = tokio::time::timeout(left, parked.io.read(&mut first)) => match r {
                     Ok(Ok(n)) if n > 0 => n,
                     // Closed, failed, or idle past keepalive_timeout: end quietly.
                     _ => {
-                        close_quietly(&mut io).await;
+                        close_quietly(&mut parked.io).await;
                         return;
                     }
                 },
                 _ = stopped(&mut shutdown) => {
-                    close_quietly(&mut io).await;
+                    close_quietly(&mut parked.io).await;
                     return;
                 }
             };
-            carried.extend_from_slice(&first[..n]);
+            parked.carried.extend_from_slice(&first[..n]);
             // A new head starts here: a watch that had given up starts afresh.
             if let Ok(mut f) = timer.framing.lock() {
                 f.resync();
@@ -463,12 +369,167 @@ where
         }
         if *shutdown.borrow() {
             // Stopping: no new connection for bytes that came in meanwhile.
-            close_quietly(&mut io).await;
+            close_quietly(&mut parked.io).await;
             return;
         }
-        prefix = carried.freeze();
-        stream = io;
+        next = parked;
     }
+}
+
+/// An HTTP/2 connection, to its end.
+async fn serve_h2<T>(stream: T, prefix: Bytes, settings: &Listener, ctx: ConnCtx)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut shutdown = ctx.shared.shutdown_signal();
+    let ctx = Arc::new(ctx);
+    let service = service_fn(move |req| Box::pin(pipeline::handle(req, ctx.clone())));
+    let io = TokioIo::new(client_io(stream, prefix, 0, None, settings));
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .max_header_list_size(settings.max_header_size as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let mut conn = b.serve_connection(io, service);
+    let res = until_done(Pin::new(&mut conn), &mut shutdown, |c| {
+        c.graceful_shutdown()
+    })
+    .await;
+    if let Err(e) = res {
+        tracing::debug!(error = %e, "h2 client connection ended with an error");
+    }
+}
+
+/// Our IO around a client socket.
+fn client_io<T>(
+    inner: T,
+    prefix: Bytes,
+    prescanned: usize,
+    timer: Option<Arc<ConnTimer>>,
+    settings: &Listener,
+) -> ClientIo<T> {
+    ClientIo {
+        inner,
+        phase: if prefix.is_empty() {
+            Phase::Idle
+        } else {
+            Phase::Headers
+        },
+        answered: timer
+            .as_ref()
+            .map_or(0, |t| t.answered.load(Ordering::Relaxed)),
+        prefix,
+        prescanned,
+        timer,
+        header_timeout: settings.client_header_timeout,
+        idle_timeout: settings.keepalive_timeout,
+        sleep: Box::pin(tokio::time::sleep(settings.client_header_timeout)),
+    }
+}
+
+/// One hyper HTTP/1 connection over the socket, until the connection ends (None) or has been
+/// idle for `PARK_AFTER` (Some: the socket and the bytes read but not parsed).
+async fn serve_h1<T>(
+    from: Parked<T>,
+    settings: &Listener,
+    ctx: &Arc<ConnCtx>,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<Parked<T>>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let timer = ctx.timer.clone()?;
+    let mut b = hyper::server::conn::http1::Builder::new();
+    // hyper refuses a read buffer under 8 KiB; a larger head answers 431.
+    b.max_buf_size(settings.max_header_size.max(8192))
+        .keep_alive(true)
+        .max_headers(256);
+    // Only an answered request makes a connection idle (then `ClientIo` stamps the time): one
+    // that has not sent its first request yet stays under `client_header_timeout`.
+    timer.idle_since.store(0, Ordering::Relaxed);
+    let io = TokioIo::new(client_io(
+        from.io,
+        from.carried.freeze(),
+        from.prescanned,
+        Some(timer.clone()),
+        settings,
+    ));
+    // Boxed: hyper's HTTP/1 dispatcher allocates a slot the size of the service's future for
+    // every connection, for its whole life (`in_flight: Pin<Box<Option<F>>>`). The pipeline's
+    // future is large (it holds the cache flow and the forward), so unboxed it costs every
+    // connection ~12 KiB more; boxed, the slot is a pointer and the allocation lives only while
+    // a request does.
+    let conn_ctx = ctx.clone();
+    let service = service_fn(move |req| Box::pin(pipeline::handle(req, conn_ctx.clone())));
+    let mut conn = b.serve_connection(io, service).with_upgrades();
+    let mut tick = tokio::time::interval(PARK_AFTER);
+    let parked = loop {
+        tokio::select! {
+            r = &mut conn => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "client connection ended with an error");
+                }
+                break false;
+            }
+            _ = stopped(shutdown) => {
+                Pin::new(&mut conn).graceful_shutdown();
+                if let Err(e) = (&mut conn).await {
+                    tracing::debug!(error = %e, "client connection ended with an error");
+                }
+                return None;
+            }
+            _ = tick.tick() => {
+                let since = timer.idle_since.load(Ordering::Relaxed);
+                // Idle: an answer went out, its request's body was read to the end, and no
+                // byte has come since (the first byte of a head clears `idle_since`).
+                let idle = since != 0
+                    && !timer.in_request.load(Ordering::Relaxed)
+                    && !timer.body_open.load(Ordering::Relaxed)
+                    && crate::upstream::now_ms().saturating_sub(since)
+                        >= PARK_AFTER.as_millis() as u64;
+                if idle {
+                    // hyper closes an idle connection at once on graceful shutdown (no answer
+                    // in flight, no head begun: our IO saw no byte since it went idle); the
+                    // socket itself stays open (`parking`).
+                    timer.parking.store(true, Ordering::Relaxed);
+                    Pin::new(&mut conn).graceful_shutdown();
+                    let r = (&mut conn).await;
+                    timer.parking.store(false, Ordering::Relaxed);
+                    break r.is_ok();
+                }
+            }
+        }
+    };
+    if !parked {
+        return None;
+    }
+    // Upgraded connections have no parts (the tunnel owns the socket).
+    let parts = conn.into_parts()?;
+    let ClientIo {
+        inner: io,
+        prefix: left,
+        prescanned: left_seen,
+        ..
+    } = parts.io.into_inner();
+    // In stream order: what hyper had read but not parsed (the framing watch has seen it), then
+    // what our IO had not handed to hyper yet. Copied, so hyper's buffer is freed.
+    let mut carried = BytesMut::new();
+    carried.extend_from_slice(&parts.read_buf);
+    let mut prescanned = parts.read_buf.len() + left_seen.min(left.len());
+    carried.extend_from_slice(&left);
+    if carried.iter().all(|b| *b == b'\r' || *b == b'\n') {
+        // Only empty lines before the next request line, which a server may ignore (RFC 9112
+        // §2.2): dropped, with the framing watch's view of them.
+        carried = BytesMut::new();
+        prescanned = 0;
+        if let Ok(mut f) = timer.framing.lock() {
+            *f = super::framing::FramingWatch::default();
+        }
+    }
+    Some(Parked {
+        io,
+        carried,
+        prescanned,
+    })
 }
 
 /// Ends a parked connection: a TLS stream sends its close_notify, a TCP one its FIN.

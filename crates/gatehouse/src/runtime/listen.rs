@@ -105,14 +105,21 @@ pub fn bind_http(shared: &Arc<Shared>, l: &Listener, addr: SocketAddr) -> std::i
                     };
                     drop(snap);
                     let mut stream = stream;
-                    let (peer, local) = match crate::listener_proxy::accept(
-                        &mut stream,
-                        &settings,
-                        peer,
-                        local,
-                    )
-                    .await
-                    {
+                    // Boxed (as the serving paths below): a task is as large as the largest
+                    // state of its future, for its whole life, and every idle connection would
+                    // otherwise carry room for reading a PROXY header.
+                    let accepted = if settings.proxy_protocol.is_some() {
+                        Box::pin(crate::listener_proxy::accept(
+                            &mut stream,
+                            &settings,
+                            peer,
+                            local,
+                        ))
+                        .await
+                    } else {
+                        Ok((peer, local))
+                    };
+                    let (peer, local) = match accepted {
                         Ok(addrs) => addrs,
                         Err(e) => {
                             tracing::warn!(listener = %name, %peer, error = %e, "connection closed");
@@ -122,9 +129,6 @@ pub fn bind_http(shared: &Arc<Shared>, l: &Listener, addr: SocketAddr) -> std::i
                     if settings.protocol != gatehouse_config::model::ListenerProtocol::Http
                         && settings.protocol != gatehouse_config::model::ListenerProtocol::Https
                     {
-                        // Boxed (as is the TLS path below): a task is as large as the largest
-                        // state of its future, and every idle HTTP connection would otherwise
-                        // carry room for a TLS handshake and an L4 pipe.
                         Box::pin(crate::l4::accepted(
                             stream, &settings, tls, shared, &name, peer, local,
                         ))
@@ -139,12 +143,15 @@ pub fn bind_http(shared: &Arc<Shared>, l: &Listener, addr: SocketAddr) -> std::i
                         timer: None,
                         tls: None,
                     };
+                    // Boxed too: the task stays ~300 bytes and the serving future is allocated
+                    // once at its own size (unboxed, rustc lays it out with copies of its
+                    // arguments and the task grows to ~2 KiB).
                     match tls {
                         Some(tls) => {
                             Box::pin(crate::http::server::serve_tls(stream, tls, &settings, ctx))
                                 .await
                         }
-                        None => crate::http::server::serve(stream, &settings, ctx).await,
+                        None => Box::pin(crate::http::server::serve(stream, &settings, ctx)).await,
                     }
                 };
                 tokio::spawn(fut);
