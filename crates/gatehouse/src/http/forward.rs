@@ -2,7 +2,8 @@
 //! wait for the response headers within `response_timeout`, and retry when that is safe.
 //!
 //! Retry rules: a connect error never consumed the request, so it is retried for any method; a
-//! request the connection refused before writing (hyper hands it back) likewise; after that, only
+//! request whose head never fully reached the origin (the client hands it back) likewise; after
+//! that, only
 //! an idempotent request without a body is re-sent. A stale pooled connection gets one fresh retry
 //! on the same server without counting against the server.
 
@@ -12,14 +13,15 @@ use std::sync::atomic::Ordering;
 use http::{Method, Request, Response, request::Parts};
 use http_body_util::BodyExt;
 
+use crate::error::BoxError;
 use crate::error::{ErrorKind, ProxyError};
-use crate::upstream::pool::{self, Conn, PooledBody, UpBody};
+use crate::upstream::pool::{self, Conn, UpBody, UpstreamBody};
 use crate::upstream::{PickInput, ServerState, Upstream};
 
 /// A successful forward: the response and the server that gave it.
 pub struct Forwarded {
     /// Response from the origin.
-    pub response: Response<PooledBody>,
+    pub response: Response<UpstreamBody>,
     /// The server.
     pub server: Arc<ServerState>,
 }
@@ -122,7 +124,9 @@ pub async fn forward(
         let reused = pooled.is_some();
         let conn = match pooled {
             Some(c) => c,
-            None => match pool::connect(&server, m.connect_timeout, proxy).await {
+            // Boxed: connecting (TLS handshake included) is a large future that pooled
+            // requests never need.
+            None => match Box::pin(pool::connect(&server, m.connect_timeout, proxy)).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(upstream = %m.name, server = %server.spec.address, error = %e, "connect failed");
@@ -137,23 +141,20 @@ pub async fn forward(
                 }
             },
         };
-        let sent = match conn {
-            Conn::H1(mut sender) => {
-                let fut = sender.try_send_request(r);
+        let sent: Result<Response<UpstreamBody>, (Option<Request<UpBody>>, BoxError)> = match conn {
+            Conn::H1(c) => {
+                let fut = c.send(r, server.clone(), !upgrade);
                 match tokio::time::timeout(m.response_timeout, fut).await {
-                    Ok(Ok(resp)) => {
-                        let ret = (!upgrade).then(|| (server.clone(), sender));
-                        Ok(resp.map(|b| PooledBody::new(b, ret)))
-                    }
-                    Ok(Err(mut e)) => Err((e.take_message(), e.into_error())),
+                    Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::H1)),
+                    Ok(Err(e)) => Err((e.request, e.error)),
                     Err(_) => return Err(timed_out(&server, m)),
                 }
             }
             Conn::H2(mut sender) => {
                 let fut = sender.try_send_request(r);
                 match tokio::time::timeout(m.response_timeout, fut).await {
-                    Ok(Ok(resp)) => Ok(resp.map(|b| PooledBody::new(b, None))),
-                    Ok(Err(mut e)) => Err((e.take_message(), e.into_error())),
+                    Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::H2)),
+                    Ok(Err(mut e)) => Err((e.take_message(), e.into_error().into())),
                     Err(_) => return Err(timed_out(&server, m)),
                 }
             }
@@ -164,7 +165,7 @@ pub async fn forward(
             }
             Err((given_back, err)) => {
                 drop(guard);
-                if is_body_limit(&err) {
+                if is_body_limit(&*err) {
                     return Err(ProxyError::new(ErrorKind::BodyTooLarge).with(err));
                 }
                 tracing::debug!(upstream = %m.name, server = %server.spec.address, reused, error = %err, "send failed");
@@ -199,7 +200,7 @@ fn timed_out(server: &ServerState, m: &gatehouse_config::model::Upstream) -> Pro
     ))
 }
 
-fn is_body_limit(err: &hyper::Error) -> bool {
+fn is_body_limit(err: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
         if e.is::<crate::http::body::TooLarge>() {

@@ -10,51 +10,54 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 /// Headers that frame the message or name it: a `Connection` header may never remove these.
 const PROTECTED: [&str; 3] = ["content-length", "transfer-encoding", "host"];
 
+/// Whether `name` is hop-by-hop by its own name (RFC 9110 §7.6.1): Connection, Keep-Alive,
+/// TE, Transfer-Encoding, Upgrade and every Proxy-* header (Proxy-Connection among them).
+fn hop_by_hop_name(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str().starts_with("proxy-")
+}
+
 /// Removes hop-by-hop headers: every header named by `Connection` (except framing headers and
 /// Host), then Connection, Keep-Alive, Proxy-Connection, TE, Transfer-Encoding, Upgrade and
 /// every Proxy-* header. Returns whether the TE header asked for trailers.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
-    let mut named: Vec<HeaderName> = Vec::new();
-    for v in headers.get_all(header::CONNECTION) {
-        if let Ok(s) = v.to_str() {
+    // One pass over the names: most messages carry none of these, and then nothing is hashed
+    // or removed.
+    let mut found: Vec<HeaderName> = Vec::new();
+    let mut te_trailers = false;
+    for (name, value) in headers.iter() {
+        if !hop_by_hop_name(name) {
+            continue;
+        }
+        if name == header::TE {
+            te_trailers |= value.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            });
+        }
+        if name == header::CONNECTION
+            && let Ok(s) = value.to_str()
+        {
             for tok in s.split(',') {
                 let tok = tok.trim().to_ascii_lowercase();
                 if tok.is_empty() || PROTECTED.contains(&tok.as_str()) {
                     continue;
                 }
                 if let Ok(n) = HeaderName::from_bytes(tok.as_bytes()) {
-                    named.push(n);
+                    found.push(n);
                 }
             }
         }
+        if !found.contains(name) {
+            found.push(name.clone());
+        }
     }
-    for n in named {
+    for n in found {
         headers.remove(n);
-    }
-    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
-        v.to_str()
-            .map(|s| {
-                s.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-            })
-            .unwrap_or(false)
-    });
-    for h in [
-        header::CONNECTION,
-        header::TE,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(h);
-    }
-    headers.remove("keep-alive");
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for k in proxy {
-        headers.remove(k);
     }
     te_trailers
 }
@@ -91,22 +94,23 @@ pub struct ClientInfo<'a> {
     pub version: &'static str,
 }
 
-fn append_or_set(headers: &mut HeaderMap, name: HeaderName, keep: bool, value: &str) {
-    let joined = if keep {
-        let old: Vec<&str> = headers
-            .get_all(&name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if old.is_empty() {
-            value.to_string()
-        } else {
-            format!("{}, {value}", old.join(", "))
+/// Sets `name` to `value`, or (`keep`) appends `value` to the values already there, joined
+/// into one line.
+fn append_or_set(headers: &mut HeaderMap, name: HeaderName, keep: bool, value: &[u8]) {
+    let mut old = headers.get_all(&name).iter().peekable();
+    if !keep || old.peek().is_none() {
+        if let Ok(v) = HeaderValue::from_bytes(value) {
+            headers.insert(name, v);
         }
-    } else {
-        value.to_string()
-    };
-    if let Ok(v) = HeaderValue::from_str(&joined) {
+        return;
+    }
+    let mut joined: Vec<u8> = Vec::with_capacity(64 + value.len());
+    for v in old {
+        joined.extend_from_slice(v.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(value);
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
         headers.insert(name, v);
     }
 }
@@ -114,13 +118,18 @@ fn append_or_set(headers: &mut HeaderMap, name: HeaderName, keep: bool, value: &
 /// Sets X-Forwarded-For/-Proto/-Host, Forwarded and Via. From an untrusted peer the incoming
 /// values are replaced: a client cannot forge its address to the origin.
 pub fn set_forwarding(headers: &mut HeaderMap, c: &ClientInfo<'_>) {
+    use std::io::Write;
     let ip = gatehouse_config::units::canonical_ip(c.ip);
-    let ip_s = ip.to_string();
+    // The values are written into one buffer on the stack: no allocation but the headers'.
+    let mut buf = [0u8; 512];
+    let mut w = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(w, "{ip}");
+    let ip_len = w.position() as usize;
     append_or_set(
         headers,
         HeaderName::from_static("x-forwarded-for"),
         c.trusted,
-        &ip_s,
+        &buf[..ip_len],
     );
     let xfp = HeaderName::from_static("x-forwarded-proto");
     if !(c.trusted && headers.contains_key(&xfp)) {
@@ -132,28 +141,56 @@ pub fn set_forwarding(headers: &mut HeaderMap, c: &ClientInfo<'_>) {
     {
         headers.insert(xfh, v);
     }
-    // RFC 7239 §6: IPv6 addresses are bracketed and the node quoted.
-    let node = if ip.is_ipv6() {
-        format!("\"[{ip}]\"")
-    } else {
-        ip_s
-    };
     let host_ok = c
         .host
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
-    let element = if host_ok && !c.host.is_empty() {
-        format!("for={node};host={};proto={}", c.host, c.proto)
+    let mut w = std::io::Cursor::new(&mut buf[..]);
+    // RFC 7239 §6: IPv6 addresses are bracketed and the node quoted.
+    let written = if ip.is_ipv6() {
+        write!(w, "for=\"[{ip}]\"")
     } else {
-        format!("for={node};proto={}", c.proto)
-    };
-    append_or_set(headers, header::FORWARDED, c.trusted, &element);
+        write!(w, "for={ip}")
+    }
+    .and_then(|_| {
+        if host_ok && !c.host.is_empty() {
+            write!(w, ";host={}", c.host)
+        } else {
+            Ok(())
+        }
+    })
+    .and_then(|_| write!(w, ";proto={}", c.proto));
+    if written.is_ok() {
+        let n = w.position() as usize;
+        append_or_set(headers, header::FORWARDED, c.trusted, &buf[..n]);
+    } else {
+        // A Host too long for the buffer: the element without it.
+        let mut w = std::io::Cursor::new(&mut buf[..]);
+        let node = if ip.is_ipv6() {
+            write!(w, "for=\"[{ip}]\";proto={}", c.proto)
+        } else {
+            write!(w, "for={ip};proto={}", c.proto)
+        };
+        if node.is_ok() {
+            let n = w.position() as usize;
+            append_or_set(headers, header::FORWARDED, c.trusted, &buf[..n]);
+        }
+    }
     append_via(headers, c.version);
 }
 
 /// Appends this hop to Via (RFC 9110 §7.6.3).
 pub fn append_via(headers: &mut HeaderMap, version: &str) {
-    append_or_set(headers, header::VIA, true, &format!("{version} gatehouse"));
+    let hop: &'static str = match version {
+        "2" => "2 gatehouse",
+        "1.0" => "1.0 gatehouse",
+        _ => "1.1 gatehouse",
+    };
+    if headers.contains_key(header::VIA) {
+        append_or_set(headers, header::VIA, true, hop.as_bytes());
+    } else {
+        headers.insert(header::VIA, HeaderValue::from_static(hop));
+    }
 }
 
 /// The request id: the client's when it is sane, else a new random one.
@@ -166,7 +203,14 @@ pub fn request_id(headers: &HeaderMap) -> String {
     {
         return s.to_string();
     }
-    format!("{:032x}", fastrand::u128(..))
+    let mut id = String::with_capacity(32);
+    let n = fastrand::u128(..);
+    for i in (0..32).rev() {
+        id.push(char::from(
+            b"0123456789abcdef"[((n >> (i * 4)) & 0xf) as usize],
+        ));
+    }
+    id
 }
 
 /// Applies a route's header operations: remove, then set, then add.

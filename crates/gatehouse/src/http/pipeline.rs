@@ -331,9 +331,13 @@ async fn proxy(
                 .boxed_unsync();
             let parts = std::mem::replace(parts, Request::new(()).into_parts().0);
             let fetched = match (&route.cache, &snap.cache) {
+                // Boxed: the cache flow's future is large, and every request's future (moved
+                // into its box per request) would carry room for it.
                 (Some(rc), Some(cache)) => {
-                    super::cache_flow::serve(cache, rc, &origin, parts, req_body, stats, fin)
-                        .await?
+                    Box::pin(super::cache_flow::serve(
+                        cache, rc, &origin, parts, req_body, stats, fin,
+                    ))
+                    .await?
                 }
                 _ => origin.fetch(parts, req_body, &stats, fin).await?,
             };
@@ -633,14 +637,26 @@ impl Origin {
                 return Err(ProxyError::new(ErrorKind::UpstreamReset)
                     .with("origin switched protocols without being asked"));
             };
-            let origin_on = hyper::upgrade::on(&mut resp);
+            let Some(origin) = resp
+                .extensions()
+                .get::<crate::upstream::h1::OriginUpgrade>()
+                .and_then(|u| u.take())
+            else {
+                return Err(ProxyError::new(ErrorKind::UpstreamReset)
+                    .with("origin switched protocols on a connection that cannot tunnel"));
+            };
             let (up_name, addr) = (up.model.name.clone(), server.spec.address.clone());
             tokio::spawn(async move {
-                match tokio::try_join!(client_on, origin_on) {
-                    Ok((c, o)) => {
+                match client_on.await {
+                    Ok(c) => {
+                        let (mut o, early) = origin;
                         let mut c = TokioIo::new(c);
-                        let mut o = TokioIo::new(o);
-                        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut o).await {
+                        // Bytes the origin sent right after its 101 belong to the tunnel.
+                        let res = async {
+                            tokio::io::AsyncWriteExt::write_all(&mut c, &early).await?;
+                            tokio::io::copy_bidirectional(&mut c, &mut o).await
+                        };
+                        if let Err(e) = res.await {
                             tracing::debug!(upstream = %up_name, server = %addr, error = %e, "tunnel ended");
                         }
                     }
@@ -704,7 +720,7 @@ impl Origin {
             .filter(|_| sticky_in.as_deref() != Some(server.id.as_str()))
             .map(|_| Arc::from(server.id.as_str()));
         Ok(Fetched {
-            resp: resp.map(|b| b.map_err(Into::into).boxed_unsync()),
+            resp: resp.map(|b| b.boxed_unsync()),
             sticky,
         })
     }

@@ -1,6 +1,7 @@
 //! Upstreams: pools of servers with their health, in-flight counts, pooled connections and the
 //! balancing that picks one. This module knows nothing of routes or of the request pipeline.
 
+pub mod h1;
 pub mod health;
 pub mod pool;
 pub mod select;

@@ -1,6 +1,6 @@
 //! Connections to one server: connect (with timeout, over every resolved address), the HTTP/1.1 or
 //! h2c handshake, and the pool of idle keep-alive connections. An HTTP/1.1 connection goes back to
-//! the pool only when its response body was read to the end.
+//! the pool only when its response body was read to its exact end (`h1::H1Body`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,11 +14,12 @@ use gatehouse_config::model::UpstreamProtocol;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::ServerState;
+use super::h1::{H1Body, H1Conn, UpIo};
 use crate::error::BoxError;
 
 /// The body type sent upstream.
@@ -29,14 +30,14 @@ const MAX_IDLE: usize = 512;
 
 /// A ready connection.
 pub enum Conn {
-    /// HTTP/1.1: one request at a time.
-    H1(http1::SendRequest<UpBody>),
+    /// HTTP/1.1: one request at a time, on a connection we drive ourselves.
+    H1(H1Conn),
     /// h2c: multiplexed, shared.
     H2(http2::SendRequest<UpBody>),
 }
 
 struct Idle {
-    sender: http1::SendRequest<UpBody>,
+    conn: H1Conn,
     since: Instant,
 }
 
@@ -83,9 +84,10 @@ impl Pool {
         match self.protocol {
             UpstreamProtocol::Http1 => {
                 let mut idle = self.idle.lock().ok()?;
-                while let Some(c) = idle.pop() {
-                    if c.sender.is_ready() && c.since.elapsed() < self.idle_timeout {
-                        return Some(Conn::H1(c.sender));
+                while let Some(mut c) = idle.pop() {
+                    // Closed by the origin, or idle past the timeout: dropped (closed).
+                    if c.since.elapsed() < self.idle_timeout && c.conn.is_reusable() {
+                        return Some(Conn::H1(c.conn));
                     }
                 }
                 None
@@ -103,7 +105,8 @@ impl Pool {
         }
     }
 
-    fn put_h1(&self, sender: http1::SendRequest<UpBody>) {
+    /// Keeps an HTTP/1.1 connection whose last answer was read to its end.
+    pub(crate) fn put_h1(&self, conn: H1Conn) {
         if !self.shared {
             return;
         }
@@ -112,7 +115,7 @@ impl Pool {
                 idle.remove(0);
             }
             idle.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -263,119 +266,74 @@ pub async fn connect(
         tcp.write_all(&h.encode(version)).await?;
     }
     match &server.tls {
-        None => handshake(server, tcp).await,
+        None if server.pool.protocol == UpstreamProtocol::Http1 => {
+            Ok(Conn::H1(H1Conn::new(UpIo::Tcp(tcp))))
+        }
+        None => handshake_h2(server, tcp).await,
         Some((config, name)) => {
             let connector = tokio_rustls::TlsConnector::from(config.clone());
             let tls = tokio::time::timeout(timeout, connector.connect(name.clone(), tcp))
                 .await
                 .map_err(|_| format!("TLS handshake with {} timed out", server.spec.address))?
                 .map_err(|e| format!("TLS handshake with {} failed: {e}", server.spec.address))?;
-            handshake(server, tls).await
+            if server.pool.protocol == UpstreamProtocol::Http1 {
+                return Ok(Conn::H1(H1Conn::new(UpIo::Tls(Box::new(tls)))));
+            }
+            handshake_h2(server, tls).await
         }
     }
 }
 
-async fn handshake<T>(server: &ServerState, io: T) -> Result<Conn, BoxError>
+async fn handshake_h2<T>(server: &ServerState, io: T) -> Result<Conn, BoxError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(io);
-    match server.pool.protocol {
-        UpstreamProtocol::Http1 => {
-            let (sender, conn) = http1::Builder::new().handshake(io).await?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.with_upgrades().await {
-                    tracing::debug!(error = %e, "upstream connection ended");
-                }
-            });
-            Ok(Conn::H1(sender))
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(io))
+        .await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream h2 connection ended");
         }
-        UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
-            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .handshake(io)
-                .await?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream h2 connection ended");
-                }
-            });
-            server.pool.put_h2(&sender);
-            Ok(Conn::H2(sender))
-        }
-    }
+    });
+    server.pool.put_h2(&sender);
+    Ok(Conn::H2(sender))
 }
 
-/// Hands an HTTP/1.1 connection back to its pool once it can take another request.
-pub fn release(server: Arc<ServerState>, mut sender: http1::SendRequest<UpBody>) {
-    if sender.is_ready() {
-        server.pool.put_h1(sender);
-    } else if !sender.is_closed() {
-        // The connection task has not yet seen the end of the response: wait for it briefly.
-        tokio::spawn(async move {
-            let ready = tokio::time::timeout(Duration::from_secs(1), sender.ready()).await;
-            if matches!(ready, Ok(Ok(()))) {
-                server.pool.put_h1(sender);
-            }
-        });
-    }
+/// An origin's answer body.
+pub enum UpstreamBody {
+    /// Read by our HTTP/1.1 client; pools its connection at the end.
+    H1(H1Body),
+    /// From hyper's HTTP/2 client.
+    H2(Incoming),
 }
 
-pin_project_lite::pin_project! {
-    /// A response body that returns its HTTP/1.1 connection to the pool when read to the end.
-    pub struct PooledBody {
-        #[pin]
-        inner: Incoming,
-        ret: Option<(Arc<ServerState>, http1::SendRequest<UpBody>)>,
-    }
-}
-
-impl PooledBody {
-    /// Wraps `inner`; `ret` is the connection to release at the end, if pooling applies.
-    pub fn new(
-        inner: Incoming,
-        ret: Option<(Arc<ServerState>, http1::SendRequest<UpBody>)>,
-    ) -> Self {
-        PooledBody { inner, ret }
-    }
-}
-
-impl Body for PooledBody {
+impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let mut this = self.project();
-        let res = this.inner.as_mut().poll_frame(cx);
-        // hyper stops polling a body whose announced length was sent: the end is seen either as
-        // the final None or as the stream reporting its own end after the last data frame.
-        let ended = match &res {
-            Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
-            _ => false,
-        };
-        match &res {
-            _ if ended => {
-                if let Some((server, sender)) = this.ret.take() {
-                    release(server, sender);
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
-                this.ret.take();
-            }
-            _ => {}
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
-        res
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match self {
+            UpstreamBody::H1(b) => b.is_end_stream(),
+            UpstreamBody::H2(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self {
+            UpstreamBody::H1(b) => b.size_hint(),
+            UpstreamBody::H2(b) => b.size_hint(),
+        }
     }
 }

@@ -1,0 +1,933 @@
+//! Our HTTP/1.1 client side to origins: one request at a time on a connection we own, driven
+//! inside the request's own task.
+//!
+//! Why not hyper's client: hyper runs every upstream connection as a task of its own and hands
+//! each request and its answer across channels (request -> connection task -> response, and the
+//! body again through a channel), which is two task switches and several allocations per
+//! request on the proxy's hottest path (bench/RESULTS.md). Here the request future writes the
+//! head, streams the body, parses the answer's head (httparse) and the answer's body reads the
+//! socket directly; the connection goes back to the pool when that body ends.
+//!
+//! Framing is strict (RFC 9112 §6): a response with both Transfer-Encoding and Content-Length,
+//! or with Content-Lengths that disagree, or a malformed chunk, is an error (502), never a
+//! guess; a connection is reused only after a response framed by length or chunks was read to
+//! its exact end with nothing after it.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::ServerState;
+use super::pool::UpBody;
+use crate::error::BoxError;
+
+/// Most header lines in an origin's answer.
+const MAX_HEADERS: usize = 128;
+/// Longest answer head (status line and headers) taken from an origin.
+const MAX_HEAD: usize = 64 * 1024;
+/// Longest chunk-size line (with extensions) and trailer section.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Bytes read from the socket at once.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The socket to an origin: plain TCP or TLS.
+pub enum UpIo {
+    /// Cleartext.
+    Tcp(TcpStream),
+    /// TLS to an HTTPS origin.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpIo::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpIo::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpIo::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpIo::Tcp(s) => s.is_write_vectored(),
+            UpIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpIo::Tcp(s) => Pin::new(s).poll_flush(cx),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpIo::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An HTTP/1.1 connection to an origin, between requests.
+pub struct H1Conn {
+    io: UpIo,
+    /// Bytes read and not yet consumed.
+    rbuf: BytesMut,
+}
+
+/// A failed send; `request` is given back when not one byte of it reached the origin, so that
+/// it may be sent elsewhere whatever its method.
+pub struct SendError {
+    /// What went wrong.
+    pub error: BoxError,
+    /// The untouched request.
+    pub request: Option<Request<UpBody>>,
+}
+
+impl SendError {
+    fn new(error: impl Into<BoxError>) -> Self {
+        SendError {
+            error: error.into(),
+            request: None,
+        }
+    }
+}
+
+/// The origin's side of a tunnel after `101 Switching Protocols`: the socket and the bytes that
+/// came after the answer's head. Found in the 101 answer's extensions.
+#[derive(Clone)]
+pub struct OriginUpgrade(Arc<Mutex<Option<(UpIo, Bytes)>>>);
+
+impl OriginUpgrade {
+    /// Takes the socket (once).
+    pub fn take(&self) -> Option<(UpIo, Bytes)> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+/// How the request body is framed on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Out {
+    /// Exactly this many bytes still to send.
+    Length(u64),
+    Chunked,
+}
+
+/// How the answer's body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum In {
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the origin closes: the connection is not reused.
+    Close,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data: bytes left.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines up to an empty line.
+    Trailers,
+}
+
+impl H1Conn {
+    /// A connection over `io`.
+    pub fn new(io: UpIo) -> Self {
+        H1Conn {
+            io,
+            rbuf: BytesMut::new(),
+        }
+    }
+
+    /// Whether an idle connection is still usable: the origin has not closed it and sent
+    /// nothing unasked.
+    pub fn is_reusable(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut probe);
+        let mut cx = Context::from_waker(Waker::noop());
+        matches!(
+            Pin::new(&mut self.io).poll_read(&mut cx, &mut buf),
+            Poll::Pending
+        )
+    }
+
+    /// Sends `req` and waits for the answer's head. The answer's body returns the connection to
+    /// `server`'s pool when read to its end (unless `pool` is false).
+    pub async fn send(
+        mut self,
+        req: Request<UpBody>,
+        server: Arc<ServerState>,
+        pool: bool,
+    ) -> Result<Response<H1Body>, SendError> {
+        let head_only = req.method() == Method::HEAD;
+        let (head, out) = match encode_head(&req) {
+            Ok(x) => x,
+            Err(e) => return Err(SendError::new(e)),
+        };
+        let empty = http_body::Body::is_end_stream(req.body());
+        if empty && matches!(out, Out::Length(n) if n > 0) {
+            return Err(SendError::new(
+                "request body shorter than its Content-Length",
+            ));
+        }
+        let mut queue: VecDeque<Bytes> = VecDeque::with_capacity(4);
+        queue.push_back(head);
+        let mut state = Sending {
+            queue,
+            out,
+            head_written: false,
+            // Chunked framing is chosen only for a body that has not ended.
+            body_done: empty,
+            req: Some(req),
+            body: None,
+        };
+        let parsed = std::future::poll_fn(|cx| self.poll_exchange(cx, &mut state)).await;
+        let (parts, framing, close) = match parsed {
+            Ok(x) => x,
+            Err(mut e) => {
+                if !state.head_written {
+                    e.request = state.req.take();
+                }
+                return Err(e);
+            }
+        };
+        // The request body was not sent to its end (the origin answered first): this connection
+        // cannot carry another request.
+        let unfinished = !state.body_done || !state.queue.is_empty();
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            let rest = self.rbuf.split().freeze();
+            let up = OriginUpgrade(Arc::new(Mutex::new(Some((self.io, rest)))));
+            let mut resp = Response::from_parts(parts, H1Body::empty());
+            resp.extensions_mut().insert(up);
+            return Ok(resp);
+        }
+        let framing = if head_only
+            || parts.status.is_informational()
+            || parts.status == StatusCode::NO_CONTENT
+            || parts.status == StatusCode::NOT_MODIFIED
+        {
+            In::Done
+        } else {
+            framing
+        };
+        let reuse = pool && !close && !unfinished && framing != In::Close;
+        let mut body = H1Body {
+            conn: Some(self),
+            framing,
+            ret: reuse.then_some(server),
+            trailers: None,
+        };
+        if body.framing == In::Done || body.framing == In::Length(0) {
+            body.framing = In::Done;
+            body.finish();
+        }
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// One step of sending the request and reading the answer's head, both at once: an origin
+    /// may answer before it has read the whole body (and stop reading it).
+    fn poll_exchange(
+        &mut self,
+        cx: &mut Context<'_>,
+        st: &mut Sending,
+    ) -> Poll<Result<(http::response::Parts, In, bool), SendError>> {
+        loop {
+            let mut progress = false;
+            // Write what is queued, then take the next body frame.
+            loop {
+                if !st.queue.is_empty() {
+                    let mut slices = [io::IoSlice::new(&[]); 8];
+                    let mut n = 0;
+                    for (s, b) in slices.iter_mut().zip(st.queue.iter()) {
+                        *s = io::IoSlice::new(b);
+                        n += 1;
+                    }
+                    match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]) {
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(SendError::new(
+                                "origin closed the connection",
+                            )));
+                        }
+                        Poll::Ready(Ok(mut w)) => {
+                            progress = true;
+                            while w > 0 {
+                                let Some(b) = st.queue.front_mut() else { break };
+                                if w >= b.len() {
+                                    w -= b.len();
+                                    st.queue.pop_front();
+                                } else {
+                                    b.advance(w);
+                                    w = 0;
+                                }
+                            }
+                            if st.queue.is_empty() {
+                                st.head_written = true;
+                            }
+                            continue;
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(SendError::new(e))),
+                        Poll::Pending => break,
+                    }
+                }
+                if st.body_done {
+                    break;
+                }
+                let body = match &mut st.body {
+                    Some(b) => b,
+                    None => {
+                        let Some(req) = st.req.take() else { break };
+                        st.body.insert(req.into_body())
+                    }
+                };
+                match Pin::new(body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        progress = true;
+                        match frame.into_data() {
+                            Ok(data) => {
+                                if data.is_empty() {
+                                    continue;
+                                }
+                                match &mut st.out {
+                                    Out::Length(left) => {
+                                        if data.len() as u64 > *left {
+                                            return Poll::Ready(Err(SendError::new(
+                                                "request body longer than its Content-Length",
+                                            )));
+                                        }
+                                        *left -= data.len() as u64;
+                                        st.queue.push_back(data);
+                                    }
+                                    Out::Chunked => {
+                                        st.queue.push_back(Bytes::from(format!(
+                                            "{:x}\r\n",
+                                            data.len()
+                                        )));
+                                        st.queue.push_back(data);
+                                        st.queue.push_back(Bytes::from_static(b"\r\n"));
+                                    }
+                                }
+                            }
+                            Err(frame) => {
+                                // Trailers: sent with a chunked body, dropped with a sized one.
+                                if let (Out::Chunked, Ok(trailers)) =
+                                    (st.out, frame.into_trailers())
+                                {
+                                    let mut end = b"0\r\n".to_vec();
+                                    for (name, value) in &trailers {
+                                        end.extend_from_slice(name.as_str().as_bytes());
+                                        end.extend_from_slice(b": ");
+                                        end.extend_from_slice(value.as_bytes());
+                                        end.extend_from_slice(b"\r\n");
+                                    }
+                                    end.extend_from_slice(b"\r\n");
+                                    st.queue.push_back(Bytes::from(end));
+                                    st.body_done = true;
+                                }
+                            }
+                        }
+                    }
+                    Poll::Ready(None) => {
+                        progress = true;
+                        match st.out {
+                            Out::Length(0) => {}
+                            Out::Length(_) => {
+                                return Poll::Ready(Err(SendError::new(
+                                    "request body shorter than its Content-Length",
+                                )));
+                            }
+                            Out::Chunked => st.queue.push_back(Bytes::from_static(b"0\r\n\r\n")),
+                        }
+                        st.body_done = true;
+                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(SendError::new(e))),
+                    Poll::Pending => break,
+                }
+            }
+            // Read the answer's head.
+            loop {
+                match parse_head(&mut self.rbuf) {
+                    Ok(Some(head)) => {
+                        if head.0.status.is_informational()
+                            && head.0.status != StatusCode::SWITCHING_PROTOCOLS
+                        {
+                            // 100 Continue, 103 Early Hints: not forwarded; the final answer
+                            // follows.
+                            progress = true;
+                            continue;
+                        }
+                        return Poll::Ready(Ok(head));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Poll::Ready(Err(SendError::new(e))),
+                }
+                if self.rbuf.len() >= MAX_HEAD {
+                    return Poll::Ready(Err(SendError::new(format!(
+                        "origin's answer head is larger than {MAX_HEAD} bytes"
+                    ))));
+                }
+                match poll_fill(&mut self.io, &mut self.rbuf, cx, 8192) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(SendError::new(
+                            "origin closed the connection before answering",
+                        )));
+                    }
+                    Poll::Ready(Ok(_)) => progress = true,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(SendError::new(e))),
+                    Poll::Pending => break,
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// The send in progress.
+struct Sending {
+    queue: VecDeque<Bytes>,
+    out: Out,
+    /// The whole head reached the socket: from here on the request is not given back.
+    head_written: bool,
+    body_done: bool,
+    req: Option<Request<UpBody>>,
+    body: Option<UpBody>,
+}
+
+/// Reads once into `buf` (at least `want` bytes of room).
+fn poll_fill(
+    io: &mut UpIo,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+    want: usize,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < want {
+        buf.reserve(want);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// The request head in wire form, and how its body is framed.
+fn encode_head(req: &Request<UpBody>) -> Result<(Bytes, Out), BoxError> {
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let h = req.headers();
+    let body = req.body();
+    let mut out = Out::Length(0);
+    let mut add_length: Option<u64> = None;
+    let mut add_chunked = false;
+    if let Some(v) = h.get(header::CONTENT_LENGTH) {
+        let n: u64 = v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or("invalid Content-Length in the request")?;
+        out = Out::Length(n);
+    } else if http_body::Body::is_end_stream(body) {
+        if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
+            add_length = Some(0);
+        }
+    } else if let Some(n) = http_body::Body::size_hint(body).exact() {
+        out = Out::Length(n);
+        add_length = Some(n);
+    } else {
+        out = Out::Chunked;
+        add_chunked = true;
+    }
+    let mut w = Vec::with_capacity(256 + h.len() * 32);
+    w.extend_from_slice(req.method().as_str().as_bytes());
+    w.push(b' ');
+    w.extend_from_slice(pq.as_bytes());
+    w.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in h {
+        w.extend_from_slice(name.as_str().as_bytes());
+        w.extend_from_slice(b": ");
+        w.extend_from_slice(value.as_bytes());
+        w.extend_from_slice(b"\r\n");
+    }
+    if let Some(n) = add_length {
+        w.extend_from_slice(b"content-length: ");
+        w.extend_from_slice(n.to_string().as_bytes());
+        w.extend_from_slice(b"\r\n");
+    }
+    if add_chunked {
+        w.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    w.extend_from_slice(b"\r\n");
+    Ok((Bytes::from(w), out))
+}
+
+/// Parses an answer head at the start of `buf` and consumes it. None: not complete yet.
+/// Returns the head, how the body is delimited, and whether the connection closes after it.
+#[allow(clippy::type_complexity)]
+fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, In, bool)>, BoxError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    let n = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("malformed answer from the origin: {e}").into()),
+    };
+    let code = resp.code.ok_or("answer without a status")?;
+    let status = StatusCode::from_u16(code).map_err(|_| format!("invalid status {code}"))?;
+    let version = if resp.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    let mut length: Option<u64> = None;
+    let mut te: Option<bool> = None; // Some(final coding is chunked)
+    let mut close = version == Version::HTTP_10;
+    for hd in resp.headers.iter() {
+        let name = HeaderName::from_bytes(hd.name.as_bytes())
+            .map_err(|_| format!("invalid header name {:?}", hd.name))?;
+        let value = HeaderValue::from_bytes(hd.value)
+            .map_err(|_| format!("invalid value of header {name}"))?;
+        if name == header::CONTENT_LENGTH {
+            let s = value.to_str().map_err(|_| "invalid Content-Length")?;
+            let n: u64 = s
+                .trim()
+                .parse()
+                .map_err(|_| format!("invalid Content-Length {s:?}"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err("Content-Length headers that disagree".into());
+            }
+            length = Some(n);
+        } else if name == header::TRANSFER_ENCODING {
+            let s = value.to_str().map_err(|_| "invalid Transfer-Encoding")?;
+            for coding in s.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                if te == Some(true) {
+                    // chunked must be the last coding, applied once (RFC 9112 §6.1).
+                    return Err("Transfer-Encoding with a coding after chunked".into());
+                }
+                te = Some(coding.eq_ignore_ascii_case("chunked"));
+            }
+        } else if name == header::CONNECTION {
+            let s = value.to_str().unwrap_or("");
+            for tok in s.split(',').map(str::trim) {
+                if tok.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if tok.eq_ignore_ascii_case("keep-alive") && version == Version::HTTP_10 {
+                    close = false;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+    let framing = match (te, length) {
+        (Some(_), Some(_)) => {
+            return Err("answer with both Transfer-Encoding and Content-Length".into());
+        }
+        (Some(true), None) => In::Chunked(Chunk::Size),
+        (Some(false), None) => In::Close,
+        (None, Some(n)) => In::Length(n),
+        (None, None) => In::Close,
+    };
+    buf.advance(n);
+    let mut parts = Response::new(()).into_parts().0;
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some((parts, framing, close)))
+}
+
+/// An origin's answer body, read from the connection; hands the connection back to the pool
+/// at its exact end.
+pub struct H1Body {
+    conn: Option<H1Conn>,
+    framing: In,
+    /// Where the connection goes back when this body ends, if it may be reused.
+    ret: Option<Arc<ServerState>>,
+    trailers: Option<HeaderMap>,
+}
+
+impl H1Body {
+    fn empty() -> Self {
+        H1Body {
+            conn: None,
+            framing: In::Done,
+            ret: None,
+            trailers: None,
+        }
+    }
+
+    /// The body ended: back to the pool when nothing follows it.
+    fn finish(&mut self) {
+        self.framing = In::Done;
+        let conn = self.conn.take();
+        if let (Some(server), Some(conn)) = (self.ret.take(), conn)
+            && conn.rbuf.is_empty()
+        {
+            server.pool.put_h1(conn);
+        }
+    }
+
+    fn fail(&mut self, e: impl Into<BoxError>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.framing = In::Done;
+        self.conn = None;
+        self.ret = None;
+        Poll::Ready(Some(Err(e.into())))
+    }
+}
+
+impl Body for H1Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.framing == In::Done {
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.framing {
+                In::Done => unreachable!("handled above"),
+                In::Length(left) => {
+                    if conn.rbuf.is_empty() {
+                        let want = (left as usize).clamp(1, READ_CHUNK);
+                        match poll_fill(&mut conn.io, &mut conn.rbuf, cx, want) {
+                            Poll::Ready(Ok(0)) => {
+                                return this.fail("origin closed the connection mid-body");
+                            }
+                            Poll::Ready(Ok(_)) => {}
+                            Poll::Ready(Err(e)) => return this.fail(e),
+                            Poll::Pending => return Poll::Pending,
+                        }
+                    }
+                    let take = (conn.rbuf.len() as u64).min(left) as usize;
+                    let data = conn.rbuf.split_to(take).freeze();
+                    let left = left - take as u64;
+                    this.framing = In::Length(left);
+                    if left == 0 {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                In::Close => {
+                    if conn.rbuf.is_empty() {
+                        match poll_fill(&mut conn.io, &mut conn.rbuf, cx, READ_CHUNK) {
+                            Poll::Ready(Ok(0)) => {
+                                this.framing = In::Done;
+                                this.conn = None;
+                                return Poll::Ready(None);
+                            }
+                            Poll::Ready(Ok(_)) => {}
+                            Poll::Ready(Err(e)) => return this.fail(e),
+                            Poll::Pending => return Poll::Pending,
+                        }
+                    }
+                    let data = conn.rbuf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                In::Chunked(state) => match decode_chunk(&mut conn.rbuf, state) {
+                    Err(e) => return this.fail(e),
+                    Ok(Step::Data(data, next)) => {
+                        this.framing = In::Chunked(next);
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    Ok(Step::Next(next)) => this.framing = In::Chunked(next),
+                    Ok(Step::End(trailers)) => {
+                        this.trailers = trailers;
+                        this.finish();
+                    }
+                    Ok(Step::More) => {
+                        if conn.rbuf.len() > MAX_TRAILERS + MAX_CHUNK_LINE {
+                            return this.fail("chunk line or trailers too long");
+                        }
+                        match poll_fill(&mut conn.io, &mut conn.rbuf, cx, READ_CHUNK) {
+                            Poll::Ready(Ok(0)) => {
+                                return this.fail("origin closed the connection mid-body");
+                            }
+                            Poll::Ready(Ok(_)) => {}
+                            Poll::Ready(Err(e)) => return this.fail(e),
+                            Poll::Pending => return Poll::Pending,
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing == In::Done && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            In::Length(n) => SizeHint::with_exact(n),
+            In::Done if self.trailers.is_none() => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// What the chunked decoder made of the buffer.
+enum Step {
+    /// Some data, and the state after it.
+    Data(Bytes, Chunk),
+    /// A line was consumed.
+    Next(Chunk),
+    /// The body ended (with trailers, if any).
+    End(Option<HeaderMap>),
+    /// More bytes are needed.
+    More,
+}
+
+/// One step of chunked decoding (RFC 9112 §7.1) over the bytes at the start of `buf`.
+fn decode_chunk(buf: &mut BytesMut, state: Chunk) -> Result<Step, BoxError> {
+    match state {
+        Chunk::Size => {
+            let Some(eol) = find_crlf(buf, MAX_CHUNK_LINE)? else {
+                return Ok(Step::More);
+            };
+            let line = &buf[..eol];
+            let digits = line
+                .iter()
+                .position(|b| !b.is_ascii_hexdigit())
+                .unwrap_or(line.len());
+            if digits == 0 || digits > 15 {
+                return Err("invalid chunk size".into());
+            }
+            // After the size: nothing, or chunk extensions (ignored), possibly after spaces.
+            let rest = &line[digits..];
+            let rest_ok = rest.is_empty() || {
+                let t = rest.iter().position(|b| *b != b' ' && *b != b'\t');
+                t.is_some_and(|i| rest[i] == b';')
+            };
+            if !rest_ok {
+                return Err("invalid chunk size line".into());
+            }
+            let size = u64::from_str_radix(
+                std::str::from_utf8(&line[..digits]).map_err(|_| "invalid chunk size")?,
+                16,
+            )
+            .map_err(|_| "invalid chunk size")?;
+            buf.advance(eol + 2);
+            Ok(Step::Next(if size == 0 {
+                Chunk::Trailers
+            } else {
+                Chunk::Data(size)
+            }))
+        }
+        Chunk::Data(left) => {
+            if buf.is_empty() {
+                return Ok(Step::More);
+            }
+            let take = (buf.len() as u64).min(left) as usize;
+            let data = buf.split_to(take).freeze();
+            let left = left - take as u64;
+            Ok(Step::Data(
+                data,
+                if left == 0 {
+                    Chunk::DataEnd
+                } else {
+                    Chunk::Data(left)
+                },
+            ))
+        }
+        Chunk::DataEnd => {
+            if buf.len() < 2 {
+                return Ok(Step::More);
+            }
+            if &buf[..2] != b"\r\n" {
+                return Err("chunk data not followed by CRLF".into());
+            }
+            buf.advance(2);
+            Ok(Step::Next(Chunk::Size))
+        }
+        Chunk::Trailers => {
+            if buf.starts_with(b"\r\n") {
+                buf.advance(2);
+                return Ok(Step::End(None));
+            }
+            // Trailer fields up to the empty line.
+            let Some(end) = find(buf, b"\r\n\r\n", MAX_TRAILERS)? else {
+                return Ok(Step::More);
+            };
+            let mut trailers = HeaderMap::new();
+            for line in buf[..end].split(|b| *b == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let Some(colon) = line.iter().position(|b| *b == b':') else {
+                    return Err("malformed trailer line".into());
+                };
+                let name =
+                    HeaderName::from_bytes(&line[..colon]).map_err(|_| "invalid trailer name")?;
+                let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii())
+                    .map_err(|_| "invalid trailer value")?;
+                trailers.append(name, value);
+            }
+            buf.advance(end + 4);
+            Ok(Step::End(Some(trailers)))
+        }
+    }
+}
+
+/// Position of the first CRLF within `limit` bytes; an error past the limit.
+fn find_crlf(buf: &[u8], limit: usize) -> Result<Option<usize>, BoxError> {
+    find(buf, b"\r\n", limit)
+}
+
+fn find(buf: &[u8], needle: &[u8], limit: usize) -> Result<Option<usize>, BoxError> {
+    match buf.windows(needle.len()).position(|w| w == needle) {
+        Some(i) if i <= limit => Ok(Some(i)),
+        Some(_) => Err("line too long in a chunked body".into()),
+        None if buf.len() > limit => Err("line too long in a chunked body".into()),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(wire: &[u8]) -> Result<(Vec<u8>, Option<HeaderMap>), BoxError> {
+        let mut buf = BytesMut::from(wire);
+        let mut state = Chunk::Size;
+        let mut out = Vec::new();
+        loop {
+            match decode_chunk(&mut buf, state)? {
+                Step::Data(d, next) => {
+                    out.extend_from_slice(&d);
+                    state = next;
+                }
+                Step::Next(next) => state = next,
+                Step::End(t) => {
+                    assert!(buf.is_empty(), "bytes after the body");
+                    return Ok((out, t));
+                }
+                Step::More => return Err("incomplete".into()),
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies() {
+        let (b, t) = decode_all(b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n").unwrap();
+        assert_eq!(b, b"hello world");
+        assert!(t.is_none());
+        let (b, t) = decode_all(b"3\r\nabc\r\n0\r\nx-sum: 7\r\nx-b: c\r\n\r\n").unwrap();
+        assert_eq!(b, b"abc");
+        let t = t.unwrap();
+        assert_eq!(t["x-sum"], "7");
+        assert_eq!(t["x-b"], "c");
+    }
+
+    #[test]
+    fn malformed_chunks_are_errors() {
+        for wire in [
+            &b"z\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"-1\r\n",
+            b"1 2\r\nx\r\n0\r\n\r\n",
+            b"ffffffffffffffffff\r\n",
+            b"\r\n",
+            b"0\r\nbad trailer\r\n\r\n",
+        ] {
+            assert!(
+                decode_all(wire).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+    }
+
+    fn head(wire: &str) -> Result<Option<(http::response::Parts, In, bool)>, BoxError> {
+        parse_head(&mut BytesMut::from(wire.as_bytes()))
+    }
+
+    #[test]
+    fn answer_framing() {
+        let (p, f, c) = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.status, 200);
+        assert_eq!(f, In::Length(5));
+        assert!(!c);
+        let (_, f, _) = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(f, In::Chunked(Chunk::Size));
+        let (_, f, c) = head("HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap();
+        assert_eq!(f, In::Close);
+        assert!(c);
+        let (_, _, c) = head("HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(c);
+        let (_, f, _) = head("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 3\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(f, In::Length(3));
+        assert!(
+            head("HTTP/1.1 200 OK\r\ncontent-length: 5")
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn ambiguous_answers_are_errors() {
+        for wire in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nx: a\r\n b\r\n\r\n",
+        ] {
+            assert!(head(wire).is_err(), "{wire:?}");
+        }
+    }
+}
