@@ -51,18 +51,20 @@ fn idempotent(m: &Method) -> bool {
     )
 }
 
-fn rebuild(saved: &Option<Parts>) -> Option<Request<UpBody>> {
-    let p = saved.as_ref()?;
-    let mut req = Request::new(
-        http_body_util::Empty::new()
-            .map_err(|n| match n {})
-            .boxed_unsync(),
-    );
+fn empty_body() -> UpBody {
+    http_body_util::Empty::new()
+        .map_err(|n| match n {})
+        .boxed_unsync()
+}
+
+/// A copy of a request head, for hyper's HTTP/2 client (which takes requests by value).
+fn request_of(p: &Parts, body: UpBody) -> Request<UpBody> {
+    let mut req = Request::new(body);
     *req.method_mut() = p.method.clone();
     *req.uri_mut() = p.uri.clone();
     *req.version_mut() = p.version;
     *req.headers_mut() = p.headers.clone();
-    Some(req)
+    req
 }
 
 /// Sends `req` to a server of `up`; `upgrade`: keep the connection out of the pool (it becomes a
@@ -75,15 +77,11 @@ pub async fn forward(
     proxy: Option<&pool::ProxyHeader>,
 ) -> Result<(Forwarded, ActiveGuard), ProxyError> {
     let m = &up.model;
-    let bodyless = http_body::Body::is_end_stream(req.body());
-    // An idempotent request without a body can be sent again: keep its head to rebuild it.
-    let (saved, mut req): (Option<Parts>, Option<Request<UpBody>>) =
-        if idempotent(req.method()) && bodyless && m.retries > 0 {
-            let (parts, _empty_body) = req.into_parts();
-            (Some(parts), None)
-        } else {
-            (None, Some(req))
-        };
+    let (parts, body) = req.into_parts();
+    // An idempotent request without a body can be sent again as often as needed; another
+    // request only while its body is untouched (given back by a send that wrote nothing).
+    let replayable = idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
+    let mut body = Some(body);
     let mut tried: Vec<usize> = Vec::new();
     let mut last: Option<ProxyError> = None;
     let mut fresh_retry: Option<usize> = None;
@@ -115,7 +113,7 @@ pub async fn forward(
             }
         };
         let server = up.servers[i].clone();
-        let Some(r) = req.take().or_else(|| rebuild(&saved)) else {
+        let Some(b) = body.take().or_else(|| replayable.then(empty_body)) else {
             break;
         };
         // Counted in flight from the moment it is picked, so that concurrent picks see it.
@@ -136,25 +134,28 @@ pub async fn forward(
                             .with(e)
                             .retryable(true),
                     );
-                    req = Some(r);
+                    body = Some(b);
                     continue;
                 }
             },
         };
-        let sent: Result<Response<UpstreamBody>, (Option<Request<UpBody>>, BoxError)> = match conn {
+        let sent: Result<Response<UpstreamBody>, (Option<UpBody>, BoxError)> = match conn {
             Conn::H1(c) => {
-                let fut = c.send(r, server.clone(), !upgrade);
+                let fut = c.send(&parts, b, server.clone(), !upgrade);
                 match tokio::time::timeout(m.response_timeout, fut).await {
                     Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::H1)),
-                    Ok(Err(e)) => Err((e.request, e.error)),
+                    Ok(Err(e)) => Err((e.body, e.error)),
                     Err(_) => return Err(timed_out(&server, m)),
                 }
             }
             Conn::H2(mut sender) => {
-                let fut = sender.try_send_request(r);
+                let fut = sender.try_send_request(request_of(&parts, b));
                 match tokio::time::timeout(m.response_timeout, fut).await {
                     Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::H2)),
-                    Ok(Err(mut e)) => Err((e.take_message(), e.into_error().into())),
+                    Ok(Err(mut e)) => Err((
+                        e.take_message().map(|r| r.into_body()),
+                        e.into_error().into(),
+                    )),
                     Err(_) => return Err(timed_out(&server, m)),
                 }
             }
@@ -169,17 +170,17 @@ pub async fn forward(
                     return Err(ProxyError::new(ErrorKind::BodyTooLarge).with(err));
                 }
                 tracing::debug!(upstream = %m.name, server = %server.spec.address, reused, error = %err, "send failed");
-                let replay = given_back.or_else(|| rebuild(&saved));
+                let replay = given_back.or_else(|| replayable.then(empty_body));
                 if reused && replay.is_some() {
                     // A pooled connection the origin had closed: try once more on a new one.
                     fresh_retry = Some(i);
-                    req = replay;
+                    body = replay;
                     continue;
                 }
                 server.record_failure(m.passive.as_ref());
                 last = Some(ProxyError::new(ErrorKind::UpstreamReset).with(err));
                 match replay {
-                    Some(r) => req = Some(r),
+                    Some(r) => body = Some(r),
                     None => break,
                 }
             }

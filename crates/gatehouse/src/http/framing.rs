@@ -142,11 +142,22 @@ impl FramingWatch {
                 }
                 State::Head(h) => {
                     let mut ended = None;
-                    for (i, &b) in bytes.iter().enumerate() {
-                        if h.byte(b) {
+                    let mut i = 0;
+                    while i < bytes.len() {
+                        // The request line and values other than Content-Length's tell
+                        // nothing: jump to the end of the line (the line is not empty there, so
+                        // its length no longer matters).
+                        if h.first_line || (h.in_value && !h.in_cl_value) {
+                            match memchr::memchr(b'\n', &bytes[i..]) {
+                                Some(j) => i += j,
+                                None => return,
+                            }
+                        }
+                        if h.byte(bytes[i]) {
                             ended = Some(i + 1);
                             break;
                         }
+                        i += 1;
                     }
                     let Some(used) = ended else { return };
                     bytes = &bytes[used..];

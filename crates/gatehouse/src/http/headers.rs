@@ -123,7 +123,7 @@ pub fn set_forwarding(headers: &mut HeaderMap, c: &ClientInfo<'_>) {
     // The values are written into one buffer on the stack: no allocation but the headers'.
     let mut buf = [0u8; 512];
     let mut w = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(w, "{ip}");
+    let _ = write_ip(&mut w, ip);
     let ip_len = w.position() as usize;
     append_or_set(
         headers,
@@ -150,7 +150,7 @@ pub fn set_forwarding(headers: &mut HeaderMap, c: &ClientInfo<'_>) {
     let written = if ip.is_ipv6() {
         write!(w, "for=\"[{ip}]\"")
     } else {
-        write!(w, "for={ip}")
+        w.write_all(b"for=").and_then(|_| write_ip(&mut w, ip))
     }
     .and_then(|_| {
         if host_ok && !c.host.is_empty() {
@@ -179,6 +179,31 @@ pub fn set_forwarding(headers: &mut HeaderMap, c: &ClientInfo<'_>) {
     append_via(headers, c.version);
 }
 
+/// Writes an address as `Display` does; IPv4 by hand (the formatter's padding support makes
+/// `Ipv4Addr`'s `Display` cost more than the rest of the forwarding headers).
+fn write_ip(w: &mut impl std::io::Write, ip: IpAddr) -> std::io::Result<()> {
+    match ip {
+        IpAddr::V4(a) => {
+            for (i, o) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    w.write_all(b".")?;
+                }
+                let digits = [b'0' + o / 100, b'0' + o / 10 % 10, b'0' + o % 10];
+                let skip = if o >= 100 {
+                    0
+                } else if o >= 10 {
+                    1
+                } else {
+                    2
+                };
+                w.write_all(&digits[skip..])?;
+            }
+            Ok(())
+        }
+        IpAddr::V6(a) => write!(w, "{a}"),
+    }
+}
+
 /// Appends this hop to Via (RFC 9110 §7.6.3).
 pub fn append_via(headers: &mut HeaderMap, version: &str) {
     let hop: &'static str = match version {
@@ -203,14 +228,12 @@ pub fn request_id(headers: &HeaderMap) -> String {
     {
         return s.to_string();
     }
-    let mut id = String::with_capacity(32);
     let n = fastrand::u128(..);
-    for i in (0..32).rev() {
-        id.push(char::from(
-            b"0123456789abcdef"[((n >> (i * 4)) & 0xf) as usize],
-        ));
-    }
-    id
+    let id: Vec<u8> = (0..32)
+        .rev()
+        .map(|i| b"0123456789abcdef"[((n >> (i * 4)) & 0xf) as usize])
+        .collect();
+    String::from_utf8(id).unwrap_or_default()
 }
 
 /// Applies a route's header operations: remove, then set, then add.
@@ -319,6 +342,29 @@ pub fn map_location(value: &str, m: &LocationMap<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let mut ips: Vec<IpAddr> = [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "127.0.0.1",
+            "::1",
+            "2001:db8::7",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        for _ in 0..1000 {
+            ips.push(IpAddr::from(fastrand::u32(..).to_be_bytes()));
+        }
+        for ip in ips {
+            let mut out = Vec::new();
+            write_ip(&mut out, ip).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+        }
+    }
 
     #[test]
     fn connection_cannot_strip_framing() {

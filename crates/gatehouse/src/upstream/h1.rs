@@ -21,7 +21,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -109,20 +109,21 @@ pub struct H1Conn {
     rbuf: BytesMut,
 }
 
-/// A failed send; `request` is given back when not one byte of it reached the origin, so that
-/// it may be sent elsewhere whatever its method.
+/// A failed send; the request's `body` is given back when not the whole head reached the
+/// origin (so the origin cannot have acted on the request), so that it may be sent elsewhere
+/// whatever its method.
 pub struct SendError {
     /// What went wrong.
     pub error: BoxError,
-    /// The untouched request.
-    pub request: Option<Request<UpBody>>,
+    /// The untouched body.
+    pub body: Option<UpBody>,
 }
 
 impl SendError {
     fn new(error: impl Into<BoxError>) -> Self {
         SendError {
             error: error.into(),
-            request: None,
+            body: None,
         }
     }
 }
@@ -187,26 +188,33 @@ impl H1Conn {
         let mut probe = [0u8; 1];
         let mut buf = ReadBuf::new(&mut probe);
         let mut cx = Context::from_waker(Waker::noop());
-        matches!(
-            Pin::new(&mut self.io).poll_read(&mut cx, &mut buf),
-            Poll::Pending
-        )
+        // Unconstrained: with the task's cooperative budget spent, tokio would answer Pending
+        // whatever the socket holds, and a closed connection would pass for a live one.
+        let read = std::future::poll_fn(|cx| Pin::new(&mut self.io).poll_read(cx, &mut buf));
+        let mut read = std::pin::pin!(tokio::task::coop::unconstrained(read));
+        matches!(read.as_mut().poll(&mut cx), Poll::Pending)
     }
 
     /// Sends `req` and waits for the answer's head. The answer's body returns the connection to
     /// `server`'s pool when read to its end (unless `pool` is false).
     pub async fn send(
         mut self,
-        req: Request<UpBody>,
+        req: &http::request::Parts,
+        body: UpBody,
         server: Arc<ServerState>,
         pool: bool,
     ) -> Result<Response<H1Body>, SendError> {
-        let head_only = req.method() == Method::HEAD;
-        let (head, out) = match encode_head(&req) {
+        let head_only = req.method == Method::HEAD;
+        let (head, out) = match encode_head(req, &body) {
             Ok(x) => x,
-            Err(e) => return Err(SendError::new(e)),
+            Err(e) => {
+                return Err(SendError {
+                    error: e,
+                    body: Some(body),
+                });
+            }
         };
-        let empty = http_body::Body::is_end_stream(req.body());
+        let empty = http_body::Body::is_end_stream(&body);
         if empty && matches!(out, Out::Length(n) if n > 0) {
             return Err(SendError::new(
                 "request body shorter than its Content-Length",
@@ -214,37 +222,42 @@ impl H1Conn {
         }
         let mut queue: VecDeque<Bytes> = VecDeque::with_capacity(4);
         queue.push_back(head);
-        let mut state = Sending {
+        let mut up = Sending {
             queue,
             out,
             head_written: false,
             // Chunked framing is chosen only for a body that has not ended.
             body_done: empty,
-            req: Some(req),
-            body: None,
+            body: Some(body),
+            body_polled: false,
+            unflushed: false,
+            failed: None,
         };
-        let parsed = std::future::poll_fn(|cx| self.poll_exchange(cx, &mut state)).await;
+        let parsed = std::future::poll_fn(|cx| self.poll_exchange(cx, &mut up)).await;
         let (parts, framing, close) = match parsed {
             Ok(x) => x,
             Err(mut e) => {
-                if !state.head_written {
-                    e.request = state.req.take();
+                if !up.head_written && !up.body_polled {
+                    e.body = up.body.take();
                 }
                 return Err(e);
             }
         };
-        // The request body was not sent to its end (the origin answered first): this connection
-        // cannot carry another request.
-        let unfinished = !state.body_done || !state.queue.is_empty();
+        let unfinished = !up.is_done();
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            if unfinished {
+                // Request bytes still owed would land inside the tunnel's stream.
+                return Err(SendError::new(
+                    "origin switched protocols before the request was sent",
+                ));
+            }
             let rest = self.rbuf.split().freeze();
-            let up = OriginUpgrade(Arc::new(Mutex::new(Some((self.io, rest)))));
+            let tunnel = OriginUpgrade(Arc::new(Mutex::new(Some((self.io, rest)))));
             let mut resp = Response::from_parts(parts, H1Body::empty());
-            resp.extensions_mut().insert(up);
+            resp.extensions_mut().insert(tunnel);
             return Ok(resp);
         }
         let framing = if head_only
-            || parts.status.is_informational()
             || parts.status == StatusCode::NO_CONTENT
             || parts.status == StatusCode::NOT_MODIFIED
         {
@@ -252,12 +265,22 @@ impl H1Conn {
         } else {
             framing
         };
+        // The origin answered before the whole request was sent. An error answer, or one that
+        // closes, ends the upload (RFC 9112 §9.6); otherwise the origin may be streaming both
+        // ways, and the body keeps being sent while the answer is read.
+        let upload = (unfinished
+            && up.failed.is_none()
+            && !close
+            && !parts.status.is_client_error()
+            && !parts.status.is_server_error())
+        .then(|| Box::new(up));
         let reuse = pool && !close && !unfinished && framing != In::Close;
         let mut body = H1Body {
             conn: Some(self),
             framing,
             ret: reuse.then_some(server),
             trailers: None,
+            upload,
         };
         if body.framing == In::Done || body.framing == In::Length(0) {
             body.framing = In::Done;
@@ -271,120 +294,10 @@ impl H1Conn {
     fn poll_exchange(
         &mut self,
         cx: &mut Context<'_>,
-        st: &mut Sending,
+        up: &mut Sending,
     ) -> Poll<Result<(http::response::Parts, In, bool), SendError>> {
         loop {
-            let mut progress = false;
-            // Write what is queued, then take the next body frame.
-            loop {
-                if !st.queue.is_empty() {
-                    let mut slices = [io::IoSlice::new(&[]); 8];
-                    let mut n = 0;
-                    for (s, b) in slices.iter_mut().zip(st.queue.iter()) {
-                        *s = io::IoSlice::new(b);
-                        n += 1;
-                    }
-                    match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]) {
-                        Poll::Ready(Ok(0)) => {
-                            return Poll::Ready(Err(SendError::new(
-                                "origin closed the connection",
-                            )));
-                        }
-                        Poll::Ready(Ok(mut w)) => {
-                            progress = true;
-                            while w > 0 {
-                                let Some(b) = st.queue.front_mut() else { break };
-                                if w >= b.len() {
-                                    w -= b.len();
-                                    st.queue.pop_front();
-                                } else {
-                                    b.advance(w);
-                                    w = 0;
-                                }
-                            }
-                            if st.queue.is_empty() {
-                                st.head_written = true;
-                            }
-                            continue;
-                        }
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(SendError::new(e))),
-                        Poll::Pending => break,
-                    }
-                }
-                if st.body_done {
-                    break;
-                }
-                let body = match &mut st.body {
-                    Some(b) => b,
-                    None => {
-                        let Some(req) = st.req.take() else { break };
-                        st.body.insert(req.into_body())
-                    }
-                };
-                match Pin::new(body).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        progress = true;
-                        match frame.into_data() {
-                            Ok(data) => {
-                                if data.is_empty() {
-                                    continue;
-                                }
-                                match &mut st.out {
-                                    Out::Length(left) => {
-                                        if data.len() as u64 > *left {
-                                            return Poll::Ready(Err(SendError::new(
-                                                "request body longer than its Content-Length",
-                                            )));
-                                        }
-                                        *left -= data.len() as u64;
-                                        st.queue.push_back(data);
-                                    }
-                                    Out::Chunked => {
-                                        st.queue.push_back(Bytes::from(format!(
-                                            "{:x}\r\n",
-                                            data.len()
-                                        )));
-                                        st.queue.push_back(data);
-                                        st.queue.push_back(Bytes::from_static(b"\r\n"));
-                                    }
-                                }
-                            }
-                            Err(frame) => {
-                                // Trailers: sent with a chunked body, dropped with a sized one.
-                                if let (Out::Chunked, Ok(trailers)) =
-                                    (st.out, frame.into_trailers())
-                                {
-                                    let mut end = b"0\r\n".to_vec();
-                                    for (name, value) in &trailers {
-                                        end.extend_from_slice(name.as_str().as_bytes());
-                                        end.extend_from_slice(b": ");
-                                        end.extend_from_slice(value.as_bytes());
-                                        end.extend_from_slice(b"\r\n");
-                                    }
-                                    end.extend_from_slice(b"\r\n");
-                                    st.queue.push_back(Bytes::from(end));
-                                    st.body_done = true;
-                                }
-                            }
-                        }
-                    }
-                    Poll::Ready(None) => {
-                        progress = true;
-                        match st.out {
-                            Out::Length(0) => {}
-                            Out::Length(_) => {
-                                return Poll::Ready(Err(SendError::new(
-                                    "request body shorter than its Content-Length",
-                                )));
-                            }
-                            Out::Chunked => st.queue.push_back(Bytes::from_static(b"0\r\n\r\n")),
-                        }
-                        st.body_done = true;
-                    }
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(SendError::new(e))),
-                    Poll::Pending => break,
-                }
-            }
+            let mut progress = up.poll_send(&mut self.io, cx)?;
             // Read the answer's head.
             loop {
                 match parse_head(&mut self.rbuf) {
@@ -409,13 +322,24 @@ impl H1Conn {
                 }
                 match poll_fill(&mut self.io, &mut self.rbuf, cx, 8192) {
                     Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(Err(SendError::new(
-                            "origin closed the connection before answering",
-                        )));
+                        let e = up.failed.take().map_or_else(
+                            || "origin closed the connection before answering".into(),
+                            BoxError::from,
+                        );
+                        return Poll::Ready(Err(SendError::new(e)));
                     }
                     Poll::Ready(Ok(_)) => progress = true,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(SendError::new(e))),
-                    Poll::Pending => break,
+                    Poll::Ready(Err(e)) => {
+                        let e = up.failed.take().map_or_else(|| e.into(), BoxError::from);
+                        return Poll::Ready(Err(SendError::new(e)));
+                    }
+                    Poll::Pending => {
+                        if let Some(e) = up.failed.take() {
+                            // The write failed and no answer is waiting to be read.
+                            return Poll::Ready(Err(SendError::new(e)));
+                        }
+                        break;
+                    }
                 }
             }
             if !progress {
@@ -425,15 +349,166 @@ impl H1Conn {
     }
 }
 
-/// The send in progress.
+/// The request being sent.
 struct Sending {
     queue: VecDeque<Bytes>,
     out: Out,
     /// The whole head reached the socket: from here on the request is not given back.
     head_written: bool,
     body_done: bool,
-    req: Option<Request<UpBody>>,
     body: Option<UpBody>,
+    /// The body was polled: it is no longer whole, whatever the head's fate.
+    body_polled: bool,
+    /// Bytes were written since the last flush (TLS buffers them).
+    unflushed: bool,
+    /// Writing failed: the origin may still have answered (an error it sent before closing),
+    /// so the answer is read before this error is reported.
+    failed: Option<io::Error>,
+}
+
+impl Sending {
+    /// Everything was sent and flushed.
+    fn is_done(&self) -> bool {
+        self.body_done && self.queue.is_empty() && !self.unflushed && self.failed.is_none()
+    }
+
+    /// Writes what is queued, takes the next body frames, flushes. Returns whether anything
+    /// moved; an error only when the request body failed (the client's side).
+    fn poll_send(&mut self, io: &mut UpIo, cx: &mut Context<'_>) -> Result<bool, SendError> {
+        let mut progress = false;
+        while self.failed.is_none() {
+            if !self.queue.is_empty() {
+                let mut slices = [io::IoSlice::new(&[]); 8];
+                let mut n = 0;
+                for (s, b) in slices.iter_mut().zip(self.queue.iter()) {
+                    *s = io::IoSlice::new(b);
+                    n += 1;
+                }
+                match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]) {
+                    Poll::Ready(Ok(0)) => {
+                        self.failed = Some(io::ErrorKind::WriteZero.into());
+                    }
+                    Poll::Ready(Ok(mut w)) => {
+                        progress = true;
+                        self.unflushed = true;
+                        while w > 0 {
+                            let Some(b) = self.queue.front_mut() else {
+                                break;
+                            };
+                            if w >= b.len() {
+                                w -= b.len();
+                                self.queue.pop_front();
+                            } else {
+                                b.advance(w);
+                                w = 0;
+                            }
+                        }
+                        if self.queue.is_empty() {
+                            self.head_written = true;
+                        }
+                    }
+                    Poll::Ready(Err(e)) => self.failed = Some(e),
+                    Poll::Pending => break,
+                }
+                continue;
+            }
+            if self.body_done {
+                if self.unflushed {
+                    match Pin::new(&mut *io).poll_flush(cx) {
+                        Poll::Ready(Ok(())) => {
+                            self.unflushed = false;
+                            progress = true;
+                        }
+                        Poll::Ready(Err(e)) => self.failed = Some(e),
+                        Poll::Pending => {}
+                    }
+                }
+                break;
+            }
+            let Some(body) = self.body.as_mut() else {
+                break;
+            };
+            self.body_polled = true;
+            match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    progress = true;
+                    self.queue_frame(frame)?;
+                }
+                Poll::Ready(None) => {
+                    progress = true;
+                    match self.out {
+                        Out::Length(0) => {}
+                        Out::Length(_) => {
+                            return Err(SendError::new(
+                                "request body shorter than its Content-Length",
+                            ));
+                        }
+                        Out::Chunked => self.queue.push_back(Bytes::from_static(b"0\r\n\r\n")),
+                    }
+                    self.body_done = true;
+                    self.body = None;
+                }
+                Poll::Ready(Some(Err(e))) => return Err(SendError::new(e)),
+                Poll::Pending => {
+                    // Bytes queued before this body frame was awaited go out now.
+                    if self.unflushed {
+                        match Pin::new(&mut *io).poll_flush(cx) {
+                            Poll::Ready(Ok(())) => self.unflushed = false,
+                            Poll::Ready(Err(e)) => self.failed = Some(e),
+                            Poll::Pending => {}
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Queues one body frame in the request's framing.
+    fn queue_frame(&mut self, frame: Frame<Bytes>) -> Result<(), SendError> {
+        match frame.into_data() {
+            Ok(data) => {
+                if data.is_empty() {
+                    return Ok(());
+                }
+                match &mut self.out {
+                    Out::Length(left) => {
+                        if data.len() as u64 > *left {
+                            return Err(SendError::new(
+                                "request body longer than its Content-Length",
+                            ));
+                        }
+                        *left -= data.len() as u64;
+                        self.queue.push_back(data);
+                    }
+                    Out::Chunked => {
+                        self.queue
+                            .push_back(Bytes::from(format!("{:x}\r\n", data.len())));
+                        self.queue.push_back(data);
+                        self.queue.push_back(Bytes::from_static(b"\r\n"));
+                    }
+                }
+            }
+            Err(frame) => {
+                // Trailers: sent with a chunked body, dropped with a sized one.
+                if let (Out::Chunked, Ok(trailers)) = (self.out, frame.into_trailers()) {
+                    let mut end = b"0\r\n".to_vec();
+                    for (name, value) in &trailers {
+                        end.extend_from_slice(name.as_str().as_bytes());
+                        end.extend_from_slice(b": ");
+                        end.extend_from_slice(value.as_bytes());
+                        end.extend_from_slice(b"\r\n");
+                    }
+                    end.extend_from_slice(b"\r\n");
+                    self.queue.push_back(Bytes::from(end));
+                    self.body_done = true;
+                    self.body = None;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Reads once into `buf` (at least `want` bytes of room).
@@ -450,22 +525,21 @@ fn poll_fill(
 }
 
 /// The request head in wire form, and how its body is framed.
-fn encode_head(req: &Request<UpBody>) -> Result<(Bytes, Out), BoxError> {
-    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let h = req.headers();
-    let body = req.body();
+fn encode_head(req: &http::request::Parts, body: &UpBody) -> Result<(Bytes, Out), BoxError> {
+    let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let h = &req.headers;
     let mut out = Out::Length(0);
     let mut add_length: Option<u64> = None;
     let mut add_chunked = false;
     if let Some(v) = h.get(header::CONTENT_LENGTH) {
-        let n: u64 = v
+        let n = v
             .to_str()
             .ok()
-            .and_then(|s| s.parse().ok())
+            .and_then(parse_length)
             .ok_or("invalid Content-Length in the request")?;
         out = Out::Length(n);
     } else if http_body::Body::is_end_stream(body) {
-        if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
+        if matches!(req.method, Method::POST | Method::PUT | Method::PATCH) {
             add_length = Some(0);
         }
     } else if let Some(n) = http_body::Body::size_hint(body).exact() {
@@ -476,7 +550,7 @@ fn encode_head(req: &Request<UpBody>) -> Result<(Bytes, Out), BoxError> {
         add_chunked = true;
     }
     let mut w = Vec::with_capacity(256 + h.len() * 32);
-    w.extend_from_slice(req.method().as_str().as_bytes());
+    w.extend_from_slice(req.method.as_str().as_bytes());
     w.push(b' ');
     w.extend_from_slice(pq.as_bytes());
     w.extend_from_slice(b" HTTP/1.1\r\n");
@@ -496,6 +570,14 @@ fn encode_head(req: &Request<UpBody>) -> Result<(Bytes, Out), BoxError> {
     }
     w.extend_from_slice(b"\r\n");
     Ok((Bytes::from(w), out))
+}
+
+/// A Content-Length value: 1*DIGIT (RFC 9110 §8.6), no sign, no list.
+fn parse_length(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 /// Parses an answer head at the start of `buf` and consumes it. None: not complete yet.
@@ -522,7 +604,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, In, b
     let mut headers = HeaderMap::with_capacity(resp.headers.len());
     let mut length: Option<u64> = None;
     let mut te: Option<bool> = None; // Some(final coding is chunked)
-    let mut close = version == Version::HTTP_10;
+    let (mut close_token, mut keep_alive_token) = (false, false);
     for hd in resp.headers.iter() {
         let name = HeaderName::from_bytes(hd.name.as_bytes())
             .map_err(|_| format!("invalid header name {:?}", hd.name))?;
@@ -530,10 +612,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, In, b
             .map_err(|_| format!("invalid value of header {name}"))?;
         if name == header::CONTENT_LENGTH {
             let s = value.to_str().map_err(|_| "invalid Content-Length")?;
-            let n: u64 = s
-                .trim()
-                .parse()
-                .map_err(|_| format!("invalid Content-Length {s:?}"))?;
+            let n =
+                parse_length(s.trim()).ok_or_else(|| format!("invalid Content-Length {s:?}"))?;
             if length.is_some_and(|l| l != n) {
                 return Err("Content-Length headers that disagree".into());
             }
@@ -550,21 +630,28 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, In, b
         } else if name == header::CONNECTION {
             let s = value.to_str().unwrap_or("");
             for tok in s.split(',').map(str::trim) {
-                if tok.eq_ignore_ascii_case("close") {
-                    close = true;
-                } else if tok.eq_ignore_ascii_case("keep-alive") && version == Version::HTTP_10 {
-                    close = false;
-                }
+                close_token |= tok.eq_ignore_ascii_case("close");
+                keep_alive_token |= tok.eq_ignore_ascii_case("keep-alive");
             }
         }
         headers.append(name, value);
     }
+    // `close` wins over `keep-alive`; an HTTP/1.0 answer closes unless it says keep-alive.
+    let close = close_token || (version == Version::HTTP_10 && !keep_alive_token);
     let framing = match (te, length) {
         (Some(_), Some(_)) => {
             return Err("answer with both Transfer-Encoding and Content-Length".into());
         }
+        // RFC 9112 §6.1: Transfer-Encoding from an HTTP/1.0 server is faulty framing.
+        (Some(_), None) if version == Version::HTTP_10 => {
+            return Err("HTTP/1.0 answer with Transfer-Encoding".into());
+        }
         (Some(true), None) => In::Chunked(Chunk::Size),
-        (Some(false), None) => In::Close,
+        // A coding other than chunked last would reach the client undecoded and unlabelled
+        // (Transfer-Encoding is hop-by-hop): refused rather than passed on.
+        (Some(false), None) => {
+            return Err("answer with a transfer coding other than chunked".into());
+        }
         (None, Some(n)) => In::Length(n),
         (None, None) => In::Close,
     };
@@ -584,6 +671,9 @@ pub struct H1Body {
     /// Where the connection goes back when this body ends, if it may be reused.
     ret: Option<Arc<ServerState>>,
     trailers: Option<HeaderMap>,
+    /// The rest of the request, still being sent while the answer streams (a full-duplex
+    /// origin); such a connection is never reused.
+    upload: Option<Box<Sending>>,
 }
 
 impl H1Body {
@@ -593,12 +683,14 @@ impl H1Body {
             framing: In::Done,
             ret: None,
             trailers: None,
+            upload: None,
         }
     }
 
     /// The body ended: back to the pool when nothing follows it.
     fn finish(&mut self) {
         self.framing = In::Done;
+        self.upload = None;
         let conn = self.conn.take();
         if let (Some(server), Some(conn)) = (self.ret.take(), conn)
             && conn.rbuf.is_empty()
@@ -611,6 +703,7 @@ impl H1Body {
         self.framing = In::Done;
         self.conn = None;
         self.ret = None;
+        self.upload = None;
         Poll::Ready(Some(Err(e.into())))
     }
 }
@@ -624,6 +717,14 @@ impl Body for H1Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let (Some(up), Some(conn)) = (this.upload.as_mut(), this.conn.as_mut()) {
+            // Wakes this body when the socket can take more of the request, or the client's
+            // body has more.
+            let sent = up.poll_send(&mut conn.io, cx);
+            if sent.is_err() || up.is_done() || up.failed.is_some() {
+                this.upload = None;
+            }
+        }
         loop {
             if this.framing == In::Done {
                 return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
@@ -739,8 +840,15 @@ fn decode_chunk(buf: &mut BytesMut, state: Chunk) -> Result<Step, BoxError> {
             if digits == 0 || digits > 15 {
                 return Err("invalid chunk size".into());
             }
-            // After the size: nothing, or chunk extensions (ignored), possibly after spaces.
+            // After the size: nothing, or chunk extensions (ignored), possibly after spaces;
+            // no control characters (a bare LF among them).
             let rest = &line[digits..];
+            if rest
+                .iter()
+                .any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f)
+            {
+                return Err("control character in a chunk size line".into());
+            }
             let rest_ok = rest.is_empty() || {
                 let t = rest.iter().position(|b| *b != b' ' && *b != b'\t');
                 t.is_some_and(|i| rest[i] == b';')
@@ -873,6 +981,8 @@ mod tests {
             b"ffffffffffffffffff\r\n",
             b"\r\n",
             b"0\r\nbad trailer\r\n\r\n",
+            b"5;x\nhello\r\n0\r\n\r\n",
+            b"+5\r\nhello\r\n0\r\n\r\n",
         ] {
             assert!(
                 decode_all(wire).is_err(),
@@ -926,6 +1036,9 @@ mod tests {
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip, chunked\r\n\r\n",
             "HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
             "HTTP/1.1 200 OK\r\nx: a\r\n b\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+            "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
         ] {
             assert!(head(wire).is_err(), "{wire:?}");
         }

@@ -20,3 +20,4 @@ mod proxy_protocol;
 mod routing;
 mod tls;
 mod transparent;
+mod upstream_h1;

@@ -1,0 +1,245 @@
+//! Our HTTP/1.1 client towards origins, against scripted raw-TCP origins: answer framing,
+//! connection reuse, early answers, informational answers, full-duplex streaming.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::common::*;
+
+/// A raw origin: each accepted connection runs `script`; counts connections.
+async fn raw_origin<F, Fut>(script: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(TcpStream, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = conns.clone();
+    let script = Arc::new(script);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::spawn(script(s, n));
+        }
+    });
+    (addr, conns)
+}
+
+/// Reads one request head (up to the empty line); None when the peer closed first.
+async fn read_head(s: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b).await {
+            Ok(1) => head.push(b[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+fn config(origin: SocketAddr) -> String {
+    format!(
+        r#"
+[listeners.web]
+bind = "127.0.0.1:0"
+[upstreams.app]
+servers = ["{origin}"]
+retries = 1
+[[routes]]
+upstream = "app"
+"#
+    )
+}
+
+/// Answers every request on a connection with `answer` until the client closes.
+async fn answering(mut s: TcpStream, answer: &'static [u8]) {
+    while read_head(&mut s).await.is_some() {
+        if s.write_all(answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn ambiguous_answers_become_502_and_the_connection_is_dropped() {
+    let (origin, conns) = raw_origin(|s, _| {
+        answering(
+            s,
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        )
+    })
+    .await;
+    let gh = proxy(&config(origin)).await;
+    for _ in 0..2 {
+        let got = get(web(&gh), "x", "/").await;
+        assert_eq!(got.status, 502, "{}", got.text());
+    }
+    // Never reused after a faulty answer: each request (and its one retry) on a new connection.
+    assert!(conns.load(Ordering::SeqCst) >= 2);
+    gh.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn chunked_answers_with_extensions_and_trailers_pass_whole_and_reuse_the_connection() {
+    let (origin, conns) = raw_origin(|s, _| {
+        answering(
+            s,
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=\"a\"\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 11\r\n\r\n",
+        )
+    })
+    .await;
+    let gh = proxy(&config(origin)).await;
+    for _ in 0..3 {
+        let got = get(web(&gh), "x", "/").await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.text(), "hello world");
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "one pooled connection");
+    gh.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn connection_close_and_http10_answers_are_not_reused() {
+    let (origin, conns) = raw_origin(|mut s, _| async move {
+        if read_head(&mut s).await.is_some() {
+            // HTTP/1.0, no length: the body runs to the close.
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nuntil close").await;
+        }
+    })
+    .await;
+    let gh = proxy(&config(origin)).await;
+    for _ in 0..3 {
+        let got = get(web(&gh), "x", "/").await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.text(), "until close");
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 3);
+    gh.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_origin_closed_is_not_used() {
+    // Each connection answers one request with keep-alive framing, then closes.
+    let (origin, conns) = raw_origin(|mut s, _| async move {
+        if read_head(&mut s).await.is_some() {
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+        }
+    })
+    .await;
+    let gh = proxy(&config(origin)).await;
+    for _ in 0..5 {
+        let got = get(web(&gh), "x", "/").await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        assert_eq!(got.text(), "ok");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 5);
+    gh.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn informational_answers_are_skipped() {
+    let (origin, _) = raw_origin(|s, _| {
+        answering(
+            s,
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndone",
+        )
+    })
+    .await;
+    let gh = proxy(&config(origin)).await;
+    let got = get(web(&gh), "x", "/").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.text(), "done");
+    gh.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn an_early_error_answer_reaches_the_client() {
+    // The origin refuses a large upload after its head, without reading the body, and closes.
+    let (origin, _) = raw_origin(|mut s, _| async move {
+        if read_head(&mut s).await.is_some() {
+            let _ = s
+                .write_all(b"HTTP/1.1 413 Content Too Large\r\nconnection: close\r\ncontent-length: 8\r\n\r\ntoo big!")
+                .await;
+            let _ = s.shutdown().await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    let gh = proxy(&config(origin)).await;
+    let body = vec![b'x'; 8 << 20];
+    let req = http::Request::post("/upload")
+        .header("host", "x")
+        .body(full(body))
+        .unwrap();
+    let got = send(web(&gh), req).await;
+    assert_eq!(got.status, 413, "{}", got.text());
+    assert_eq!(got.text(), "too big!");
+    gh.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_full_duplex_origin_gets_the_rest_of_the_body_while_it_answers() {
+    // The origin answers after the first chunk, then echoes each chunk it receives.
+    let (origin, _) = raw_origin(|mut s, _| async move {
+        if read_head(&mut s).await.is_none() {
+            return;
+        }
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await;
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            // Echo the raw chunked bytes as chunks of their own.
+            let mut out = format!("{:x}\r\n", n).into_bytes();
+            out.extend_from_slice(&buf[..n]);
+            out.extend_from_slice(b"\r\n");
+            if s.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let gh = proxy(&config(origin)).await;
+    let mut c = TcpStream::connect(web(&gh)).await.unwrap();
+    c.write_all(
+        b"POST /duplex HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+    )
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut read_until = async |c: &mut TcpStream, seen: &mut Vec<u8>, want: &[u8]| {
+        while !seen.windows(want.len()).any(|w| w == want) {
+            let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+                .await
+                .expect("answer in time")
+                .unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    read_until(&mut c, &mut seen, b"first").await;
+    assert!(
+        seen.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    // The second chunk is sent only now, after the answer began: it must still reach the origin.
+    c.write_all(b"6\r\nsecond\r\n").await.unwrap();
+    read_until(&mut c, &mut seen, b"second").await;
+    gh.shutdown(Duration::from_secs(1)).await;
+}
