@@ -300,6 +300,15 @@ pub async fn serve_tls(
 /// buffer at all. A busy keep-alive connection never idles this long and stays with hyper.
 const PARK_AFTER: Duration = Duration::from_millis(250);
 
+/// Connections parked since start: the allocator's housekeeping (main.rs) returns freed memory
+/// to the OS after parks.
+static PARKED: AtomicU64 = AtomicU64::new(0);
+
+/// How many times an HTTP/1 connection was parked since the process started.
+pub fn parked_total() -> u64 {
+    PARKED.load(Ordering::Relaxed)
+}
+
 /// Bytes read from a parked connection at once: the start of the next request (hyper reads the
 /// rest). Small, because it lives in every parked connection's task.
 const PARKED_READ: usize = 64;
@@ -342,6 +351,7 @@ where
         let Some(mut parked) = Box::pin(serve_h1(next, settings, &ctx, &mut shutdown)).await else {
             return;
         };
+        PARKED.fetch_add(1, Ordering::Relaxed);
         if parked.carried.is_empty() {
             let since = timer.idle_since.load(Ordering::Relaxed);
             let waited = Duration::from_millis(crate::upstream::now_ms().saturating_sub(since));
