@@ -92,6 +92,29 @@ pub struct Metrics {
     udp_dropped: Family<ListenerLabels, Counter>,
     l4_connections: Family<ListenerLabels, Counter>,
     l4_bytes: Family<DirectionLabels, Counter>,
+    /// Tells this registry's entries apart in the per-thread handle cache.
+    id: u64,
+}
+
+/// Counter and histogram handles of recent label sets, per thread: a family lookup hashes every
+/// label (SipHash) under a lock, on every request. Keys hold their `Arc<str>` labels, so that
+/// comparing by pointer cannot mistake a freed label for a new one.
+struct CachedRequest {
+    metrics: u64,
+    listener: Arc<str>,
+    route: Arc<str>,
+    upstream: Arc<str>,
+    code: u16,
+    counter: Counter,
+    duration: Histogram,
+}
+
+/// Entries kept per thread (a thread serves few label sets at a time; the oldest goes first).
+const CACHED_REQUESTS: usize = 32;
+
+thread_local! {
+    static REQUEST_HANDLES: std::cell::RefCell<std::collections::VecDeque<CachedRequest>> =
+        const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
 }
 
 impl Default for Metrics {
@@ -219,7 +242,9 @@ impl Metrics {
             "Bytes relayed by tcp/tls listeners, up (client to server) and down",
             l4_bytes.clone(),
         );
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Metrics {
+            id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             udp_flows,
             udp_datagrams,
             udp_dropped,
@@ -247,19 +272,60 @@ impl Metrics {
         code: u16,
         took: Duration,
     ) {
-        self.requests
+        let secs = took.as_secs_f64();
+        let hit = REQUEST_HANDLES.with(|c| {
+            let c = c.borrow();
+            c.iter()
+                .find(|e| {
+                    e.metrics == self.id
+                        && e.code == code
+                        && Arc::ptr_eq(&e.route, route)
+                        && Arc::ptr_eq(&e.upstream, upstream)
+                        && Arc::ptr_eq(&e.listener, listener)
+                })
+                .map(|e| {
+                    e.counter.inc();
+                    e.duration.observe(secs);
+                })
+                .is_some()
+        });
+        if hit {
+            return;
+        }
+        // Each family member taken in its own statement (a guard must be gone before the next
+        // lookup may insert).
+        let counter = self
+            .requests
             .get_or_create(&RequestLabels {
                 listener: Label(listener.clone()),
                 route: Label(route.clone()),
                 upstream: Label(upstream.clone()),
                 code,
             })
-            .inc();
-        self.duration
+            .clone();
+        let duration = self
+            .duration
             .get_or_create(&ListenerLabels {
                 listener: Label(listener.clone()),
             })
-            .observe(took.as_secs_f64());
+            .clone();
+        counter.inc();
+        duration.observe(secs);
+        REQUEST_HANDLES.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() >= CACHED_REQUESTS {
+                c.pop_front();
+            }
+            c.push_back(CachedRequest {
+                metrics: self.id,
+                listener: listener.clone(),
+                route: route.clone(),
+                upstream: upstream.clone(),
+                code,
+                counter,
+                duration,
+            });
+        });
     }
 
     /// The counters of a udp listener (each taken in its own statement: a family member's

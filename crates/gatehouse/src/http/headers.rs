@@ -7,6 +7,12 @@ use std::net::IpAddr;
 use gatehouse_config::model::HeaderOps;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+/// The request id header, both ways.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// Headers that frame the message or name it: a `Connection` header may never remove these.
 const PROTECTED: [&str; 3] = ["content-length", "transfer-encoding", "host"];
 
@@ -125,17 +131,12 @@ pub fn set_forwarding(headers: &mut HeaderMap, c: &ClientInfo<'_>) {
     let mut w = std::io::Cursor::new(&mut buf[..]);
     let _ = write_ip(&mut w, ip);
     let ip_len = w.position() as usize;
-    append_or_set(
-        headers,
-        HeaderName::from_static("x-forwarded-for"),
-        c.trusted,
-        &buf[..ip_len],
-    );
-    let xfp = HeaderName::from_static("x-forwarded-proto");
+    append_or_set(headers, X_FORWARDED_FOR, c.trusted, &buf[..ip_len]);
+    let xfp = X_FORWARDED_PROTO;
     if !(c.trusted && headers.contains_key(&xfp)) {
         headers.insert(xfp, HeaderValue::from_static(c.proto));
     }
-    let xfh = HeaderName::from_static("x-forwarded-host");
+    let xfh = X_FORWARDED_HOST;
     if !(c.trusted && headers.contains_key(&xfh))
         && let Ok(v) = HeaderValue::from_str(c.host)
     {
@@ -220,7 +221,7 @@ pub fn append_via(headers: &mut HeaderMap, version: &str) {
 
 /// The request id: the client's when it is sane, else a new random one.
 pub fn request_id(headers: &HeaderMap) -> String {
-    if let Some(v) = headers.get("x-request-id")
+    if let Some(v) = headers.get(X_REQUEST_ID)
         && let Ok(s) = v.to_str()
         && !s.is_empty()
         && s.len() <= 128

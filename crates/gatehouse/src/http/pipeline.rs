@@ -23,7 +23,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use gatehouse_config::model::{HashKey, Route, RouteAction, UpstreamProtocol};
 use gatehouse_config::units::canonical_ip;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
@@ -192,7 +192,7 @@ pub async fn handle(
         Err(e) => respond::error_response(&e, &request_id),
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("x-request-id", v);
+        resp.headers_mut().insert(headers::X_REQUEST_ID, v);
     }
     if let Some(cs) = fin
         .cache_status
@@ -377,8 +377,8 @@ fn conn_scheme(conn: &ConnCtx) -> &'static str {
 }
 
 /// Headers that carry the verified client certificate upstream; never taken from the client.
-const CLIENT_CERT_SUBJECT: &str = "x-client-cert-subject";
-const CLIENT_CERT_SHA256: &str = "x-client-cert-sha256";
+const CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
+const CLIENT_CERT_SHA256: HeaderName = HeaderName::from_static("x-client-cert-sha256");
 
 fn content_length(parts: &Parts) -> Option<u64> {
     parts
@@ -514,7 +514,7 @@ impl Origin {
             },
         );
         if let Ok(v) = HeaderValue::from_str(request_id) {
-            h.insert("x-request-id", v);
+            h.insert(headers::X_REQUEST_ID, v);
         }
         let upstream_host = match &route.set_host {
             Some(sh) => sh.clone(),
