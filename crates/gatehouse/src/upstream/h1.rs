@@ -663,6 +663,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, In, b
     Ok(Some((parts, framing, close)))
 }
 
+/// What `Body::poll_frame` returns.
+type PollFrame = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
+
 /// An origin's answer body, read from the connection; hands the connection back to the pool
 /// at its exact end.
 pub struct H1Body {
@@ -699,7 +702,19 @@ impl H1Body {
         }
     }
 
-    fn fail(&mut self, e: impl Into<BoxError>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    /// Reads more of a delimited body: None when bytes came, else what `poll_frame` returns now
+    /// (pending, or the failure of a body cut short).
+    fn read_more(&mut self, cx: &mut Context<'_>, want: usize) -> Option<PollFrame> {
+        let conn = self.conn.as_mut()?;
+        match poll_fill(&mut conn.io, &mut conn.rbuf, cx, want) {
+            Poll::Ready(Ok(0)) => Some(self.fail("origin closed the connection mid-body")),
+            Poll::Ready(Ok(_)) => None,
+            Poll::Ready(Err(e)) => Some(self.fail(e)),
+            Poll::Pending => Some(Poll::Pending),
+        }
+    }
+
+    fn fail(&mut self, e: impl Into<BoxError>) -> PollFrame {
         self.framing = In::Done;
         self.conn = None;
         self.ret = None;
@@ -737,14 +752,10 @@ impl Body for H1Body {
                 In::Length(left) => {
                     if conn.rbuf.is_empty() {
                         let want = (left as usize).clamp(1, READ_CHUNK);
-                        match poll_fill(&mut conn.io, &mut conn.rbuf, cx, want) {
-                            Poll::Ready(Ok(0)) => {
-                                return this.fail("origin closed the connection mid-body");
-                            }
-                            Poll::Ready(Ok(_)) => {}
-                            Poll::Ready(Err(e)) => return this.fail(e),
-                            Poll::Pending => return Poll::Pending,
+                        if let Some(now) = this.read_more(cx, want) {
+                            return now;
                         }
+                        continue;
                     }
                     let take = (conn.rbuf.len() as u64).min(left) as usize;
                     let data = conn.rbuf.split_to(take).freeze();
@@ -786,13 +797,8 @@ impl Body for H1Body {
                         if conn.rbuf.len() > MAX_TRAILERS + MAX_CHUNK_LINE {
                             return this.fail("chunk line or trailers too long");
                         }
-                        match poll_fill(&mut conn.io, &mut conn.rbuf, cx, READ_CHUNK) {
-                            Poll::Ready(Ok(0)) => {
-                                return this.fail("origin closed the connection mid-body");
-                            }
-                            Poll::Ready(Ok(_)) => {}
-                            Poll::Ready(Err(e)) => return this.fail(e),
-                            Poll::Pending => return Poll::Pending,
+                        if let Some(now) = this.read_more(cx, READ_CHUNK) {
+                            return now;
                         }
                     }
                 },
