@@ -1003,6 +1003,40 @@ mod tests {
     }
 
     #[test]
+    fn request_heads_carry_their_framing() {
+        let mut req = http::Request::post("/p?q=1")
+            .header("host", "example.com")
+            .header("x-a", "b")
+            .body(())
+            .unwrap();
+        req.headers_mut()
+            .append("x-a", HeaderValue::from_static("c"));
+        let (parts, ()) = req.into_parts();
+        let sized = |body: UpBody| {
+            let (head, _) = encode_head(&parts, &body).unwrap();
+            String::from_utf8(head.to_vec()).unwrap()
+        };
+        use http_body_util::BodyExt;
+        let empty = http_body_util::Empty::<Bytes>::new()
+            .map_err(|n| match n {})
+            .boxed_unsync();
+        assert_eq!(
+            sized(empty),
+            "POST /p?q=1 HTTP/1.1\r\nhost: example.com\r\nx-a: b\r\nx-a: c\r\ncontent-length: 0\r\n\r\n"
+        );
+        let stream =
+            http_body_util::StreamBody::new(futures_util::stream::iter(vec![Ok::<_, BoxError>(
+                Frame::data(Bytes::from_static(b"x")),
+            )]))
+            .boxed_unsync();
+        let head = sized(stream);
+        assert!(
+            head.ends_with("x-a: c\r\ntransfer-encoding: chunked\r\n\r\n"),
+            "{head}"
+        );
+    }
+
+    #[test]
     fn answer_framing() {
         let (p, f, c) = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
             .unwrap()
