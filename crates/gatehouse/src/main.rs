@@ -20,6 +20,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// decommitted and faulted in again.)
 fn tune_memory() {
     let _ = nix::sys::prctl::set_thp_disable(true);
+}
+
+/// Starts the thread that hands memory freed by parked connections back to the OS.
+fn start_memory_housekeeping() {
     let spawned = std::thread::Builder::new()
         .name("gatehouse-memory".into())
         .spawn(|| {
@@ -200,6 +204,7 @@ async fn serve(
     path: Option<PathBuf>,
     banner: Option<String>,
 ) -> ExitCode {
+    start_memory_housekeeping();
     use tokio::signal::unix::{SignalKind, signal};
     let gh = match Gatehouse::start(model, path).await {
         Ok(g) => g,
