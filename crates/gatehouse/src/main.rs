@@ -27,13 +27,23 @@ fn start_memory_housekeeping() {
     let spawned = std::thread::Builder::new()
         .name("gatehouse-memory".into())
         .spawn(|| {
+            // Collects after parks: at once after a quiet second, then at most once a second
+            // while they keep coming (a forced purge undoes the purge delay's savings), and
+            // once more when they have settled (a tick without new ones).
+            let tick = std::time::Duration::from_millis(100);
             let mut seen = gatehouse::http::server::parked_total();
+            let mut pending = false;
+            let mut last = std::time::Instant::now();
             loop {
-                std::thread::sleep(std::time::Duration::from_millis(250));
+                std::thread::sleep(tick);
                 let now = gatehouse::http::server::parked_total();
-                if now != seen {
-                    seen = now;
+                let settled = now == seen;
+                pending |= !settled;
+                seen = now;
+                if pending && (settled || last.elapsed() >= std::time::Duration::from_secs(1)) {
                     collect();
+                    pending = false;
+                    last = std::time::Instant::now();
                 }
             }
         });

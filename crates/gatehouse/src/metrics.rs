@@ -273,7 +273,8 @@ impl Metrics {
         took: Duration,
     ) {
         let secs = took.as_secs_f64();
-        let hit = REQUEST_HANDLES.with(|c| {
+        // `try_with`: during thread teardown the cache is gone and the lookup below serves.
+        let hit = REQUEST_HANDLES.try_with(|c| {
             let c = c.borrow();
             c.iter()
                 .find(|e| {
@@ -289,7 +290,7 @@ impl Metrics {
                 })
                 .is_some()
         });
-        if hit {
+        if hit == Ok(true) {
             return;
         }
         // Each family member taken in its own statement (a guard must be gone before the next
@@ -311,7 +312,7 @@ impl Metrics {
             .clone();
         counter.inc();
         duration.observe(secs);
-        REQUEST_HANDLES.with(|c| {
+        let _ = REQUEST_HANDLES.try_with(|c| {
             let mut c = c.borrow_mut();
             if c.len() >= CACHED_REQUESTS {
                 c.pop_front();

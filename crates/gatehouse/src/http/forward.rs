@@ -78,9 +78,11 @@ pub async fn forward(
 ) -> Result<(Forwarded, ActiveGuard), ProxyError> {
     let m = &up.model;
     let (parts, body) = req.into_parts();
-    // An idempotent request without a body can be sent again as often as needed; another
-    // request only while its body is untouched (given back by a send that wrote nothing).
-    let replayable = idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
+    // With retries allowed, an idempotent request without a body can be sent again as often as
+    // needed; any request while its body is untouched (given back by a send that did not write
+    // the whole head).
+    let replayable =
+        m.retries > 0 && idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
     let mut body = Some(body);
     let mut tried: Vec<usize> = Vec::new();
     let mut last: Option<ProxyError> = None;

@@ -653,7 +653,10 @@ impl Origin {
                         let mut c = TokioIo::new(c);
                         // Bytes the origin sent right after its 101 belong to the tunnel.
                         let res = async {
-                            tokio::io::AsyncWriteExt::write_all(&mut c, &early).await?;
+                            if !early.is_empty() {
+                                tokio::io::AsyncWriteExt::write_all(&mut c, &early).await?;
+                                tokio::io::AsyncWriteExt::flush(&mut c).await?;
+                            }
                             tokio::io::copy_bidirectional(&mut c, &mut o).await
                         };
                         if let Err(e) = res.await {
