@@ -941,6 +941,60 @@ fn find(buf: &[u8], needle: &[u8], limit: usize) -> Result<Option<usize>, BoxErr
     }
 }
 
+/// An answer as it comes from an origin, head and body in `wire`, split into two reads at
+/// `split`: the decoded body and trailers, or the error the proxy would answer 502 for. For the
+/// fuzzer (`fuzz/fuzz_targets/h1_answer.rs`): it must never panic, and where the split falls
+/// must not change the result.
+#[doc(hidden)]
+pub fn decode_answer(wire: &[u8], split: usize) -> Result<(Vec<u8>, Option<HeaderMap>), String> {
+    let split = split.min(wire.len());
+    let mut buf = BytesMut::from(&wire[..split]);
+    let mut rest = &wire[split..];
+    let mut feed = |buf: &mut BytesMut| -> bool {
+        if rest.is_empty() {
+            return false;
+        }
+        buf.extend_from_slice(rest);
+        rest = &[];
+        true
+    };
+    let framing = loop {
+        match parse_head(&mut buf).map_err(|e| e.to_string())? {
+            Some((_, framing, _)) => break framing,
+            None if feed(&mut buf) => {}
+            None => return Err("incomplete head".into()),
+        }
+    };
+    let mut body = Vec::new();
+    let mut state = match framing {
+        In::Chunked(c) => c,
+        In::Length(n) => {
+            feed(&mut buf);
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            if buf.len() < n {
+                return Err("body shorter than its length".into());
+            }
+            return Ok((buf[..n].to_vec(), None));
+        }
+        In::Close | In::Done => {
+            feed(&mut buf);
+            return Ok((buf.to_vec(), None));
+        }
+    };
+    loop {
+        match decode_chunk(&mut buf, state).map_err(|e| e.to_string())? {
+            Step::Data(d, next) => {
+                body.extend_from_slice(&d);
+                state = next;
+            }
+            Step::Next(next) => state = next,
+            Step::End(trailers) => return Ok((body, trailers)),
+            Step::More if feed(&mut buf) => {}
+            Step::More => return Err("incomplete body".into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -962,6 +1016,21 @@ mod tests {
                 }
                 Step::More => return Err("incomplete".into()),
             }
+        }
+    }
+
+    #[test]
+    fn answers_decode_the_same_however_the_reads_split() {
+        let wire =
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx: 1\r\n\r\n";
+        let whole = decode_answer(wire, wire.len()).unwrap();
+        assert_eq!(whole.0, b"hello");
+        for split in 0..wire.len() {
+            assert_eq!(
+                decode_answer(wire, split).unwrap(),
+                whole,
+                "split at {split}"
+            );
         }
     }
 

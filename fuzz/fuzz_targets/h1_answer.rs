@@ -1,0 +1,18 @@
+//! Any bytes as an origin's answer through our HTTP/1.1 client's head parser and chunked
+//! decoder: never panics, and the result does not depend on where the reads split.
+#![no_main]
+use gatehouse::upstream::h1::decode_answer;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let split = data.first().copied().unwrap_or(0) as usize % (data.len().max(1));
+    let whole = decode_answer(data, data.len());
+    let parts = decode_answer(data, split);
+    // A head or body that a read boundary made incomplete may differ only as "incomplete".
+    if let (Ok(w), Ok(p)) = (&whole, &parts) {
+        assert_eq!(w, p);
+    }
+    if whole.is_ok() {
+        assert!(parts.is_ok(), "{parts:?}");
+    }
+});
