@@ -243,3 +243,32 @@ async fn a_full_duplex_origin_gets_the_rest_of_the_body_while_it_answers() {
     read_until(&mut c, &mut seen, b"second").await;
     gh.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_request_whose_head_was_written_is_resent_only_when_retries_allow() {
+    // Each connection answers its first request (keep-alive), then reads the next head and
+    // closes without answering: the second request meets a pooled connection that dies after
+    // the whole head was written.
+    for (retries, status, expect_conns) in [(0, 502, 1), (1, 200, 2)] {
+        let (origin, conns) = raw_origin(|mut s, _| async move {
+            if read_head(&mut s).await.is_some() {
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                let _ = read_head(&mut s).await;
+            }
+        })
+        .await;
+        let cfg = config(origin).replace("retries = 1", &format!("retries = {retries}"));
+        let gh = proxy(&cfg).await;
+        assert_eq!(get(web(&gh), "x", "/").await.status, 200);
+        let got = get(web(&gh), "x", "/").await;
+        assert_eq!(got.status, status, "retries = {retries}: {}", got.text());
+        assert_eq!(
+            conns.load(Ordering::SeqCst),
+            expect_conns,
+            "retries = {retries}: connections to the origin"
+        );
+        gh.shutdown(Duration::from_secs(1)).await;
+    }
+}
