@@ -2,10 +2,9 @@
 //! wait for the response headers within `response_timeout`, and retry when that is safe.
 //!
 //! Retry rules: a connect error never consumed the request, so it is retried for any method; a
-//! request whose head never fully reached the origin (the client hands it back) likewise; after
-//! that, only
-//! an idempotent request without a body is re-sent. A stale pooled connection gets one fresh retry
-//! on the same server without counting against the server.
+//! request whose head never fully reached the origin (the client hands its body back) likewise;
+//! after that, only an idempotent request without a body is re-sent. A stale pooled connection
+//! gets one fresh retry on the same server without counting against the server.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,8 +12,7 @@ use std::sync::atomic::Ordering;
 use http::{Method, Request, Response, request::Parts};
 use http_body_util::BodyExt;
 
-use crate::error::BoxError;
-use crate::error::{ErrorKind, ProxyError};
+use crate::error::{BoxError, ErrorKind, ProxyError};
 use crate::upstream::pool::{self, Conn, UpBody, UpstreamBody};
 use crate::upstream::{PickInput, ServerState, Upstream};
 

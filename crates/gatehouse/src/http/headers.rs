@@ -132,15 +132,13 @@ pub fn set_forwarding(headers: &mut HeaderMap, c: &ClientInfo<'_>) {
     let _ = write_ip(&mut w, ip);
     let ip_len = w.position() as usize;
     append_or_set(headers, X_FORWARDED_FOR, c.trusted, &buf[..ip_len]);
-    let xfp = X_FORWARDED_PROTO;
-    if !(c.trusted && headers.contains_key(&xfp)) {
-        headers.insert(xfp, HeaderValue::from_static(c.proto));
+    if !(c.trusted && headers.contains_key(X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(c.proto));
     }
-    let xfh = X_FORWARDED_HOST;
-    if !(c.trusted && headers.contains_key(&xfh))
+    if !(c.trusted && headers.contains_key(X_FORWARDED_HOST))
         && let Ok(v) = HeaderValue::from_str(c.host)
     {
-        headers.insert(xfh, v);
+        headers.insert(X_FORWARDED_HOST, v);
     }
     let host_ok = c
         .host
@@ -148,34 +146,21 @@ pub fn set_forwarding(headers: &mut HeaderMap, c: &ClientInfo<'_>) {
         .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
     let mut w = std::io::Cursor::new(&mut buf[..]);
     // RFC 7239 §6: IPv6 addresses are bracketed and the node quoted.
-    let written = if ip.is_ipv6() {
+    let node = if ip.is_ipv6() {
         write!(w, "for=\"[{ip}]\"")
     } else {
         w.write_all(b"for=").and_then(|_| write_ip(&mut w, ip))
-    }
-    .and_then(|_| {
-        if host_ok && !c.host.is_empty() {
-            write!(w, ";host={}", c.host)
-        } else {
-            Ok(())
+    };
+    if host_ok && !c.host.is_empty() {
+        let mark = w.position();
+        if write!(w, ";host={}", c.host).is_err() {
+            // A Host too long for the buffer: the element goes without it.
+            w.set_position(mark);
         }
-    })
-    .and_then(|_| write!(w, ";proto={}", c.proto));
-    if written.is_ok() {
+    }
+    if node.and_then(|_| write!(w, ";proto={}", c.proto)).is_ok() {
         let n = w.position() as usize;
         append_or_set(headers, header::FORWARDED, c.trusted, &buf[..n]);
-    } else {
-        // A Host too long for the buffer: the element without it.
-        let mut w = std::io::Cursor::new(&mut buf[..]);
-        let node = if ip.is_ipv6() {
-            write!(w, "for=\"[{ip}]\";proto={}", c.proto)
-        } else {
-            write!(w, "for={ip};proto={}", c.proto)
-        };
-        if node.is_ok() {
-            let n = w.position() as usize;
-            append_or_set(headers, header::FORWARDED, c.trusted, &buf[..n]);
-        }
     }
     append_via(headers, c.version);
 }
@@ -343,6 +328,35 @@ pub fn map_location(value: &str, m: &LocationMap<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_elements_name_node_host_and_proto() {
+        let element = |ip: &str, host: &str| {
+            let mut h = HeaderMap::new();
+            set_forwarding(
+                &mut h,
+                &ClientInfo {
+                    ip: ip.parse().unwrap(),
+                    trusted: false,
+                    proto: "https",
+                    host,
+                    version: "1.1",
+                },
+            );
+            h[header::FORWARDED].to_str().unwrap().to_string()
+        };
+        assert_eq!(
+            element("192.0.2.7", "example.com:8443"),
+            "for=192.0.2.7;host=example.com:8443;proto=https"
+        );
+        assert_eq!(
+            element("2001:db8::1", "a.example"),
+            "for=\"[2001:db8::1]\";host=a.example;proto=https"
+        );
+        // A Host too long for the element's buffer: the element goes without it.
+        let long = "a".repeat(600);
+        assert_eq!(element("192.0.2.7", &long), "for=192.0.2.7;proto=https");
+    }
 
     #[test]
     fn addresses_are_written_as_display_writes_them() {

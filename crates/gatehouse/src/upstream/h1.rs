@@ -295,7 +295,7 @@ impl H1Conn {
         &mut self,
         cx: &mut Context<'_>,
         up: &mut Sending,
-    ) -> Poll<Result<(http::response::Parts, In, bool), SendError>> {
+    ) -> Poll<Result<Head, SendError>> {
         loop {
             let mut progress = up.poll_send(&mut self.io, cx)?;
             // Read the answer's head.
@@ -580,10 +580,11 @@ fn parse_length(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
+/// An answer's head, how its body is delimited, and whether the connection closes after it.
+type Head = (http::response::Parts, In, bool);
+
 /// Parses an answer head at the start of `buf` and consumes it. None: not complete yet.
-/// Returns the head, how the body is delimited, and whether the connection closes after it.
-#[allow(clippy::type_complexity)]
-fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, In, bool)>, BoxError> {
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, BoxError> {
     if buf.is_empty() {
         return Ok(None);
     }
@@ -835,7 +836,7 @@ enum Step {
 fn decode_chunk(buf: &mut BytesMut, state: Chunk) -> Result<Step, BoxError> {
     match state {
         Chunk::Size => {
-            let Some(eol) = find_crlf(buf, MAX_CHUNK_LINE)? else {
+            let Some(eol) = find(buf, b"\r\n", MAX_CHUNK_LINE)? else {
                 return Ok(Step::More);
             };
             let line = &buf[..eol];
@@ -927,11 +928,7 @@ fn decode_chunk(buf: &mut BytesMut, state: Chunk) -> Result<Step, BoxError> {
     }
 }
 
-/// Position of the first CRLF within `limit` bytes; an error past the limit.
-fn find_crlf(buf: &[u8], limit: usize) -> Result<Option<usize>, BoxError> {
-    find(buf, b"\r\n", limit)
-}
-
+/// Position of the first `needle` within `limit` bytes; an error past the limit.
 fn find(buf: &[u8], needle: &[u8], limit: usize) -> Result<Option<usize>, BoxError> {
     match buf.windows(needle.len()).position(|w| w == needle) {
         Some(i) if i <= limit => Ok(Some(i)),
@@ -1067,7 +1064,7 @@ mod tests {
         }
     }
 
-    fn head(wire: &str) -> Result<Option<(http::response::Parts, In, bool)>, BoxError> {
+    fn head(wire: &str) -> Result<Option<Head>, BoxError> {
         parse_head(&mut BytesMut::from(wire.as_bytes()))
     }
 
