@@ -31,12 +31,12 @@ fn start_memory_housekeeping() {
             // while they keep coming (a forced purge undoes the purge delay's savings), and
             // once more when they have settled (a tick without new ones).
             let tick = std::time::Duration::from_millis(100);
-            let mut seen = gatehouse::http::server::parked_total();
+            let mut seen = gatehouse::http::h1::parked_total();
             let mut pending = false;
             let mut last = std::time::Instant::now();
             loop {
                 std::thread::sleep(tick);
-                let now = gatehouse::http::server::parked_total();
+                let now = gatehouse::http::h1::parked_total();
                 let settled = now == seen;
                 pending |= !settled;
                 seen = now;

@@ -30,37 +30,66 @@ pub struct BodyStats {
 #[error("request body exceeds max_body of {0} bytes")]
 pub struct TooLarge(pub u64);
 
+/// A client's request body as the connection delivers it.
+pub enum ClientBody {
+    /// No body (framed as none, or of length 0).
+    Empty,
+    /// Read from an HTTP/1 connection (ours).
+    H1(super::h1::H1RequestBody),
+    /// An HTTP/2 stream's data (hyper's).
+    H2(Incoming),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::H1(b) => Pin::new(b).poll_frame(cx),
+            ClientBody::H2(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BoxError::from))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::H1(b) => b.is_end_stream(),
+            ClientBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::H1(b) => b.size_hint(),
+            ClientBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
 /// The client's request body on its way upstream.
 pub struct RequestBody {
-    inner: Incoming,
+    inner: ClientBody,
     limit: Option<u64>,
     seen: u64,
     stats: Arc<BodyStats>,
-    /// Told when the body has been read to its end (the connection may then be parked).
-    timer: Option<Arc<super::server::ConnTimer>>,
 }
 
 impl RequestBody {
     /// Wraps `inner` with an optional size bound.
-    pub fn new(inner: Incoming, limit: Option<u64>, stats: Arc<BodyStats>) -> Self {
+    pub fn new(inner: ClientBody, limit: Option<u64>, stats: Arc<BodyStats>) -> Self {
         RequestBody {
             inner,
             limit,
             seen: 0,
             stats,
-            timer: None,
-        }
-    }
-
-    /// Tells `timer` when the body has been read to its end.
-    pub fn on_end(mut self, timer: Option<Arc<super::server::ConnTimer>>) -> Self {
-        self.timer = timer;
-        self
-    }
-
-    fn ended(&self) {
-        if let Some(t) = &self.timer {
-            t.body_done();
         }
     }
 }
@@ -86,17 +115,9 @@ impl Body for RequestBody {
                         return Poll::Ready(Some(Err(Box::new(TooLarge(limit)))));
                     }
                 }
-                if this.inner.is_end_stream() {
-                    this.ended();
-                }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Ready(None) => {
-                this.ended();
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
+            other => other,
         }
     }
 

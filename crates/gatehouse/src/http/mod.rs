@@ -4,7 +4,7 @@ pub mod body;
 pub mod cache_flow;
 pub mod compress;
 pub mod forward;
-pub mod framing;
+pub mod h1;
 pub mod headers;
 pub mod pipeline;
 pub mod respond;

@@ -14,7 +14,6 @@
 //! Each phase is a plain function in its own module; errors are `ProxyError`s that
 //! `respond::error_response` alone turns into answers.
 
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -27,13 +26,10 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 
-use super::body::{BodyStats, Observed, OnEnd, RequestBody};
+use super::body::{BodyStats, ClientBody, Observed, OnEnd, RequestBody};
 use super::forward::{ActiveGuard, forward};
 use super::headers::{self, ClientInfo, LocationMap};
-use super::server::ConnTimer;
 use super::{ProxyBody, respond, router};
 use crate::error::{ErrorKind, ProxyError};
 use crate::runtime::{Shared, Snapshot};
@@ -49,8 +45,6 @@ pub struct ConnCtx {
     pub peer: SocketAddr,
     /// Our address the client connected to.
     pub local: SocketAddr,
-    /// HTTP/1 header-timeout state; None on HTTP/2.
-    pub timer: Option<Arc<ConnTimer>>,
     /// What the TLS handshake established; None on cleartext.
     pub tls: Option<Arc<crate::tls::TlsInfo>>,
 }
@@ -72,14 +66,13 @@ pub(crate) struct Finish {
     request_id: String,
     stats: Option<Arc<BodyStats>>,
     guard: Option<ActiveGuard>,
-    timer: Option<Arc<ConnTimer>>,
     /// The Cache-Status value of a caching route's answer.
     pub(crate) cache_status: Option<String>,
 }
 
 impl Finish {
-    /// A record for a request made on the side (a background revalidation): same labels, no
-    /// connection timer, never logged.
+    /// A record for a request made on the side (a background revalidation): same labels,
+    /// never logged.
     pub(crate) fn detached(&self) -> Finish {
         Finish {
             shared: self.shared.clone(),
@@ -97,7 +90,6 @@ impl Finish {
             request_id: self.request_id.clone(),
             stats: None,
             guard: None,
-            timer: None,
             cache_status: None,
         }
     }
@@ -135,9 +127,6 @@ impl OnEnd for Finish {
                 completed,
             });
         }
-        if let Some(t) = &self.timer {
-            t.end_request();
-        }
         drop(self.guard);
     }
 }
@@ -149,14 +138,7 @@ fn empty_label() -> Arc<str> {
 }
 
 /// Serves one request. Never fails: every error becomes an answer here.
-pub async fn handle(
-    req: Request<Incoming>,
-    conn: Arc<ConnCtx>,
-) -> Result<Response<Observed>, Infallible> {
-    let ambiguous = conn.timer.as_ref().is_some_and(|t| {
-        t.body_open(!http_body::Body::is_end_stream(req.body()));
-        t.begin_request()
-    });
+pub async fn handle(req: Request<ClientBody>, conn: Arc<ConnCtx>) -> Response<Observed> {
     let started = Instant::now();
     let snapshot = conn.shared.snapshot();
     let (mut parts, body) = req.into_parts();
@@ -177,16 +159,9 @@ pub async fn handle(
         request_id: request_id.clone(),
         stats: None,
         guard: None,
-        timer: conn.timer.clone(),
         cache_status: None,
     };
-    let result = if ambiguous {
-        // RFC 9112 §6.3: both Content-Length and Transfer-Encoding. Refused, not guessed.
-        Err(ProxyError::new(ErrorKind::BadRequest)
-            .with("request carries both Content-Length and Transfer-Encoding"))
-    } else {
-        proxy(&conn, &snapshot, &mut parts, body, &request_id, &mut fin).await
-    };
+    let result = proxy(&conn, &snapshot, &mut parts, body, &request_id, &mut fin).await;
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => respond::error_response(&e, &request_id),
@@ -207,17 +182,14 @@ pub async fn handle(
     }
     fin.status = resp.status().as_u16();
     let (head, body) = resp.into_parts();
-    Ok(Response::from_parts(
-        head,
-        Observed::new(body, Box::new(fin)),
-    ))
+    Response::from_parts(head, Observed::new(body, Box::new(fin)))
 }
 
 async fn proxy(
     conn: &Arc<ConnCtx>,
     snap: &Arc<Snapshot>,
     parts: &mut Parts,
-    body: Incoming,
+    body: ClientBody,
     request_id: &str,
     fin: &mut Finish,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -326,9 +298,7 @@ async fn proxy(
             }
             let stats = Arc::new(BodyStats::default());
             fin.stats = Some(stats.clone());
-            let req_body = RequestBody::new(body, route.max_body, stats.clone())
-                .on_end(conn.timer.clone())
-                .boxed_unsync();
+            let req_body = RequestBody::new(body, route.max_body, stats.clone()).boxed_unsync();
             let parts = std::mem::replace(parts, Request::new(()).into_parts().0);
             let fetched = match (&route.cache, &snap.cache) {
                 // Boxed: the cache flow's future is large, and every request's future (moved
@@ -488,7 +458,7 @@ impl Origin {
         };
         let client_upgrade = upgrade
             .as_ref()
-            .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+            .and_then(|_| parts.extensions.remove::<super::h1::ClientUpgrade>());
         let version_label = match parts.version {
             Version::HTTP_2 => "2",
             Version::HTTP_10 => "1.0",
@@ -647,10 +617,9 @@ impl Origin {
             };
             let (up_name, addr) = (up.model.name.clone(), server.spec.address.clone());
             tokio::spawn(async move {
-                match client_on.await {
-                    Ok(c) => {
+                match client_on.wait().await {
+                    Some(mut c) => {
                         let (mut o, early) = origin;
-                        let mut c = TokioIo::new(c);
                         // Bytes the origin sent right after its 101 belong to the tunnel.
                         let res = async {
                             if !early.is_empty() {
@@ -663,8 +632,8 @@ impl Origin {
                             tracing::debug!(upstream = %up_name, server = %addr, error = %e, "tunnel ended");
                         }
                     }
-                    Err(e) => {
-                        tracing::warn!(upstream = %up_name, server = %addr, error = %e, "upgrade failed")
+                    None => {
+                        tracing::warn!(upstream = %up_name, server = %addr, "upgrade failed: the client connection ended")
                     }
                 }
             });

@@ -140,7 +140,6 @@ pub fn bind_http(shared: &Arc<Shared>, l: &Listener, addr: SocketAddr) -> std::i
                         listener: name,
                         peer,
                         local,
-                        timer: None,
                         tls: None,
                     };
                     // Boxed too: the task stays ~300 bytes and the serving future is allocated

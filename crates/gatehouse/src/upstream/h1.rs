@@ -35,8 +35,8 @@ const MAX_HEADERS: usize = 128;
 /// Longest answer head (status line and headers) taken from an origin.
 const MAX_HEAD: usize = 64 * 1024;
 /// Longest chunk-size line (with extensions) and trailer section.
-const MAX_CHUNK_LINE: usize = 4096;
-const MAX_TRAILERS: usize = 16 * 1024;
+pub(crate) const MAX_CHUNK_LINE: usize = 4096;
+pub(crate) const MAX_TRAILERS: usize = 16 * 1024;
 /// Bytes read from the socket at once.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -159,7 +159,7 @@ enum In {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
+pub(crate) enum Chunk {
     /// Expecting a chunk-size line.
     Size,
     /// Inside a chunk's data: bytes left.
@@ -573,7 +573,7 @@ fn encode_head(req: &http::request::Parts, body: &UpBody) -> Result<(Bytes, Out)
 }
 
 /// A Content-Length value: 1*DIGIT (RFC 9110 §8.6), no sign, no list.
-fn parse_length(s: &str) -> Option<u64> {
+pub(crate) fn parse_length(s: &str) -> Option<u64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -821,7 +821,7 @@ impl Body for H1Body {
 }
 
 /// What the chunked decoder made of the buffer.
-enum Step {
+pub(crate) enum Step {
     /// Some data, and the state after it.
     Data(Bytes, Chunk),
     /// A line was consumed.
@@ -833,7 +833,7 @@ enum Step {
 }
 
 /// One step of chunked decoding (RFC 9112 §7.1) over the bytes at the start of `buf`.
-fn decode_chunk(buf: &mut BytesMut, state: Chunk) -> Result<Step, BoxError> {
+pub(crate) fn decode_chunk(buf: &mut BytesMut, state: Chunk) -> Result<Step, BoxError> {
     match state {
         Chunk::Size => {
             let Some(eol) = find(buf, b"\r\n", MAX_CHUNK_LINE)? else {

@@ -1,0 +1,1382 @@
+//! Our HTTP/1.1 server side: one client connection, one request at a time, driven in the
+//! connection's own task.
+//!
+//! Why not hyper's server: it was a quarter of the proxy's instructions per request
+//! (bench/RESULTS.md, session 3) — a dispatcher with its own buffers and channels between the
+//! connection and the request body, a header map built at its default size and rehashed when
+//! the forwarding headers join it, and no way to see the framing headers it resolved (it frames
+//! a request with both Transfer-Encoding and Content-Length by chunked alone and drops the
+//! length, so a byte-level watch had to run beside it). Here the head is parsed by httparse
+//! straight from the read buffer, checked for ambiguous framing (RFC 9112 §6.1, §6.3) before
+//! anything acts on it, its values are slices of that buffer, and the answer's head is encoded
+//! from the pipeline's parts into one buffer that usually leaves with the body in one write.
+//!
+//! The socket and the read buffer live behind one uncontended mutex shared with the request's
+//! body (`Wire`): the body reads the socket itself when the upstream asks for more, while this
+//! loop writes the answer, which is how an origin can answer before the upload ends (full
+//! duplex). Idle connections are parked: after `PARK_AFTER` without a byte their buffers are
+//! freed and the next request starts in a small stack buffer.
+
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use gatehouse_config::model::Listener;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use super::pipeline::{self, ConnCtx};
+use crate::error::BoxError;
+use crate::upstream::h1::{Chunk, MAX_CHUNK_LINE, MAX_TRAILERS, Step, decode_chunk, parse_length};
+
+/// Most header lines in a request head (a larger head answers 431).
+const MAX_HEADERS: usize = 256;
+/// Room made in the read buffer before a read.
+const READ_CHUNK: usize = 8 * 1024;
+/// A parked connection's first read goes to the stack, then into a buffer of its size.
+const PARKED_READ: usize = 1024;
+/// Data frames up to this size are copied after the head into one buffer; larger ones are
+/// written from their own memory (vectored).
+const COPY_MAX: usize = 4 * 1024;
+/// Answer bytes queued before the body is asked for more.
+const HIGH_WATER: usize = 256 * 1024;
+/// A request body left unread when its answer ended is read and dropped up to this size (so the
+/// connection can carry the next request); a longer one closes the connection.
+const DRAIN_MAX: u64 = 256 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// An HTTP/1 connection idle this long between requests is parked: its read and write buffers
+/// are freed, and the socket waits for the next request with none.
+const PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// Connections parked since start: the allocator's housekeeping (main.rs) returns freed memory
+/// to the OS after parks.
+static PARKED: AtomicU64 = AtomicU64::new(0);
+
+/// How many times an HTTP/1 connection was parked since the process started.
+pub fn parked_total() -> u64 {
+    PARKED.load(Ordering::Relaxed)
+}
+
+const RESPONSE_408: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// How the rest of the current request's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyIn {
+    Length(u64),
+    Chunked(Chunk),
+    Done,
+    /// Cut short or malformed: the connection cannot carry another request.
+    Failed,
+}
+
+/// The socket and what was read from it, shared by the connection loop and the current
+/// request's body.
+struct Wire<T> {
+    /// None once an upgrade took the socket.
+    io: Option<T>,
+    rbuf: BytesMut,
+    body: BodyIn,
+    /// Bytes of "100 Continue" still to write before the body is read; None: not owed.
+    continue_at: Option<usize>,
+}
+
+/// Locks a wire. The lock is never held across an await or a call into other code, so it is
+/// never contended within a connection's task; a poisoned lock (a panic while held) is taken
+/// as it is.
+fn lock<T>(w: &Mutex<Wire<T>>) -> MutexGuard<'_, Wire<T>> {
+    w.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Wire<T> {
+    /// Reads once more into the buffer. A parked connection (no buffer) reads into the stack
+    /// first, so that an idle connection never holds a buffer.
+    fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(io) = self.io.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        if self.rbuf.capacity() == 0 {
+            let mut tmp = [0u8; PARKED_READ];
+            let mut rb = ReadBuf::new(&mut tmp);
+            ready!(Pin::new(io).poll_read(cx, &mut rb))?;
+            self.rbuf.extend_from_slice(rb.filled());
+            return Poll::Ready(Ok(rb.filled().len()));
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.rbuf)
+    }
+
+    /// Writes what is owed of "100 Continue" (RFC 9110 §10.1.1), once the body is wanted.
+    fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(at) = self.continue_at {
+            let io = self
+                .io
+                .as_mut()
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+            if at == CONTINUE.len() {
+                ready!(Pin::new(io).poll_flush(cx))?;
+                self.continue_at = None;
+                break;
+            }
+            let n = ready!(Pin::new(io).poll_write(cx, &CONTINUE[at..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.continue_at = Some(at + n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn fail_body(
+        &mut self,
+        e: impl Into<BoxError>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.body = BodyIn::Failed;
+        Poll::Ready(Some(Err(e.into())))
+    }
+
+    /// The next frame of the request body.
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            match self.body {
+                BodyIn::Done => return Poll::Ready(None),
+                BodyIn::Failed => {
+                    return Poll::Ready(Some(
+                        Err("the client's request body was cut short".into()),
+                    ));
+                }
+                BodyIn::Length(0) => {
+                    self.body = BodyIn::Done;
+                    return Poll::Ready(None);
+                }
+                BodyIn::Length(left) => {
+                    if !self.rbuf.is_empty() {
+                        let take = (self.rbuf.len() as u64).min(left) as usize;
+                        let data = self.rbuf.split_to(take).freeze();
+                        self.body = BodyIn::Length(left - take as u64);
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                BodyIn::Chunked(state) => match decode_chunk(&mut self.rbuf, state) {
+                    Err(e) => return self.fail_body(e),
+                    Ok(Step::Data(data, next)) => {
+                        self.body = BodyIn::Chunked(next);
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    Ok(Step::Next(next)) => {
+                        self.body = BodyIn::Chunked(next);
+                        continue;
+                    }
+                    Ok(Step::End(trailers)) => {
+                        self.body = BodyIn::Done;
+                        return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+                    }
+                    Ok(Step::More) => {
+                        if self.rbuf.len() > MAX_TRAILERS + MAX_CHUNK_LINE {
+                            return self.fail_body("chunk line or trailers too long");
+                        }
+                    }
+                },
+            }
+            // More bytes are needed.
+            if let Err(e) = ready!(self.poll_continue(cx)) {
+                return self.fail_body(e);
+            }
+            match ready!(self.poll_read_more(cx)) {
+                Ok(0) => return self.fail_body("client closed the connection mid-body"),
+                Ok(_) => {}
+                Err(e) => return self.fail_body(e),
+            }
+        }
+    }
+}
+
+/// What a request's body reads from, without the socket's type.
+trait BodySource: Send + Sync {
+    fn poll_body(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>;
+    fn remaining(&self) -> SizeHint;
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> BodySource for Mutex<Wire<T>> {
+    fn poll_body(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        lock(self).poll_body(cx)
+    }
+    fn remaining(&self) -> SizeHint {
+        match lock(self).body {
+            BodyIn::Length(n) => SizeHint::with_exact(n),
+            BodyIn::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// A request body read from an HTTP/1 client connection.
+pub struct H1RequestBody {
+    src: Arc<dyn BodySource>,
+    ended: bool,
+}
+
+impl Body for H1RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let res = self.src.poll_body(cx);
+        if let Poll::Ready(None) = res {
+            self.ended = true;
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.ended {
+            SizeHint::with_exact(0)
+        } else {
+            self.src.remaining()
+        }
+    }
+}
+
+/// The client's side of a tunnel after `101 Switching Protocols`: the socket and the bytes read
+/// past the request's head.
+pub struct Upgraded {
+    io: Box<dyn UpgradeIo>,
+    pre: Bytes,
+}
+
+trait UpgradeIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> UpgradeIo for T {}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            buf.put_slice(&self.pre[..n]);
+            self.pre.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// In the extensions of a request that asked to switch protocols: resolves to the client's
+/// socket once a 101 answer has been written to it.
+#[derive(Clone)]
+pub struct ClientUpgrade(Arc<Mutex<Option<tokio::sync::oneshot::Receiver<Upgraded>>>>);
+
+impl ClientUpgrade {
+    /// The client's socket; None when the connection ended without switching.
+    pub async fn wait(self) -> Option<Upgraded> {
+        let rx = self.0.lock().ok()?.take()?;
+        rx.await.ok()
+    }
+}
+
+/// A request head, parsed and checked.
+struct Parsed {
+    parts: http::request::Parts,
+    body: BodyIn,
+    /// The client asked to close after this request (or HTTP/1.0 without keep-alive).
+    close: bool,
+    expect_continue: bool,
+    upgrade: bool,
+}
+
+/// A request refused before the pipeline: its status and why.
+struct Refusal(StatusCode, &'static str);
+
+/// Where the head at the start of `buf` ends: Some(len) when complete.
+fn head_len(buf: &[u8]) -> Result<Option<usize>, Refusal> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(buf, &mut slots) {
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(Refusal(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "too many header lines",
+        )),
+        Err(httparse::Error::Version) => Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            "malformed request line or unsupported version",
+        )),
+        Err(_) => Err(Refusal(StatusCode::BAD_REQUEST, "malformed request head")),
+    }
+}
+
+/// Builds the request from a complete head. Values and the target are slices of `head`.
+///
+/// The head is parsed a second time here, over the frozen bytes, rather than keeping offsets
+/// from the first parse: it lets header values share the buffer without unsafe code, and a
+/// head is small next to everything else a request costs.
+fn parse_request(head: &Bytes) -> Result<Parsed, Refusal> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let bad = |why| Refusal(StatusCode::BAD_REQUEST, why);
+    match req.parse_with_uninit_headers(head, &mut slots) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(bad("malformed request head")),
+    }
+    let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
+        .map_err(|_| bad("invalid method"))?;
+    let target = req.path.unwrap_or("");
+    let uri = Uri::from_maybe_shared(head.slice_ref(target.as_bytes()))
+        .map_err(|_| bad("invalid request target"))?;
+    let version = if req.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    // Room for what the pipeline adds (forwarding headers, request id) without a rehash.
+    let mut headers = HeaderMap::with_capacity(req.headers.len() + 8);
+    let mut length: Option<u64> = None;
+    let mut te: Option<bool> = None; // Some(the codings are exactly "chunked")
+    let (mut hosts, mut close, mut keep_alive, mut conn_upgrade) = (0, false, false, false);
+    let mut expect_continue = false;
+    for h in req.headers.iter() {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
+            .map_err(|_| bad("invalid header value"))?;
+        if name == header::CONTENT_LENGTH {
+            // A list of identical values is one length (RFC 9110 §8.6); anything else is
+            // refused, never guessed.
+            let s = value.to_str().map_err(|_| bad("invalid Content-Length"))?;
+            for v in s.split(',') {
+                let n = parse_length(v.trim()).ok_or(bad("invalid Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(bad("Content-Length values that disagree"));
+                }
+                length = Some(n);
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            let s = value
+                .to_str()
+                .map_err(|_| bad("invalid Transfer-Encoding"))?;
+            for coding in s.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                if te.is_some() {
+                    // chunked must be the one and last coding; anything after it, or chunked
+                    // twice, is faulty framing (RFC 9112 §6.1).
+                    return Err(bad("Transfer-Encoding with more than one coding"));
+                }
+                te = Some(coding.eq_ignore_ascii_case("chunked"));
+            }
+        } else if name == header::HOST {
+            hosts += 1;
+        } else if name == header::CONNECTION {
+            for tok in value.to_str().unwrap_or("").split(',').map(str::trim) {
+                close |= tok.eq_ignore_ascii_case("close");
+                keep_alive |= tok.eq_ignore_ascii_case("keep-alive");
+                conn_upgrade |= tok.eq_ignore_ascii_case("upgrade");
+            }
+        } else if name == header::EXPECT {
+            if !value.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+                return Err(Refusal(
+                    StatusCode::EXPECTATION_FAILED,
+                    "unsupported expectation",
+                ));
+            }
+            expect_continue = version == Version::HTTP_11;
+        }
+        headers.append(name, value);
+    }
+    if hosts > 1 {
+        // RFC 9112 §3.2: more than one Host is a 400.
+        return Err(bad("more than one Host header"));
+    }
+    let body = match (te, length) {
+        // RFC 9112 §6.3: both is an attempt at smuggling or a broken client; refused.
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "request carries both Content-Length and Transfer-Encoding",
+            ));
+        }
+        (Some(_), None) if version == Version::HTTP_10 => {
+            return Err(bad("HTTP/1.0 request with Transfer-Encoding"));
+        }
+        (Some(true), None) => BodyIn::Chunked(Chunk::Size),
+        (Some(false), None) => {
+            return Err(Refusal(
+                StatusCode::NOT_IMPLEMENTED,
+                "transfer coding other than chunked",
+            ));
+        }
+        (None, Some(n)) => BodyIn::Length(n),
+        (None, None) => BodyIn::Done,
+    };
+    if method == Method::CONNECT {
+        return Err(Refusal(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not served by this proxy",
+        ));
+    }
+    let close = close || (version == Version::HTTP_10 && !keep_alive);
+    let upgrade =
+        version == Version::HTTP_11 && conn_upgrade && headers.contains_key(header::UPGRADE);
+    let mut parts = Request::new(()).into_parts().0;
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Parsed {
+        parts,
+        expect_continue: expect_continue && body != BodyIn::Done,
+        body,
+        close,
+        upgrade,
+    })
+}
+
+/// Answer bytes waiting to be written: small pieces gathered in `tail`, large body frames
+/// queued as they came.
+#[derive(Default)]
+struct Out {
+    bufs: VecDeque<Bytes>,
+    tail: Vec<u8>,
+    /// Bytes of `tail` already written.
+    tail_at: usize,
+    len: usize,
+}
+
+impl Out {
+    fn small(&mut self, b: &[u8]) {
+        self.tail.extend_from_slice(b);
+        self.len += b.len();
+    }
+
+    fn data(&mut self, b: Bytes) {
+        if b.len() <= COPY_MAX {
+            self.small(&b);
+            return;
+        }
+        if self.tail.len() > self.tail_at {
+            let mut t = std::mem::take(&mut self.tail);
+            t.drain(..self.tail_at);
+            self.tail_at = 0;
+            self.bufs.push_back(Bytes::from(t));
+        }
+        self.len += b.len();
+        self.bufs.push_back(b);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes until everything queued is written or the socket is full.
+    fn poll_write<T: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut T,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while !self.is_empty() {
+            let n = if io.is_write_vectored() && !self.bufs.is_empty() {
+                let mut slices = [IoSlice::new(&[]); 16];
+                let mut k = 0;
+                for b in self.bufs.iter().take(15) {
+                    slices[k] = IoSlice::new(b);
+                    k += 1;
+                }
+                // The tail comes after every queued buffer, so only when all of them are in.
+                if k == self.bufs.len() && self.tail.len() > self.tail_at {
+                    slices[k] = IoSlice::new(&self.tail[self.tail_at..]);
+                    k += 1;
+                }
+                ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..k]))?
+            } else if let Some(b) = self.bufs.front() {
+                ready!(Pin::new(&mut *io).poll_write(cx, b))?
+            } else {
+                ready!(Pin::new(&mut *io).poll_write(cx, &self.tail[self.tail_at..]))?
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.len -= n;
+        while n > 0 {
+            if let Some(b) = self.bufs.front_mut() {
+                if n >= b.len() {
+                    n -= b.len();
+                    self.bufs.pop_front();
+                } else {
+                    b.advance(n);
+                    n = 0;
+                }
+            } else {
+                self.tail_at += n;
+                n = 0;
+            }
+        }
+        if self.tail_at == self.tail.len() {
+            self.tail.clear();
+            self.tail_at = 0;
+        }
+    }
+}
+
+/// How the answer's body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyOut {
+    /// No body (HEAD, 1xx, 204, 304).
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the connection closes (an HTTP/1.0 client and a body of unknown length).
+    Close,
+}
+
+thread_local! {
+    static DATE: std::cell::RefCell<(u64, [u8; 29])> = const { std::cell::RefCell::new((0, [0; 29])) };
+}
+
+/// The Date header value for now, formatted at most once a second per thread.
+fn write_date(out: &mut Out) {
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            let s = httpdate::fmt_http_date(now);
+            if s.len() == 29 {
+                d.1.copy_from_slice(s.as_bytes());
+                d.0 = secs;
+            }
+        }
+        out.small(b"date: ");
+        out.small(&d.1);
+        out.small(b"\r\n");
+    });
+}
+
+/// Encodes the answer's head into `out` and says how its body goes.
+fn encode_head(
+    out: &mut Out,
+    parts: &http::response::Parts,
+    exact: Option<u64>,
+    head_request: bool,
+    client_10: bool,
+    close: &mut bool,
+) -> BodyOut {
+    let status = parts.status;
+    let h = &parts.headers;
+    let header_length = h
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_length);
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    let framing = if switching
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || head_request
+    {
+        BodyOut::None
+    } else if let Some(n) = exact.or(header_length) {
+        BodyOut::Length(n)
+    } else if client_10 {
+        *close = true;
+        BodyOut::Close
+    } else {
+        BodyOut::Chunked
+    };
+    // A `connection: close` the pipeline set (an unread body) closes the connection.
+    if !switching
+        && h.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+        })
+    {
+        *close = true;
+    }
+    out.small(b"HTTP/1.1 ");
+    out.small(status.as_str().as_bytes());
+    out.small(b" ");
+    out.small(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.small(b"\r\n");
+    for (name, value) in h {
+        if (name == header::CONNECTION && !switching) || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        if name == header::CONTENT_LENGTH {
+            // Kept as the origin sent it where there is no body to delimit (HEAD, 304); else
+            // written below from the framing.
+            let keep = (head_request || status == StatusCode::NOT_MODIFIED)
+                && !status.is_informational()
+                && status != StatusCode::NO_CONTENT;
+            if !keep {
+                continue;
+            }
+        }
+        out.small(name.as_str().as_bytes());
+        out.small(b": ");
+        out.small(value.as_bytes());
+        out.small(b"\r\n");
+    }
+    if !h.contains_key(header::DATE) {
+        write_date(out);
+    }
+    let mut digits = itoa_buf();
+    match framing {
+        BodyOut::Length(n) => {
+            out.small(b"content-length: ");
+            out.small(fmt_u64(&mut digits, n));
+            out.small(b"\r\n");
+        }
+        BodyOut::Chunked => out.small(b"transfer-encoding: chunked\r\n"),
+        BodyOut::None if head_request && header_length.is_none() => {
+            // A local answer to HEAD: the length a GET would have had.
+            if let Some(n) = exact.filter(|n| *n > 0) {
+                out.small(b"content-length: ");
+                out.small(fmt_u64(&mut digits, n));
+                out.small(b"\r\n");
+            }
+        }
+        _ => {}
+    }
+    if !switching {
+        if *close {
+            out.small(b"connection: close\r\n");
+        } else if client_10 {
+            out.small(b"connection: keep-alive\r\n");
+        }
+    }
+    out.small(b"\r\n");
+    framing
+}
+
+fn itoa_buf() -> [u8; 20] {
+    [0; 20]
+}
+
+/// `n` in decimal, in `buf`.
+fn fmt_u64(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+/// Queues one frame of the answer's body. Err: the body does not fit its framing.
+fn encode_frame(
+    out: &mut Out,
+    framing: &mut BodyOut,
+    frame: Frame<Bytes>,
+) -> Result<(), &'static str> {
+    let data = match frame.into_data() {
+        Ok(d) => d,
+        Err(frame) => {
+            if let (BodyOut::Chunked, Ok(trailers)) = (*framing, frame.into_trailers()) {
+                out.small(b"0\r\n");
+                for (name, value) in &trailers {
+                    out.small(name.as_str().as_bytes());
+                    out.small(b": ");
+                    out.small(value.as_bytes());
+                    out.small(b"\r\n");
+                }
+                out.small(b"\r\n");
+                *framing = BodyOut::None;
+            }
+            return Ok(());
+        }
+    };
+    match framing {
+        BodyOut::None => {}
+        BodyOut::Close => out.data(data),
+        BodyOut::Length(left) => {
+            if data.len() as u64 > *left {
+                return Err("answer body longer than its Content-Length");
+            }
+            *left -= data.len() as u64;
+            out.data(data);
+        }
+        BodyOut::Chunked => {
+            if !data.is_empty() {
+                let mut line = [0u8; 18];
+                let mut i = 16;
+                let mut n = data.len();
+                loop {
+                    i -= 1;
+                    line[i] = b"0123456789abcdef"[n & 15];
+                    n >>= 4;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                line[16] = b'\r';
+                line[17] = b'\n';
+                out.small(&line[i..]);
+                out.data(data);
+                out.small(b"\r\n");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Ends the answer's body on the wire. Err: it ended short of its Content-Length.
+fn encode_end(out: &mut Out, framing: BodyOut) -> Result<(), &'static str> {
+    match framing {
+        BodyOut::Length(n) if n > 0 => Err("answer body shorter than its Content-Length"),
+        BodyOut::Chunked => {
+            out.small(b"0\r\n\r\n");
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What waiting for the next head ended with.
+enum Next {
+    Head(Box<Parsed>),
+    Close,
+    Refuse(Refusal),
+    Timeout,
+}
+
+/// Serves HTTP/1 on a client connection until it ends, is upgraded, or shutdown completes it.
+/// `prefix`: bytes already read from the socket (protocol detection).
+pub async fn serve<T>(io: T, prefix: Bytes, settings: &Listener, ctx: Arc<ConnCtx>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let wire = Arc::new(Mutex::new(Wire {
+        io: Some(io),
+        rbuf: BytesMut::from(&prefix[..]),
+        body: BodyIn::Done,
+        continue_at: None,
+    }));
+    drop(prefix);
+    let mut conn = Conn {
+        wire,
+        settings,
+        stop: Box::pin(stopped(ctx.shared.shutdown_signal())),
+        stopping: false,
+        sleep: Box::pin(tokio::time::sleep(settings.client_header_timeout)),
+        out: Out::default(),
+        served: 0,
+        parked: false,
+    };
+    loop {
+        let idle_since = Instant::now();
+        let parsed = match conn.next_head(idle_since).await {
+            Next::Head(p) => p,
+            Next::Close => break,
+            Next::Timeout => {
+                conn.write_raw(RESPONSE_408).await;
+                tracing::info!("client too slow to send request headers: 408");
+                break;
+            }
+            Next::Refuse(Refusal(status, why)) => {
+                tracing::debug!(peer = %ctx.peer, %status, why, "request refused");
+                let body = format!(
+                    "{} {}: {why}\n",
+                    status.as_u16(),
+                    status.canonical_reason().unwrap_or("")
+                );
+                let head = format!(
+                    "HTTP/1.1 {} {}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n\r\n{body}",
+                    status.as_u16(),
+                    status.canonical_reason().unwrap_or(""),
+                    body.len()
+                );
+                conn.write_raw(head.as_bytes()).await;
+                break;
+            }
+        };
+        match Box::pin(conn.exchange(*parsed, &ctx)).await {
+            Ok(true) => conn.served += 1,
+            Ok(false) => break,
+            Err(Upgrade) => return,
+        }
+    }
+    // Ends the connection: a TLS stream sends its close_notify, a TCP one its FIN.
+    let (io, unread) = {
+        let mut w = lock(&conn.wire);
+        (w.io.take(), w.body != BodyIn::Done || !w.rbuf.is_empty())
+    };
+    drop(conn);
+    if let Some(mut io) = io {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::io::AsyncWriteExt::shutdown(&mut io),
+        )
+        .await;
+        if unread {
+            // Boxed: its buffer would otherwise sit in every connection's task.
+            Box::pin(linger(&mut io)).await;
+        }
+    }
+}
+
+/// Reads and drops what the client still sends after our last answer, for a little while:
+/// closing a socket with unread bytes resets it, and the reset can destroy the answer before
+/// the client reads it (the "lingering close" of nginx and Apache).
+async fn linger<T: AsyncRead + Unpin>(io: &mut T) {
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut total = 0usize;
+        while total < 4 * 1024 * 1024 {
+            match tokio::io::AsyncReadExt::read(io, &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+}
+
+/// The connection was handed to a tunnel.
+struct Upgrade;
+
+/// Resolves when shutdown starts.
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+struct Conn<'a, T> {
+    wire: Arc<Mutex<Wire<T>>>,
+    settings: &'a Listener,
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+    stopping: bool,
+    /// One timer per connection, moved only when it must fire earlier than it is set to (see
+    /// `wait_read`): a busy connection does not touch the timer wheel per request.
+    sleep: Pin<Box<Sleep>>,
+    out: Out,
+    served: u64,
+    parked: bool,
+}
+
+/// What one wait for bytes ended with.
+enum Wait {
+    Bytes,
+    Eof,
+    Stop,
+    Deadline,
+}
+
+impl<T> Conn<'_, T>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Polls the shutdown signal (once it fired, never again).
+    fn poll_stop(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.stopping && self.stop.as_mut().poll(cx).is_ready() {
+            self.stopping = true;
+        }
+        self.stopping
+    }
+
+    /// Reads once, or waits until `deadline` passes (`Wait::Deadline`), or shutdown starts
+    /// while `idle`.
+    async fn wait_read(&mut self, deadline: Instant, idle: bool) -> io::Result<Wait> {
+        if self.sleep.deadline() > deadline {
+            self.sleep.as_mut().reset(deadline);
+        }
+        poll_fn(|cx| {
+            if self.poll_stop(cx) && idle {
+                return Poll::Ready(Ok(Wait::Stop));
+            }
+            match lock(&self.wire).poll_read_more(cx) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(Wait::Eof)),
+                Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Wait::Bytes)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+            loop {
+                ready!(self.sleep.as_mut().poll(cx));
+                if Instant::now() >= deadline {
+                    return Poll::Ready(Ok(Wait::Deadline));
+                }
+                // Set for an earlier deadline that has since moved on.
+                self.sleep.as_mut().reset(deadline);
+            }
+        })
+        .await
+    }
+
+    /// Waits for a complete request head.
+    async fn next_head(&mut self, idle_since: Instant) -> Next {
+        let s = self.settings;
+        // Before the first request a connection has the header timeout to start one.
+        let idle_limit = if self.served == 0 {
+            s.client_header_timeout
+        } else {
+            s.keepalive_timeout
+        };
+        let mut head_since: Option<Instant> = None;
+        loop {
+            let idle = {
+                let mut w = lock(&self.wire);
+                // Empty lines before a request line may be ignored (RFC 9112 §2.2).
+                let blank = w
+                    .rbuf
+                    .iter()
+                    .position(|b| *b != b'\r' && *b != b'\n')
+                    .unwrap_or(w.rbuf.len());
+                if blank > 0 && blank == w.rbuf.len() {
+                    w.rbuf.clear();
+                }
+                if w.rbuf.is_empty() {
+                    true
+                } else {
+                    match head_len(&w.rbuf) {
+                        Ok(Some(n)) => {
+                            let head = w.rbuf.split_to(n).freeze();
+                            drop(w);
+                            return match parse_request(&head) {
+                                Ok(mut p) => {
+                                    lock(&self.wire).body = p.body;
+                                    if p.expect_continue {
+                                        lock(&self.wire).continue_at = Some(0);
+                                    }
+                                    if self.stopping {
+                                        p.close = true;
+                                    }
+                                    Next::Head(Box::new(p))
+                                }
+                                Err(r) => Next::Refuse(r),
+                            };
+                        }
+                        Ok(None) if w.rbuf.len() > s.max_header_size => {
+                            return Next::Refuse(Refusal(
+                                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                                "request head too large",
+                            ));
+                        }
+                        Ok(None) => false,
+                        Err(r) => return Next::Refuse(r),
+                    }
+                }
+            };
+            if idle && self.stopping {
+                return Next::Close;
+            }
+            if !idle && head_since.is_none() {
+                head_since = Some(Instant::now());
+            }
+            let deadline = match head_since {
+                Some(t) => t + s.client_header_timeout,
+                None if !self.parked && self.served > 0 => {
+                    (idle_since + PARK_AFTER).min(idle_since + idle_limit)
+                }
+                None => idle_since + idle_limit,
+            };
+            match self.wait_read(deadline, idle).await {
+                Ok(Wait::Bytes) => {
+                    self.parked = false;
+                }
+                Ok(Wait::Eof) | Err(_) | Ok(Wait::Stop) => return Next::Close,
+                Ok(Wait::Deadline) => {
+                    if head_since.is_some() {
+                        return Next::Timeout;
+                    }
+                    if Instant::now() >= idle_since + idle_limit {
+                        // Idle past the keep-alive timeout: end quietly.
+                        return Next::Close;
+                    }
+                    self.park();
+                }
+            }
+        }
+    }
+
+    /// Frees the connection's buffers while it waits for its next request.
+    fn park(&mut self) {
+        let mut w = lock(&self.wire);
+        if w.rbuf.is_empty() {
+            w.rbuf = BytesMut::new();
+        }
+        self.out = Out::default();
+        self.parked = true;
+        PARKED.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Writes bytes of our own (a refusal, a 408), best effort within a second.
+    async fn write_raw(&mut self, bytes: &[u8]) {
+        self.out.small(bytes);
+        let wire = &self.wire;
+        let out = &mut self.out;
+        let write = poll_fn(|cx| {
+            let mut w = lock(wire);
+            let Some(io) = w.io.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            ready!(out.poll_write(io, cx))?;
+            Pin::new(io).poll_flush(cx)
+        });
+        let _: Result<io::Result<()>, _> =
+            tokio::time::timeout(Duration::from_secs(1), write).await;
+    }
+
+    /// Serves one request: the pipeline's answer written to the client. Ok(true): the
+    /// connection can carry another request.
+    async fn exchange(&mut self, p: Parsed, ctx: &Arc<ConnCtx>) -> Result<bool, Upgrade> {
+        let Parsed {
+            mut parts,
+            body,
+            mut close,
+            upgrade,
+            ..
+        } = p;
+        let head_request = parts.method == Method::HEAD;
+        let client_10 = parts.version == Version::HTTP_10;
+        let mut upgrade_tx = None;
+        if upgrade {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            upgrade_tx = Some(tx);
+            parts
+                .extensions
+                .insert(ClientUpgrade(Arc::new(Mutex::new(Some(rx)))));
+        }
+        let req_body = if body == BodyIn::Done {
+            super::body::ClientBody::Empty
+        } else {
+            super::body::ClientBody::H1(H1RequestBody {
+                src: self.wire.clone(),
+                ended: false,
+            })
+        };
+        let mut handling = Box::pin(pipeline::handle(
+            Request::from_parts(parts, req_body),
+            ctx.clone(),
+        ));
+        let resp = poll_fn(|cx| {
+            // Shutdown while the request is served: its answer says `connection: close`.
+            self.poll_stop(cx);
+            handling.as_mut().poll(cx)
+        })
+        .await;
+        drop(handling);
+        if self.stopping {
+            close = true;
+        }
+        let (rparts, mut rbody) = resp.into_parts();
+        let exact = rbody.size_hint().exact();
+        let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS && upgrade_tx.is_some();
+        let mut framing = encode_head(
+            &mut self.out,
+            &rparts,
+            exact,
+            head_request,
+            client_10,
+            &mut close,
+        );
+        drop(rparts);
+        let wire = &self.wire;
+        let out = &mut self.out;
+        let mut body_done = false;
+        let mut failed: Option<&'static str> = None;
+        // A body with nothing to send (HEAD, 304) is still read to its end, so that its end is
+        // noted (log, metrics) and an origin's connection goes back to its pool.
+        let written = poll_fn(|cx| {
+            loop {
+                let mut body_pending = false;
+                while !body_done && failed.is_none() && out.len < HIGH_WATER {
+                    match Pin::new(&mut rbody).poll_frame(cx) {
+                        Poll::Ready(Some(Ok(frame))) => {
+                            if let Err(e) = encode_frame(out, &mut framing, frame) {
+                                failed = Some(e);
+                            }
+                        }
+                        Poll::Ready(Some(Err(e))) => {
+                            tracing::debug!(error = %e, "answer body failed; closing the connection");
+                            failed = Some("answer body failed");
+                        }
+                        Poll::Ready(None) => {
+                            if let Err(e) = encode_end(out, framing) {
+                                failed = Some(e);
+                            }
+                            body_done = true;
+                        }
+                        Poll::Pending => {
+                            body_pending = true;
+                            break;
+                        }
+                    }
+                }
+                let mut w = lock(wire);
+                let Some(io) = w.io.as_mut() else {
+                    return Poll::Ready(Err(io::Error::from(io::ErrorKind::NotConnected)));
+                };
+                ready!(out.poll_write(io, cx))?;
+                // Everything queued went out: flushed (TLS) before waiting on the body.
+                ready!(Pin::new(io).poll_flush(cx))?;
+                if body_done || failed.is_some() {
+                    return Poll::Ready(Ok(()));
+                }
+                if body_pending {
+                    // The body registered its waker when it said Pending.
+                    return Poll::Pending;
+                }
+            }
+        })
+        .await;
+        drop(rbody);
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "client connection ended while answering");
+            return Ok(false);
+        }
+        if let Some(why) = failed {
+            tracing::debug!(why, "answer cut short; closing the connection");
+            return Ok(false);
+        }
+        if switching && let Some(tx) = upgrade_tx {
+            let (io, pre) = {
+                let mut w = lock(&self.wire);
+                (w.io.take(), w.rbuf.split().freeze())
+            };
+            if let Some(io) = io {
+                let _ = tx.send(Upgraded {
+                    io: Box::new(io),
+                    pre,
+                });
+            }
+            return Err(Upgrade);
+        }
+        if close {
+            return Ok(false);
+        }
+        Ok(self.finish_body().await)
+    }
+
+    /// After an answer: the rest of the request's body is read and dropped (within limits), so
+    /// the next request starts where it should. False: the connection cannot go on.
+    async fn finish_body(&mut self) -> bool {
+        let (body, owed) = {
+            let mut w = lock(&self.wire);
+            // A client still waiting for "100 Continue" has not sent the body: closing is all
+            // that is left (RFC 9110 §10.1.1).
+            (w.body, w.continue_at.take() == Some(0))
+        };
+        match body {
+            BodyIn::Done => return true,
+            _ if owed => return false,
+            BodyIn::Failed => return false,
+            BodyIn::Length(n) if n > DRAIN_MAX => return false,
+            _ => {}
+        }
+        let wire = &self.wire;
+        let mut seen = 0u64;
+        let drain = poll_fn(|cx| {
+            loop {
+                let mut w = lock(wire);
+                match ready!(w.poll_body(cx)) {
+                    None => return Poll::Ready(true),
+                    Some(Err(_)) => return Poll::Ready(false),
+                    Some(Ok(frame)) => {
+                        seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                        if seen > DRAIN_MAX {
+                            return Poll::Ready(false);
+                        }
+                    }
+                }
+            }
+        });
+        tokio::time::timeout(DRAIN_TIME, drain)
+            .await
+            .unwrap_or(false)
+    }
+}
+
+/// A request head as a client sent it, parsed and checked as the server does: the method, the
+/// body framing ("length N", "chunked", "none"), or the status it is refused with. For the
+/// fuzzer (`fuzz/fuzz_targets/h1_request.rs`) and tests.
+#[doc(hidden)]
+pub fn check_head(wire: &[u8]) -> Result<Option<(String, String)>, u16> {
+    let n = match head_len(wire) {
+        Ok(Some(n)) => n,
+        Ok(None) => return Ok(None),
+        Err(Refusal(s, _)) => return Err(s.as_u16()),
+    };
+    let head = Bytes::copy_from_slice(&wire[..n]);
+    match parse_request(&head) {
+        Ok(p) => Ok(Some((
+            p.parts.method.to_string(),
+            match p.body {
+                BodyIn::Length(n) => format!("length {n}"),
+                BodyIn::Chunked(_) => "chunked".into(),
+                _ => "none".into(),
+            },
+        ))),
+        Err(Refusal(s, _)) => Err(s.as_u16()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(wire: &str) -> Result<Option<(String, String)>, u16> {
+        check_head(wire.as_bytes())
+    }
+
+    #[test]
+    fn request_framing() {
+        assert_eq!(
+            check("GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Ok(Some(("GET".into(), "none".into())))
+        );
+        assert_eq!(
+            check("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"),
+            Ok(Some(("POST".into(), "length 5".into())))
+        );
+        assert_eq!(
+            check("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n"),
+            Ok(Some(("POST".into(), "length 5".into())))
+        );
+        assert_eq!(
+            check("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n"),
+            Ok(Some(("POST".into(), "chunked".into())))
+        );
+        assert_eq!(check("GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
+    }
+
+    #[test]
+    fn ambiguous_requests_are_refused() {
+        for (wire, status) in [
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+                501,
+            ),
+            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n",
+                400,
+            ),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nExpect: something\r\n\r\n",
+                417,
+            ),
+            ("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 405),
+            ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", 400),
+            ("GET /\r\n\r\n", 400),
+        ] {
+            assert_eq!(check(wire), Err(status), "{wire:?}");
+        }
+    }
+
+    #[test]
+    fn answer_heads() {
+        let mut out = Out::default();
+        let mut parts = http::Response::new(()).into_parts().0;
+        parts
+            .headers
+            .insert(header::DATE, HeaderValue::from_static("x"));
+        let mut close = false;
+        let f = encode_head(&mut out, &parts, Some(3), false, false, &mut close);
+        assert_eq!(f, BodyOut::Length(3));
+        assert_eq!(
+            String::from_utf8_lossy(&out.tail),
+            "HTTP/1.1 200 OK\r\ndate: x\r\ncontent-length: 3\r\n\r\n"
+        );
+        let mut out = Out::default();
+        let f = encode_head(&mut out, &parts, None, false, true, &mut close);
+        assert_eq!(f, BodyOut::Close);
+        assert!(close);
+        let mut out = Out::default();
+        let mut f = BodyOut::Chunked;
+        encode_frame(
+            &mut out,
+            &mut f,
+            Frame::data(Bytes::from_static(b"hello world, 26 bytes long")),
+        )
+        .unwrap();
+        encode_end(&mut out, f).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.tail),
+            "1a\r\nhello world, 26 bytes long\r\n0\r\n\r\n"
+        );
+        assert_eq!(fmt_u64(&mut itoa_buf(), 0), b"0");
+        assert_eq!(
+            fmt_u64(&mut itoa_buf(), u64::MAX),
+            u64::MAX.to_string().as_bytes()
+        );
+    }
+}
