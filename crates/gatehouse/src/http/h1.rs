@@ -37,7 +37,10 @@ use tokio::time::{Instant, Sleep};
 
 use super::pipeline::{self, ConnCtx};
 use crate::error::BoxError;
-use crate::upstream::h1::{Chunk, MAX_CHUNK_LINE, MAX_TRAILERS, Step, decode_chunk, parse_length};
+use crate::upstream::h1::{
+    Chunk, MAX_CHUNK_LINE, MAX_TRAILERS, Step, decode_chunk, freeze_all, give_back, head_complete,
+    parse_length,
+};
 
 /// Most header lines in a request head (a larger head answers 431).
 const MAX_HEADERS: usize = 256;
@@ -329,44 +332,40 @@ struct Parsed {
 /// A request refused before the pipeline: its status and why.
 struct Refusal(StatusCode, &'static str);
 
-/// Where the head at the start of `buf` ends: Some(len) when complete.
-fn head_len(buf: &[u8]) -> Result<Option<usize>, Refusal> {
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut []);
-    match req.parse_with_uninit_headers(buf, &mut slots) {
-        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(httparse::Error::TooManyHeaders) => Err(Refusal(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "too many header lines",
-        )),
-        Err(httparse::Error::Version) => Err(Refusal(
-            StatusCode::BAD_REQUEST,
-            "malformed request line or unsupported version",
-        )),
-        Err(_) => Err(Refusal(StatusCode::BAD_REQUEST, "malformed request head")),
+/// Parses the request head at the start of `buf` and consumes it: None while incomplete.
+/// Header values and the target are slices of the head, frozen once.
+fn parse_request(buf: &mut BytesMut) -> Result<Option<Parsed>, Refusal> {
+    if !head_complete(buf) {
+        return Ok(None);
     }
-}
-
-/// Builds the request from a complete head. Values and the target are slices of `head`.
-///
-/// The head is parsed a second time here, over the frozen bytes, rather than keeping offsets
-/// from the first parse: it lets header values share the buffer without unsafe code, and a
-/// head is small next to everything else a request costs.
-fn parse_request(head: &Bytes) -> Result<Parsed, Refusal> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let bad = |why| Refusal(StatusCode::BAD_REQUEST, why);
-    match req.parse_with_uninit_headers(head, &mut slots) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err(bad("malformed request head")),
-    }
+    let head = freeze_all(buf);
+    let n = match req.parse_with_uninit_headers(&head, &mut slots) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            give_back(buf, &head, 0);
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Refusal(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too many header lines",
+            ));
+        }
+        Err(httparse::Error::Version) => {
+            return Err(bad("malformed request line or unsupported version"));
+        }
+        Err(_) => return Err(bad("malformed request head")),
+    };
+    give_back(buf, &head, n);
     let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
         .map_err(|_| bad("invalid method"))?;
-    let target = req.path.unwrap_or("");
-    let uri = Uri::from_maybe_shared(head.slice_ref(target.as_bytes()))
+    let uri = Uri::from_maybe_shared(head.slice_ref(req.path.unwrap_or("").as_bytes()))
         .map_err(|_| bad("invalid request target"))?;
-    let version = if req.version == Some(0) {
+    let version_byte = req.version;
+    let version = if version_byte == Some(0) {
         Version::HTTP_10
     } else {
         Version::HTTP_11
@@ -462,13 +461,13 @@ fn parse_request(head: &Bytes) -> Result<Parsed, Refusal> {
     parts.uri = uri;
     parts.version = version;
     parts.headers = headers;
-    Ok(Parsed {
+    Ok(Some(Parsed {
         parts,
         expect_continue: expect_continue && body != BodyIn::Done,
         body,
         close,
         upgrade,
-    })
+    }))
 }
 
 /// Answer bytes waiting to be written: small pieces gathered in `tail`, large body frames
@@ -807,7 +806,9 @@ where
         wire,
         settings,
         stop: Box::pin(stopped(ctx.shared.shutdown_signal())),
+        stop_registered: false,
         stopping: false,
+        shared: ctx.shared.clone(),
         sleep: Box::pin(tokio::time::sleep(settings.client_header_timeout)),
         out: Out::default(),
         served: 0,
@@ -894,7 +895,9 @@ struct Conn<'a, T> {
     wire: Arc<Mutex<Wire<T>>>,
     settings: &'a Listener,
     stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+    stop_registered: bool,
     stopping: bool,
+    shared: Arc<crate::runtime::Shared>,
     /// One timer per connection, moved only when it must fire earlier than it is set to (see
     /// `wait_read`): a busy connection does not touch the timer wheel per request.
     sleep: Pin<Box<Sleep>>,
@@ -916,8 +919,16 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     /// Polls the shutdown signal (once it fired, never again).
+    ///
+    /// The signal's future is polled once to register this task, then again only once the
+    /// process says it is stopping: polling it per request costs a lock on the channel that
+    /// every connection shares.
     fn poll_stop(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.stopping && self.stop.as_mut().poll(cx).is_ready() {
+        if self.stopping || (self.stop_registered && !self.shared.stopping()) {
+            return self.stopping;
+        }
+        self.stop_registered = true;
+        if self.stop.as_mut().poll(cx).is_ready() {
             self.stopping = true;
         }
         self.stopping
@@ -970,29 +981,22 @@ where
                     .iter()
                     .position(|b| *b != b'\r' && *b != b'\n')
                     .unwrap_or(w.rbuf.len());
-                if blank > 0 && blank == w.rbuf.len() {
-                    w.rbuf.clear();
+                if blank > 0 {
+                    w.rbuf.advance(blank);
                 }
                 if w.rbuf.is_empty() {
                     true
                 } else {
-                    match head_len(&w.rbuf) {
-                        Ok(Some(n)) => {
-                            let head = w.rbuf.split_to(n).freeze();
-                            drop(w);
-                            return match parse_request(&head) {
-                                Ok(mut p) => {
-                                    lock(&self.wire).body = p.body;
-                                    if p.expect_continue {
-                                        lock(&self.wire).continue_at = Some(0);
-                                    }
-                                    if self.stopping {
-                                        p.close = true;
-                                    }
-                                    Next::Head(Box::new(p))
-                                }
-                                Err(r) => Next::Refuse(r),
-                            };
+                    match parse_request(&mut w.rbuf) {
+                        Ok(Some(mut p)) => {
+                            w.body = p.body;
+                            if p.expect_continue {
+                                w.continue_at = Some(0);
+                            }
+                            if self.stopping {
+                                p.close = true;
+                            }
+                            return Next::Head(Box::new(p));
                         }
                         Ok(None) if w.rbuf.len() > s.max_header_size => {
                             return Next::Refuse(Refusal(
@@ -1240,14 +1244,9 @@ where
 /// fuzzer (`fuzz/fuzz_targets/h1_request.rs`) and tests.
 #[doc(hidden)]
 pub fn check_head(wire: &[u8]) -> Result<Option<(String, String)>, u16> {
-    let n = match head_len(wire) {
-        Ok(Some(n)) => n,
-        Ok(None) => return Ok(None),
-        Err(Refusal(s, _)) => return Err(s.as_u16()),
-    };
-    let head = Bytes::copy_from_slice(&wire[..n]);
-    match parse_request(&head) {
-        Ok(p) => Ok(Some((
+    match parse_request(&mut BytesMut::from(wire)) {
+        Ok(None) => Ok(None),
+        Ok(Some(p)) => Ok(Some((
             p.parts.method.to_string(),
             match p.body {
                 BodyIn::Length(n) => format!("length {n}"),

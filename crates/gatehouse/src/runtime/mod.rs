@@ -46,6 +46,9 @@ pub struct Shared {
     pub metrics: Metrics,
     conns: ConnTracker,
     shutdown: watch::Sender<bool>,
+    /// Set when shutdown starts, before `shutdown` tells its receivers (a load is cheaper than
+    /// polling the channel per request).
+    stopping: std::sync::atomic::AtomicBool,
     /// Server states by fingerprint, so that unchanged servers survive a reload.
     servers: Mutex<HashMap<String, Weak<ServerState>>>,
     /// Bound sockets by (listener name, configured address).
@@ -66,6 +69,11 @@ impl Shared {
     /// Resolves when shutdown starts.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// Whether shutdown has started.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// Counts a new client connection.
@@ -297,6 +305,7 @@ impl Gatehouse {
             metrics: Metrics::new(),
             conns: ConnTracker::default(),
             shutdown,
+            stopping: std::sync::atomic::AtomicBool::new(false),
             servers: Mutex::new(HashMap::new()),
             bound: Mutex::new(HashMap::new()),
             admin: Mutex::new(None),
@@ -371,6 +380,7 @@ impl Gatehouse {
         for task in closing {
             let _ = task.await;
         }
+        self.shared.stopping.store(true, Ordering::SeqCst);
         let _ = self.shared.shutdown.send(true);
         let deadline = tokio::time::Instant::now() + grace;
         loop {

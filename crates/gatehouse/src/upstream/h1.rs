@@ -580,6 +580,38 @@ pub(crate) fn parse_length(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
+/// Whether `buf` holds the end of a head (an empty line): until it does, nothing is parsed.
+pub(crate) fn head_complete(buf: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', buf).any(|i| match buf.get(i + 1) {
+        Some(b'\n') => true,
+        Some(b'\r') => buf.get(i + 2) == Some(&b'\n'),
+        _ => false,
+    })
+}
+
+/// Takes everything read so far out of `buf`, frozen, so that a head parsed from it can hand
+/// out slices of it (no copy per header value); `give_back` returns what follows the head.
+pub(crate) fn freeze_all(buf: &mut BytesMut) -> Bytes {
+    buf.split().freeze()
+}
+
+/// Returns the bytes of `frozen` (taken by `freeze_all`) from `from` on to `buf`: the start
+/// of a body or a pipelined request, copied into the room left in `buf`.
+pub(crate) fn give_back(buf: &mut BytesMut, frozen: &Bytes, from: usize) {
+    let rest = &frozen[from.min(frozen.len())..];
+    if rest.is_empty() {
+        return;
+    }
+    if buf.is_empty() {
+        buf.extend_from_slice(rest);
+    } else {
+        let mut back = BytesMut::with_capacity(rest.len() + buf.len());
+        back.extend_from_slice(rest);
+        back.extend_from_slice(buf);
+        *buf = back;
+    }
+}
+
 /// An answer's head, how its body is delimited, and whether the connection closes after it.
 type Head = (http::response::Parts, In, bool);
 
@@ -588,11 +620,22 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, BoxError> {
     if buf.is_empty() {
         return Ok(None);
     }
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut slots);
-    let n = match resp.parse(buf) {
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    if !head_complete(buf) {
+        return Ok(None);
+    }
+    let head = freeze_all(buf);
+    let n = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, &head, &mut slots)
+    {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
+        Ok(httparse::Status::Partial) => {
+            // An empty line that does not end the head (one before the status line).
+            give_back(buf, &head, 0);
+            return Ok(None);
+        }
         Err(e) => return Err(format!("malformed answer from the origin: {e}").into()),
     };
     let code = resp.code.ok_or("answer without a status")?;
@@ -602,14 +645,15 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, BoxError> {
     } else {
         Version::HTTP_11
     };
-    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    let mut headers = HeaderMap::with_capacity(resp.headers.len() + 4);
     let mut length: Option<u64> = None;
     let mut te: Option<bool> = None; // Some(final coding is chunked)
     let (mut close_token, mut keep_alive_token) = (false, false);
     for hd in resp.headers.iter() {
         let name = HeaderName::from_bytes(hd.name.as_bytes())
             .map_err(|_| format!("invalid header name {:?}", hd.name))?;
-        let value = HeaderValue::from_bytes(hd.value)
+        // A slice of the frozen head: no copy.
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(hd.value))
             .map_err(|_| format!("invalid value of header {name}"))?;
         if name == header::CONTENT_LENGTH {
             let s = value.to_str().map_err(|_| "invalid Content-Length")?;
@@ -656,7 +700,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, BoxError> {
         (None, Some(n)) => In::Length(n),
         (None, None) => In::Close,
     };
-    buf.advance(n);
+    give_back(buf, &head, n);
     let mut parts = Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = version;
