@@ -18,6 +18,7 @@ mod nginx;
 mod protocols;
 mod proxy_protocol;
 mod routing;
+mod server_h1;
 mod tls;
 mod transparent;
 mod upstream_h1;
