@@ -38,8 +38,7 @@ use tokio::time::{Instant, Sleep};
 use super::pipeline::{self, ConnCtx};
 use crate::error::BoxError;
 use crate::upstream::h1::{
-    Chunk, MAX_CHUNK_LINE, MAX_TRAILERS, Step, decode_chunk, freeze_all, give_back, head_complete,
-    parse_length,
+    Chunk, MAX_CHUNK_LINE, MAX_TRAILERS, Step, decode_chunk, head_complete, parse_length,
 };
 
 /// Most header lines in a request head (a larger head answers 431).
@@ -94,6 +93,11 @@ struct Wire<T> {
     body: BodyIn,
     /// Bytes of "100 Continue" still to write before the body is read; None: not owed.
     continue_at: Option<usize>,
+    /// Which request's body the wire is on: a body handle from an earlier request (still held
+    /// by an upstream that polls it from its own task) reads nothing of a later one.
+    generation: u64,
+    /// The waker of a body reader waiting for bytes, woken when its request ends.
+    reader: Option<std::task::Waker>,
 }
 
 /// Locks a wire. The lock is never held across an await or a call into other code, so it is
@@ -210,16 +214,36 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Wire<T> {
 
 /// What a request's body reads from, without the socket's type.
 trait BodySource: Send + Sync {
-    fn poll_body(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>;
-    fn remaining(&self) -> SizeHint;
+    fn poll_body(
+        &self,
+        generation: u64,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>;
+    fn remaining(&self, generation: u64) -> SizeHint;
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> BodySource for Mutex<Wire<T>> {
-    fn poll_body(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        lock(self).poll_body(cx)
+    fn poll_body(
+        &self,
+        generation: u64,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut w = lock(self);
+        if w.generation != generation {
+            return Poll::Ready(Some(Err(
+                "the request ended before its body was read".into()
+            )));
+        }
+        let res = w.poll_body(cx);
+        if res.is_pending() {
+            w.reader = Some(cx.waker().clone());
+        }
+        res
     }
-    fn remaining(&self) -> SizeHint {
-        match lock(self).body {
+    fn remaining(&self, generation: u64) -> SizeHint {
+        let w = lock(self);
+        match w.body {
+            _ if w.generation != generation => SizeHint::default(),
             BodyIn::Length(n) => SizeHint::with_exact(n),
             BodyIn::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
@@ -227,9 +251,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> BodySource for Mutex<Wire<T>> {
     }
 }
 
+impl<T> Wire<T> {
+    /// The current request is over: its body handle, wherever it is, reads no more (and a
+    /// reader waiting for bytes is woken to hear so).
+    fn end_request(&mut self) {
+        self.generation += 1;
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+    }
+}
+
 /// A request body read from an HTTP/1 client connection.
 pub struct H1RequestBody {
     src: Arc<dyn BodySource>,
+    generation: u64,
     ended: bool,
 }
 
@@ -244,7 +280,7 @@ impl Body for H1RequestBody {
         if self.ended {
             return Poll::Ready(None);
         }
-        let res = self.src.poll_body(cx);
+        let res = self.src.poll_body(self.generation, cx);
         if let Poll::Ready(None) = res {
             self.ended = true;
         }
@@ -259,7 +295,7 @@ impl Body for H1RequestBody {
         if self.ended {
             SizeHint::with_exact(0)
         } else {
-            self.src.remaining()
+            self.src.remaining(self.generation)
         }
     }
 }
@@ -333,21 +369,19 @@ struct Parsed {
 struct Refusal(StatusCode, &'static str);
 
 /// Parses the request head at the start of `buf` and consumes it: None while incomplete.
-/// Header values and the target are slices of the head, frozen once.
-fn parse_request(buf: &mut BytesMut) -> Result<Option<Parsed>, Refusal> {
+/// The head is copied once out of the read buffer (so that what holds on to a header value
+/// never holds the whole buffer); the target and header values are slices of that copy.
+fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parsed>, Refusal> {
     if !head_complete(buf) {
         return Ok(None);
     }
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let bad = |why| Refusal(StatusCode::BAD_REQUEST, why);
-    let head = freeze_all(buf);
-    let n = match req.parse_with_uninit_headers(&head, &mut slots) {
+    let n = match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            give_back(buf, &head, 0);
-            return Ok(None);
-        }
+        // An empty line that does not end a head (a bare one before the request line).
+        Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
             return Err(Refusal(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -359,10 +393,22 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Parsed>, Refusal> {
         }
         Err(_) => return Err(bad("malformed request head")),
     };
-    give_back(buf, &head, n);
+    if n > max_head {
+        return Err(Refusal(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request head too large",
+        ));
+    }
+    let head = Bytes::copy_from_slice(&buf[..n]);
+    let base = buf.as_ptr() as usize;
+    // The same bytes in the copy: httparse's slices point into `buf`.
+    let in_head = |part: &[u8]| {
+        let at = (part.as_ptr() as usize).saturating_sub(base);
+        head.slice(at..at + part.len())
+    };
     let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
         .map_err(|_| bad("invalid method"))?;
-    let uri = Uri::from_maybe_shared(head.slice_ref(req.path.unwrap_or("").as_bytes()))
+    let uri = Uri::from_maybe_shared(in_head(req.path.unwrap_or("").as_bytes()))
         .map_err(|_| bad("invalid request target"))?;
     let version_byte = req.version;
     let version = if version_byte == Some(0) {
@@ -374,12 +420,13 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Parsed>, Refusal> {
     let mut headers = HeaderMap::with_capacity(req.headers.len() + 8);
     let mut length: Option<u64> = None;
     let mut te: Option<bool> = None; // Some(the codings are exactly "chunked")
+    let (mut te_lines, mut length_values) = (0, 0);
     let (mut hosts, mut close, mut keep_alive, mut conn_upgrade) = (0, false, false, false);
     let mut expect_continue = false;
     for h in req.headers.iter() {
         let name =
             HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
+        let value = HeaderValue::from_maybe_shared(in_head(h.value))
             .map_err(|_| bad("invalid header value"))?;
         if name == header::CONTENT_LENGTH {
             // A list of identical values is one length (RFC 9110 §8.6); anything else is
@@ -391,11 +438,13 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Parsed>, Refusal> {
                     return Err(bad("Content-Length values that disagree"));
                 }
                 length = Some(n);
+                length_values += 1;
             }
         } else if name == header::TRANSFER_ENCODING {
             let s = value
                 .to_str()
                 .map_err(|_| bad("invalid Transfer-Encoding"))?;
+            te_lines += 1;
             for coding in s.split(',').map(str::trim).filter(|c| !c.is_empty()) {
                 if te.is_some() {
                     // chunked must be the one and last coding; anything after it, or chunked
@@ -423,6 +472,16 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Parsed>, Refusal> {
         }
         headers.append(name, value);
     }
+    if te_lines > 0 && te.is_none() {
+        // Present but empty: chunked is not its final coding (RFC 9112 §6.3).
+        return Err(bad("empty Transfer-Encoding"));
+    }
+    if length_values > 1
+        && let Some(n) = length
+    {
+        // One length goes on, not the list: the next hop parses it as strictly as we do.
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
     if hosts > 1 {
         // RFC 9112 §3.2: more than one Host is a 400.
         return Err(bad("more than one Host header"));
@@ -444,6 +503,7 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Parsed>, Refusal> {
                 "transfer coding other than chunked",
             ));
         }
+        (None, Some(0)) => BodyIn::Done,
         (None, Some(n)) => BodyIn::Length(n),
         (None, None) => BodyIn::Done,
     };
@@ -456,6 +516,7 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Parsed>, Refusal> {
     let close = close || (version == Version::HTTP_10 && !keep_alive);
     let upgrade =
         version == Version::HTTP_11 && conn_upgrade && headers.contains_key(header::UPGRADE);
+    buf.advance(n);
     let mut parts = Request::new(()).into_parts().0;
     parts.method = method;
     parts.uri = uri;
@@ -800,6 +861,8 @@ where
         rbuf: BytesMut::from(&prefix[..]),
         body: BodyIn::Done,
         continue_at: None,
+        generation: 0,
+        reader: None,
     }));
     drop(prefix);
     let mut conn = Conn {
@@ -813,6 +876,7 @@ where
         out: Out::default(),
         served: 0,
         parked: false,
+        refused: false,
     };
     loop {
         let idle_since = Instant::now();
@@ -825,7 +889,16 @@ where
                 break;
             }
             Next::Refuse(Refusal(status, why)) => {
-                tracing::debug!(peer = %ctx.peer, %status, why, "request refused");
+                tracing::info!(peer = %ctx.peer, %status, why, "request refused");
+                // Counted like any answer, without a route or an upstream.
+                let none: Arc<str> = Arc::from("");
+                ctx.shared.metrics.observe_request(
+                    &ctx.listener,
+                    &none,
+                    &none,
+                    status.as_u16(),
+                    Duration::ZERO,
+                );
                 let body = format!(
                     "{} {}: {why}\n",
                     status.as_u16(),
@@ -838,6 +911,7 @@ where
                     body.len()
                 );
                 conn.write_raw(head.as_bytes()).await;
+                conn.refused = true;
                 break;
             }
         };
@@ -850,7 +924,10 @@ where
     // Ends the connection: a TLS stream sends its close_notify, a TCP one its FIN.
     let (io, unread) = {
         let mut w = lock(&conn.wire);
-        (w.io.take(), w.body != BodyIn::Done || !w.rbuf.is_empty())
+        (
+            w.io.take(),
+            conn.refused || w.body != BodyIn::Done || !w.rbuf.is_empty(),
+        )
     };
     drop(conn);
     if let Some(mut io) = io {
@@ -904,6 +981,8 @@ struct Conn<'a, T> {
     out: Out,
     served: u64,
     parked: bool,
+    /// A request was refused before the pipeline: the client may still be sending its body.
+    refused: bool,
 }
 
 /// What one wait for bytes ended with.
@@ -987,7 +1066,7 @@ where
                 if w.rbuf.is_empty() {
                     true
                 } else {
-                    match parse_request(&mut w.rbuf) {
+                    match parse_request(&mut w.rbuf, s.max_header_size) {
                         Ok(Some(mut p)) => {
                             w.body = p.body;
                             if p.expect_continue {
@@ -1094,6 +1173,7 @@ where
         } else {
             super::body::ClientBody::H1(H1RequestBody {
                 src: self.wire.clone(),
+                generation: lock(&self.wire).generation,
                 ended: false,
             })
         };
@@ -1110,6 +1190,18 @@ where
         drop(handling);
         if self.stopping {
             close = true;
+        }
+        {
+            // What is left of the request body may keep the connection from carrying another
+            // request: then the answer says so (`finish_body` decides the same way).
+            let w = lock(&self.wire);
+            let owed = w.continue_at == Some(0) && w.body != BodyIn::Done;
+            if owed
+                || w.body == BodyIn::Failed
+                || matches!(w.body, BodyIn::Length(n) if n > DRAIN_MAX)
+            {
+                close = true;
+            }
         }
         let (rparts, mut rbody) = resp.into_parts();
         let exact = rbody.size_hint().exact();
@@ -1173,6 +1265,7 @@ where
         })
         .await;
         drop(rbody);
+        lock(&self.wire).end_request();
         if let Err(e) = written {
             tracing::debug!(error = %e, "client connection ended while answering");
             return Ok(false);
@@ -1244,7 +1337,7 @@ where
 /// fuzzer (`fuzz/fuzz_targets/h1_request.rs`) and tests.
 #[doc(hidden)]
 pub fn check_head(wire: &[u8]) -> Result<Option<(String, String)>, u16> {
-    match parse_request(&mut BytesMut::from(wire)) {
+    match parse_request(&mut BytesMut::from(wire), 64 * 1024) {
         Ok(None) => Ok(None),
         Ok(Some(p)) => Ok(Some((
             p.parts.method.to_string(),
@@ -1284,7 +1377,25 @@ mod tests {
             check("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n"),
             Ok(Some(("POST".into(), "chunked".into())))
         );
+        assert_eq!(
+            check("PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"),
+            Ok(Some(("PUT".into(), "none".into())))
+        );
         assert_eq!(check("GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
+        let mut buf =
+            BytesMut::from("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello");
+        let p = parse_request(&mut buf, 1024)
+            .ok()
+            .flatten()
+            .expect("parsed");
+        let lengths: Vec<_> = p
+            .parts
+            .headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .collect();
+        assert_eq!(lengths, ["5"], "a list of lengths goes on as one");
+        assert_eq!(&buf[..], b"hello", "the body stays in the buffer");
     }
 
     #[test]
@@ -1328,6 +1439,10 @@ mod tests {
                 400,
             ),
             ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ,\r\nContent-Length: 5\r\n\r\n",
+                400,
+            ),
             ("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400),
             (
                 "GET / HTTP/1.1\r\nHost: a\r\nExpect: something\r\n\r\n",

@@ -589,29 +589,6 @@ pub(crate) fn head_complete(buf: &[u8]) -> bool {
     })
 }
 
-/// Takes everything read so far out of `buf`, frozen, so that a head parsed from it can hand
-/// out slices of it (no copy per header value); `give_back` returns what follows the head.
-pub(crate) fn freeze_all(buf: &mut BytesMut) -> Bytes {
-    buf.split().freeze()
-}
-
-/// Returns the bytes of `frozen` (taken by `freeze_all`) from `from` on to `buf`: the start
-/// of a body or a pipelined request, copied into the room left in `buf`.
-pub(crate) fn give_back(buf: &mut BytesMut, frozen: &Bytes, from: usize) {
-    let rest = &frozen[from.min(frozen.len())..];
-    if rest.is_empty() {
-        return;
-    }
-    if buf.is_empty() {
-        buf.extend_from_slice(rest);
-    } else {
-        let mut back = BytesMut::with_capacity(rest.len() + buf.len());
-        back.extend_from_slice(rest);
-        back.extend_from_slice(buf);
-        *buf = back;
-    }
-}
-
 /// An answer's head, how its body is delimited, and whether the connection closes after it.
 type Head = (http::response::Parts, In, bool);
 
@@ -626,18 +603,18 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, BoxError> {
     if !head_complete(buf) {
         return Ok(None);
     }
-    let head = freeze_all(buf);
     let n = match httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut resp, &head, &mut slots)
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots)
     {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            // An empty line that does not end the head (one before the status line).
-            give_back(buf, &head, 0);
-            return Ok(None);
-        }
+        // An empty line that does not end a head (one before the status line).
+        Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(format!("malformed answer from the origin: {e}").into()),
     };
+    // The head alone, copied once: header values are slices of it, so a stored answer (the
+    // cache) holds its head and not the connection's whole read buffer.
+    let head = Bytes::copy_from_slice(&buf[..n]);
+    let base = buf.as_ptr() as usize;
     let code = resp.code.ok_or("answer without a status")?;
     let status = StatusCode::from_u16(code).map_err(|_| format!("invalid status {code}"))?;
     let version = if resp.version == Some(0) {
@@ -652,8 +629,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, BoxError> {
     for hd in resp.headers.iter() {
         let name = HeaderName::from_bytes(hd.name.as_bytes())
             .map_err(|_| format!("invalid header name {:?}", hd.name))?;
-        // A slice of the frozen head: no copy.
-        let value = HeaderValue::from_maybe_shared(head.slice_ref(hd.value))
+        let at = (hd.value.as_ptr() as usize).saturating_sub(base);
+        let value = HeaderValue::from_maybe_shared(head.slice(at..at + hd.value.len()))
             .map_err(|_| format!("invalid value of header {name}"))?;
         if name == header::CONTENT_LENGTH {
             let s = value.to_str().map_err(|_| "invalid Content-Length")?;
@@ -700,7 +677,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, BoxError> {
         (None, Some(n)) => In::Length(n),
         (None, None) => In::Close,
     };
-    give_back(buf, &head, n);
+    buf.advance(n);
     let mut parts = Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = version;
