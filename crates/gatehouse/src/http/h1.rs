@@ -985,6 +985,63 @@ struct Conn<'a, T> {
     refused: bool,
 }
 
+/// How long a request may be served before its socket is watched for the client leaving.
+/// Watching costs a read per request (the socket still reads as ready from the head), so short
+/// requests are not watched; long polls and quiet streams are.
+const WATCH_AFTER: Duration = Duration::from_secs(1);
+
+/// Notices a client that closes its connection while its request is served or its answer
+/// streams, so that the upstream request is cancelled (as hyper did; nginx does the same,
+/// HAProxy only with `abortonclose`).
+struct GoneWatch {
+    from: Instant,
+    on: bool,
+}
+
+impl GoneWatch {
+    /// Starts the watch's clock; the connection's timer fires at `from` at the latest.
+    fn new(sleep: &mut Pin<Box<Sleep>>) -> Self {
+        let from = Instant::now() + WATCH_AFTER;
+        if sleep.deadline() > from {
+            sleep.as_mut().reset(from);
+        }
+        GoneWatch { from, on: false }
+    }
+
+    /// True when the client has left. Reads only when no body is being read from the socket,
+    /// keeping what it reads (a pipelined request) up to `max` bytes.
+    fn poll<T: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        wire: &Mutex<Wire<T>>,
+        sleep: &mut Pin<Box<Sleep>>,
+        max: usize,
+        cx: &mut Context<'_>,
+    ) -> bool {
+        if !self.on {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if Instant::now() < self.from {
+                sleep.as_mut().reset(self.from);
+                let _ = sleep.as_mut().poll(cx);
+                return false;
+            }
+            self.on = true;
+        }
+        let mut w = lock(wire);
+        loop {
+            if w.body != BodyIn::Done || w.rbuf.len() >= max {
+                return false;
+            }
+            match w.poll_read_more(cx) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return true,
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => return false,
+            }
+        }
+    }
+}
+
 /// What one wait for bytes ended with.
 enum Wait {
     Bytes,
@@ -1181,13 +1238,27 @@ where
             Request::from_parts(parts, req_body),
             ctx.clone(),
         ));
+        let mut gone = GoneWatch::new(&mut self.sleep);
         let resp = poll_fn(|cx| {
             // Shutdown while the request is served: its answer says `connection: close`.
             self.poll_stop(cx);
-            handling.as_mut().poll(cx)
+            if let Poll::Ready(r) = handling.as_mut().poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            let max = self.settings.max_header_size;
+            if gone.poll(&self.wire, &mut self.sleep, max, cx) {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
         })
         .await;
         drop(handling);
+        let Some(resp) = resp else {
+            // Dropping the request's future cancelled its upstream request.
+            tracing::info!(peer = %ctx.peer, "client left before its answer; request cancelled");
+            lock(&self.wire).end_request();
+            return Ok(false);
+        };
         if self.stopping {
             close = true;
         }
@@ -1217,6 +1288,8 @@ where
         drop(rparts);
         let wire = &self.wire;
         let out = &mut self.out;
+        let sleep = &mut self.sleep;
+        let max = self.settings.max_header_size;
         let mut body_done = false;
         let mut failed: Option<&'static str> = None;
         // A body with nothing to send (HEAD, 304) is still read to its end, so that its end is
@@ -1258,6 +1331,11 @@ where
                     return Poll::Ready(Ok(()));
                 }
                 if body_pending {
+                    drop(w);
+                    // A stream that has gone quiet: the client may have left meanwhile.
+                    if gone.poll(wire, sleep, max, cx) {
+                        return Poll::Ready(Err(io::Error::from(io::ErrorKind::ConnectionAborted)));
+                    }
                     // The body registered its waker when it said Pending.
                     return Poll::Pending;
                 }

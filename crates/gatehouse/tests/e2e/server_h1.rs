@@ -241,3 +241,43 @@ async fn connect_unknown_codings_and_bad_heads_are_refused() {
     }
     assert_eq!(o.hits(), 0);
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_cancels_its_upstream_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    struct Flag(Arc<AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let c = cancelled.clone();
+    let o = origin(move |_req| {
+        let flag = Flag(c.clone());
+        async move {
+            // A long poll: answers after 10 s unless the proxy gives up on it first.
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            drop(flag);
+            text(200, "late")
+        }
+    })
+    .await;
+    let gh = proxy(&format!(
+        "[global]\naccess_log = \"off\"\n[listeners.web]\nbind = \"127.0.0.1:0\"\n[[routes]]\nupstream = \"app\"\n[upstreams.app]\nservers = [\"{}\"]\n",
+        o.addr
+    ))
+    .await;
+    let mut s = TcpStream::connect(web(&gh)).await.unwrap();
+    s.write_all(b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(s);
+    let gave_up = eventually(Duration::from_secs(4), async || {
+        cancelled.load(Ordering::SeqCst)
+    })
+    .await;
+    assert!(gave_up, "the origin's request outlived its client");
+}
