@@ -515,38 +515,44 @@ impl Origin {
         }
         headers::apply_ops(h, &route.request_headers);
 
-        let pq = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let new_pq = if route.strip_prefix.is_some() || route.add_prefix.is_some() {
-            headers::rewrite_path(
-                pq,
-                route.strip_prefix.as_deref(),
-                route.add_prefix.as_deref(),
-            )
-        } else {
-            pq.to_string()
-        };
-        let uri = match up.model.protocol {
-            UpstreamProtocol::Http1 => new_pq.parse::<Uri>(),
-            UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
-                let authority = if upstream_host.is_empty() {
-                    "localhost"
-                } else {
-                    &upstream_host
-                };
-                let scheme = if up.model.protocol == UpstreamProtocol::H2 {
-                    "https"
-                } else {
-                    "http"
-                };
-                format!("{scheme}://{authority}{new_pq}").parse::<Uri>()
+        let rewrite = route.strip_prefix.is_some() || route.add_prefix.is_some();
+        let origin_form = parts.uri.scheme().is_none() && parts.uri.authority().is_none();
+        // An HTTP/1.1 origin gets the target as the client sent it when nothing rewrites it: no
+        // copy, no second parse.
+        if up.model.protocol != UpstreamProtocol::Http1 || rewrite || !origin_form {
+            let pq = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            let new_pq = if rewrite {
+                headers::rewrite_path(
+                    pq,
+                    route.strip_prefix.as_deref(),
+                    route.add_prefix.as_deref(),
+                )
+            } else {
+                pq.to_string()
+            };
+            let uri = match up.model.protocol {
+                UpstreamProtocol::Http1 => new_pq.parse::<Uri>(),
+                UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
+                    let authority = if upstream_host.is_empty() {
+                        "localhost"
+                    } else {
+                        &upstream_host
+                    };
+                    let scheme = if up.model.protocol == UpstreamProtocol::H2 {
+                        "https"
+                    } else {
+                        "http"
+                    };
+                    format!("{scheme}://{authority}{new_pq}").parse::<Uri>()
+                }
             }
+            .map_err(|e| ProxyError::new(ErrorKind::BadRequest).with(e))?;
+            parts.uri = uri;
         }
-        .map_err(|e| ProxyError::new(ErrorKind::BadRequest).with(e))?;
-        parts.uri = uri;
         parts.version = match up.model.protocol {
             UpstreamProtocol::Http1 => Version::HTTP_11,
             UpstreamProtocol::H2c | UpstreamProtocol::H2 => Version::HTTP_2,

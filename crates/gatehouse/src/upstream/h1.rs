@@ -651,10 +651,20 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, BoxError> {
             }
         } else if name == header::CONNECTION {
             let s = value.to_str().unwrap_or("");
+            let mut names_others = false;
             for tok in s.split(',').map(str::trim) {
-                close_token |= tok.eq_ignore_ascii_case("close");
-                keep_alive_token |= tok.eq_ignore_ascii_case("keep-alive");
+                let close = tok.eq_ignore_ascii_case("close");
+                let keep = tok.eq_ignore_ascii_case("keep-alive");
+                close_token |= close;
+                keep_alive_token |= keep;
+                names_others |= !(close || keep || tok.is_empty());
             }
+            if !names_others {
+                // Hop-by-hop and fully read here: the pipeline would only remove it again.
+                continue;
+            }
+        } else if name.as_str() == "keep-alive" {
+            continue;
         }
         headers.append(name, value);
     }
