@@ -889,7 +889,9 @@ where
                 break;
             }
             Next::Refuse(Refusal(status, why)) => {
-                tracing::info!(peer = %ctx.peer, %status, why, "request refused");
+                // Counted, and logged at debug: a flood of malformed requests must not become
+                // a flood of log lines.
+                tracing::debug!(peer = %ctx.peer, %status, why, "request refused");
                 // Counted like any answer, without a route or an upstream.
                 let none: Arc<str> = Arc::from("");
                 ctx.shared.metrics.observe_request(
