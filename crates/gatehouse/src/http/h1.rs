@@ -38,7 +38,8 @@ use tokio::time::{Instant, Sleep};
 use super::pipeline::{self, ConnCtx};
 use crate::error::BoxError;
 use crate::upstream::h1::{
-    Chunk, MAX_CHUNK_LINE, MAX_TRAILERS, Step, decode_chunk, head_complete, parse_length,
+    Chunk, MAX_CHUNK_LINE, MAX_TRAILERS, Step, chunk_line, decode_chunk, head_complete,
+    parse_length, put_field, put_last_chunk,
 };
 
 /// Most header lines in a request head (a larger head answers 431).
@@ -300,47 +301,69 @@ impl Body for H1RequestBody {
     }
 }
 
-/// The client's side of a tunnel after `101 Switching Protocols`: the socket and the bytes read
-/// past the request's head.
-pub struct Upgraded {
-    io: Box<dyn UpgradeIo>,
-    pre: Bytes,
+/// A socket with bytes already read from it in front: they are read first (protocol detection
+/// before HTTP/2, bytes past the head before a tunnel); writes go to the socket.
+pub struct Prefixed<T> {
+    inner: T,
+    prefix: Bytes,
 }
 
-trait UpgradeIo: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> UpgradeIo for T {}
+impl<T> Prefixed<T> {
+    /// `inner`, read after `prefix`.
+    pub fn new(inner: T, prefix: Bytes) -> Self {
+        Prefixed { inner, prefix }
+    }
+}
 
-impl AsyncRead for Upgraded {
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.pre.is_empty() {
-            let n = self.pre.len().min(buf.remaining());
-            buf.put_slice(&self.pre[..n]);
-            self.pre.advance(n);
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for Upgraded {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        Pin::new(&mut self.inner).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+/// The client's side of a tunnel after `101 Switching Protocols`: the socket and the bytes read
+/// past the request's head.
+pub type Upgraded = Prefixed<Box<dyn UpgradeIo>>;
+
+/// A client socket of any kind (TCP, TLS), for a tunnel.
+pub trait UpgradeIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> UpgradeIo for T {}
 
 /// In the extensions of a request that asked to switch protocols: resolves to the client's
 /// socket once a 101 answer has been written to it.
@@ -718,19 +741,16 @@ fn encode_head(
                 continue;
             }
         }
-        out.small(name.as_str().as_bytes());
-        out.small(b": ");
-        out.small(value.as_bytes());
-        out.small(b"\r\n");
+        put_field(&mut |b| out.small(b), name, value);
     }
     if !h.contains_key(header::DATE) {
         write_date(out);
     }
-    let mut digits = itoa_buf();
+    let mut digits = itoa::Buffer::new();
     match framing {
         BodyOut::Length(n) => {
             out.small(b"content-length: ");
-            out.small(fmt_u64(&mut digits, n));
+            out.small(digits.format(n).as_bytes());
             out.small(b"\r\n");
         }
         BodyOut::Chunked => out.small(b"transfer-encoding: chunked\r\n"),
@@ -738,7 +758,7 @@ fn encode_head(
             // A local answer to HEAD: the length a GET would have had.
             if let Some(n) = exact.filter(|n| *n > 0) {
                 out.small(b"content-length: ");
-                out.small(fmt_u64(&mut digits, n));
+                out.small(digits.format(n).as_bytes());
                 out.small(b"\r\n");
             }
         }
@@ -755,24 +775,6 @@ fn encode_head(
     framing
 }
 
-fn itoa_buf() -> [u8; 20] {
-    [0; 20]
-}
-
-/// `n` in decimal, in `buf`.
-fn fmt_u64(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[i..]
-}
-
 /// Queues one frame of the answer's body. Err: the body does not fit its framing.
 fn encode_frame(
     out: &mut Out,
@@ -783,14 +785,7 @@ fn encode_frame(
         Ok(d) => d,
         Err(frame) => {
             if let (BodyOut::Chunked, Ok(trailers)) = (*framing, frame.into_trailers()) {
-                out.small(b"0\r\n");
-                for (name, value) in &trailers {
-                    out.small(name.as_str().as_bytes());
-                    out.small(b": ");
-                    out.small(value.as_bytes());
-                    out.small(b"\r\n");
-                }
-                out.small(b"\r\n");
+                put_last_chunk(&mut |b| out.small(b), &trailers);
                 *framing = BodyOut::None;
             }
             return Ok(());
@@ -809,19 +804,7 @@ fn encode_frame(
         BodyOut::Chunked => {
             if !data.is_empty() {
                 let mut line = [0u8; 18];
-                let mut i = 16;
-                let mut n = data.len();
-                loop {
-                    i -= 1;
-                    line[i] = b"0123456789abcdef"[n & 15];
-                    n >>= 4;
-                    if n == 0 {
-                        break;
-                    }
-                }
-                line[16] = b'\r';
-                line[17] = b'\n';
-                out.small(&line[i..]);
+                out.small(chunk_line(&mut line, data.len()));
                 out.data(data);
                 out.small(b"\r\n");
             }
@@ -1360,10 +1343,7 @@ where
                 (w.io.take(), w.rbuf.split().freeze())
             };
             if let Some(io) = io {
-                let _ = tx.send(Upgraded {
-                    io: Box::new(io),
-                    pre,
-                });
+                let _ = tx.send(Prefixed::new(Box::new(io) as Box<dyn UpgradeIo>, pre));
             }
             return Err(Upgrade);
         }
@@ -1566,11 +1546,6 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&out.tail),
             "1a\r\nhello world, 26 bytes long\r\n0\r\n\r\n"
-        );
-        assert_eq!(fmt_u64(&mut itoa_buf(), 0), b"0");
-        assert_eq!(
-            fmt_u64(&mut itoa_buf(), u64::MAX),
-            u64::MAX.to_string().as_bytes()
         );
     }
 }

@@ -2,17 +2,16 @@
 //! HTTP/1 by our own loop (`h1`), HTTP/2 by hyper's server; shut down gracefully on request.
 
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use gatehouse_config::model::Listener;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::body::ClientBody;
@@ -21,56 +20,6 @@ use super::pipeline::{self, ConnCtx};
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const RESPONSE_408: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
-
-/// The client socket as hyper's HTTP/2 server sees it: replays the bytes read to detect the
-/// protocol first.
-pub struct ClientIo<T> {
-    inner: T,
-    prefix: Bytes,
-}
-
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if !this.prefix.is_empty() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix[..n]);
-            let _ = this.prefix.split_to(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
 
 /// Reads until the HTTP/2 preface is confirmed or ruled out. None: the client left or stalled.
 async fn sniff(stream: &mut TcpStream, timeout: Duration) -> Option<(bool, Bytes)> {
@@ -172,10 +121,8 @@ where
             Ok::<_, std::convert::Infallible>(pipeline::handle(req.map(ClientBody::H2), ctx).await)
         })
     });
-    let io = TokioIo::new(ClientIo {
-        inner: stream,
-        prefix,
-    });
+    // The bytes read to detect the protocol are read again by hyper.
+    let io = TokioIo::new(super::h1::Prefixed::new(stream, prefix));
     let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
         .max_header_list_size(settings.max_header_size as u32)

@@ -483,8 +483,9 @@ impl Sending {
                         self.queue.push_back(data);
                     }
                     Out::Chunked => {
+                        let mut line = [0u8; 18];
                         self.queue
-                            .push_back(Bytes::from(format!("{:x}\r\n", data.len())));
+                            .push_back(Bytes::copy_from_slice(chunk_line(&mut line, data.len())));
                         self.queue.push_back(data);
                         self.queue.push_back(Bytes::from_static(b"\r\n"));
                     }
@@ -493,14 +494,8 @@ impl Sending {
             Err(frame) => {
                 // Trailers: sent with a chunked body, dropped with a sized one.
                 if let (Out::Chunked, Ok(trailers)) = (self.out, frame.into_trailers()) {
-                    let mut end = b"0\r\n".to_vec();
-                    for (name, value) in &trailers {
-                        end.extend_from_slice(name.as_str().as_bytes());
-                        end.extend_from_slice(b": ");
-                        end.extend_from_slice(value.as_bytes());
-                        end.extend_from_slice(b"\r\n");
-                    }
-                    end.extend_from_slice(b"\r\n");
+                    let mut end = Vec::new();
+                    put_last_chunk(&mut |b| end.extend_from_slice(b), &trailers);
                     self.queue.push_back(Bytes::from(end));
                     self.body_done = true;
                     self.body = None;
@@ -555,14 +550,11 @@ fn encode_head(req: &http::request::Parts, body: &UpBody) -> Result<(Bytes, Out)
     w.extend_from_slice(pq.as_bytes());
     w.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in h {
-        w.extend_from_slice(name.as_str().as_bytes());
-        w.extend_from_slice(b": ");
-        w.extend_from_slice(value.as_bytes());
-        w.extend_from_slice(b"\r\n");
+        put_field(&mut |b| w.extend_from_slice(b), name, value);
     }
     if let Some(n) = add_length {
         w.extend_from_slice(b"content-length: ");
-        w.extend_from_slice(n.to_string().as_bytes());
+        w.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
         w.extend_from_slice(b"\r\n");
     }
     if add_chunked {
@@ -570,6 +562,40 @@ fn encode_head(req: &http::request::Parts, body: &UpBody) -> Result<(Bytes, Out)
     }
     w.extend_from_slice(b"\r\n");
     Ok((Bytes::from(w), out))
+}
+
+/// One header field as a line, `name: value\r\n`, through `put` (heads and trailer sections,
+/// both directions).
+pub(crate) fn put_field(put: &mut impl FnMut(&[u8]), name: &HeaderName, value: &HeaderValue) {
+    put(name.as_str().as_bytes());
+    put(b": ");
+    put(value.as_bytes());
+    put(b"\r\n");
+}
+
+/// The end of a chunked body: the last chunk, the trailer fields, the empty line.
+pub(crate) fn put_last_chunk(put: &mut impl FnMut(&[u8]), trailers: &HeaderMap) {
+    put(b"0\r\n");
+    for (name, value) in trailers {
+        put_field(put, name, value);
+    }
+    put(b"\r\n");
+}
+
+/// The chunk-size line for `n` bytes of data (hex digits, CRLF), written into `buf`.
+pub(crate) fn chunk_line(buf: &mut [u8; 18], mut n: usize) -> &[u8] {
+    let mut i = 16;
+    loop {
+        i -= 1;
+        buf[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    buf[16] = b'\r';
+    buf[17] = b'\n';
+    &buf[i..]
 }
 
 /// A Content-Length value: 1*DIGIT (RFC 9110 §8.6), no sign, no list.
