@@ -11,6 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 
+use super::raw_head::RawHead;
 use crate::error::BoxError;
 
 /// The body type of every answer to a client.
@@ -154,6 +155,9 @@ impl Drop for EndGuard {
 pub struct Observed {
     inner: ProxyBody,
     guard: EndGuard,
+    /// The fields of an origin's answer kept as it sent them, written before the answer's
+    /// header map (see `raw_head`); taken by the connection that writes the head.
+    raw: Option<RawHead>,
 }
 
 impl Observed {
@@ -166,7 +170,19 @@ impl Observed {
                 completed: false,
                 on_end: Some(on_end),
             },
+            raw: None,
         }
+    }
+
+    /// With the origin's fields as it sent them, to be written before the header map.
+    pub fn with_raw(mut self, raw: Option<RawHead>) -> Self {
+        self.raw = raw;
+        self
+    }
+
+    /// The origin's fields as it sent them, if the answer carries them so.
+    pub fn take_raw(&mut self) -> Option<RawHead> {
+        self.raw.take()
     }
 }
 

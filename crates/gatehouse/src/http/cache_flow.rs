@@ -91,7 +91,7 @@ pub(crate) async fn serve(
         let invalidating = !matches!(parts.method, Method::OPTIONS | Method::TRACE) && !safe;
         let fwd = if safe { "bypass" } else { "method" };
         fin.cache_status = Some(format!("{NAME}; fwd={fwd}"));
-        let out = origin.fetch(parts, body, &stats, fin).await?;
+        let out = origin.fetch(parts, body, &stats, fin, false).await?;
         let st = out.resp.status();
         if invalidating && (st.is_success() || st.is_redirection()) {
             invalidate(cache, origin, &key, out.resp.headers());
@@ -200,7 +200,7 @@ pub(crate) async fn serve(
             let code = f.resp.status().as_u16();
             let stored = if stored { "; stored" } else { "" };
             fin.cache_status = Some(format!("{NAME}; fwd={fwd}; fwd-status={code}{stored}"));
-            Ok(f)
+            Ok(*f)
         }
         Err(e) => Err(e),
     }
@@ -217,8 +217,9 @@ enum Outcome {
     /// Answer from this stored entry (refreshed by a 304, or stale standing in for an error);
     /// the origin's status when it gave one, for Cache-Status.
     FromStore(Arc<Entry>, Option<u16>),
-    /// The origin's own answer; true when a copy is being stored.
-    Origin(Fetched, bool),
+    /// The origin's own answer (boxed: an answer is larger than the other outcome); true when a
+    /// copy is being stored.
+    Origin(Box<Fetched>, bool),
 }
 
 /// What every origin round trip of a caching request shares.
@@ -287,7 +288,7 @@ async fn to_origin(
         }
     }
     let request_time = SystemTime::now();
-    let result = origin.fetch(parts, body, stats, fin).await;
+    let result = origin.fetch(parts, body, stats, fin, false).await;
     let response_time = SystemTime::now();
     let stale_ok =
         |e: &Entry| policy::stale_if_error(&e.timing, &e.directives(), req_cc, response_time);
@@ -356,13 +357,13 @@ async fn to_origin(
         Ok(t) if !too_big => t,
         why => {
             tracing::debug!(url = %client.uri, reason = ?why.err(), too_big, "not stored");
-            return Ok(Outcome::Origin(fetched, false));
+            return Ok(Outcome::Origin(Box::new(fetched), false));
         }
     };
     let route = &origin.snap.config.routes[origin.route];
     let names = match policy::vary_names(fetched.resp.headers()) {
         Ok(n) if !n.iter().any(|n| proxy_controlled(n, route)) => n,
-        _ => return Ok(Outcome::Origin(fetched, false)),
+        _ => return Ok(Outcome::Origin(Box::new(fetched), false)),
     };
     let mut headers = fetched.resp.headers().clone();
     headers.remove(header::AGE);
@@ -379,9 +380,9 @@ async fn to_origin(
     if fetched.resp.body().is_end_stream() {
         cache.insert(template, ctx.epoch);
         drop(guard);
-        return Ok(Outcome::Origin(fetched, true));
+        return Ok(Outcome::Origin(Box::new(fetched), true));
     }
-    let Fetched { resp, sticky } = fetched;
+    let Fetched { resp, sticky, .. } = fetched;
     let stall = origin.up.model.response_timeout;
     let resp = resp.map(|b| {
         fill(
@@ -395,7 +396,14 @@ async fn to_origin(
             stall,
         )
     });
-    Ok(Outcome::Origin(Fetched { resp, sticky }, true))
+    Ok(Outcome::Origin(
+        Box::new(Fetched {
+            resp,
+            raw: None,
+            sticky,
+        }),
+        true,
+    ))
 }
 
 /// The stored entry after a 304 (RFC 9111 §4.3.4): headers updated, timing recomputed.
@@ -519,6 +527,7 @@ fn from_store(e: &Entry, req: &Parts, now: SystemTime) -> Fetched {
         *r.headers_mut() = headers;
         Fetched {
             resp: r,
+            raw: None,
             sticky: None,
         }
     };

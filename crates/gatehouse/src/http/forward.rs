@@ -12,14 +12,18 @@ use std::sync::atomic::Ordering;
 use http::{Method, Request, Response, request::Parts};
 use http_body_util::BodyExt;
 
+use super::raw_head::RawHead;
 use crate::error::{BoxError, ErrorKind, ProxyError};
 use crate::upstream::pool::{self, Conn, UpBody, UpstreamBody};
 use crate::upstream::{PickInput, ServerState, Upstream};
 
 /// A successful forward: the response and the server that gave it.
 pub struct Forwarded {
-    /// Response from the origin.
+    /// Response from the origin. From an HTTP/1 origin its header map is empty and the fields
+    /// are in `raw`.
     pub response: Response<UpstreamBody>,
+    /// The fields of an HTTP/1 origin's answer, as it sent them.
+    pub raw: Option<RawHead>,
     /// The server.
     pub server: Arc<ServerState>,
 }
@@ -55,21 +59,25 @@ fn empty_body() -> UpBody {
         .boxed_unsync()
 }
 
-/// A copy of a request head, for hyper's HTTP/2 client (which takes requests by value).
-fn request_of(p: &Parts, body: UpBody) -> Request<UpBody> {
+/// A copy of a request head with the added lines in its map, for hyper's HTTP/2 client (which
+/// takes requests by value).
+fn request_of(p: &Parts, lines: &[u8], body: UpBody) -> Request<UpBody> {
     let mut req = Request::new(body);
     *req.method_mut() = p.method.clone();
     *req.uri_mut() = p.uri.clone();
     *req.version_mut() = p.version;
     *req.headers_mut() = p.headers.clone();
+    super::raw_head::append_lines(req.headers_mut(), lines);
     req
 }
 
-/// Sends `req` to a server of `up`; `upgrade`: keep the connection out of the pool (it becomes a
-/// tunnel). Returns the response with the server's in-flight guard.
+/// Sends `req` to a server of `up`, with header `lines` (`name: value\r\n`) after its map's;
+/// `upgrade`: keep the connection out of the pool (it becomes a tunnel). Returns the response
+/// with the server's in-flight guard.
 pub async fn forward(
     up: &Upstream,
     req: Request<UpBody>,
+    lines: &[u8],
     pick: PickInput<'_>,
     upgrade: bool,
     proxy: Option<&pool::ProxyHeader>,
@@ -139,19 +147,20 @@ pub async fn forward(
                 }
             },
         };
-        let sent: Result<Response<UpstreamBody>, (Option<UpBody>, BoxError)> = match conn {
+        type Sent = (Response<UpstreamBody>, Option<RawHead>);
+        let sent: Result<Sent, (Option<UpBody>, BoxError)> = match conn {
             Conn::H1(c) => {
-                let fut = c.send(&parts, b, server.clone(), !upgrade);
+                let fut = c.send(&parts, lines, b, server.clone(), !upgrade);
                 match tokio::time::timeout(m.response_timeout, fut).await {
-                    Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::H1)),
+                    Ok(Ok((resp, raw))) => Ok((resp.map(UpstreamBody::H1), Some(raw))),
                     Ok(Err(e)) => Err((e.body, e.error)),
                     Err(_) => return Err(timed_out(&server, m)),
                 }
             }
             Conn::H2(mut sender) => {
-                let fut = sender.try_send_request(request_of(&parts, b));
+                let fut = sender.try_send_request(request_of(&parts, lines, b));
                 match tokio::time::timeout(m.response_timeout, fut).await {
-                    Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::H2)),
+                    Ok(Ok(resp)) => Ok((resp.map(UpstreamBody::H2), None)),
                     Ok(Err(mut e)) => Err((
                         e.take_message().map(|r| r.into_body()),
                         e.into_error().into(),
@@ -161,8 +170,15 @@ pub async fn forward(
             }
         };
         match sent {
-            Ok(response) => {
-                return Ok((Forwarded { response, server }, guard));
+            Ok((response, raw)) => {
+                return Ok((
+                    Forwarded {
+                        response,
+                        raw,
+                        server,
+                    },
+                    guard,
+                ));
             }
             Err((given_back, err)) => {
                 drop(guard);

@@ -36,10 +36,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::pipeline::{self, ConnCtx};
+use super::raw_head::{Kind, RawHead};
 use crate::error::BoxError;
 use crate::upstream::h1::{
     Chunk, MAX_CHUNK_LINE, MAX_TRAILERS, Step, chunk_line, decode_chunk, head_complete,
-    parse_length, put_field, put_last_chunk,
+    parse_length, put_last_chunk, put_line,
 };
 
 /// Most header lines in a request head (a larger head answers 431).
@@ -682,10 +683,12 @@ fn write_date(out: &mut Out) {
     });
 }
 
-/// Encodes the answer's head into `out` and says how its body goes.
+/// Encodes the answer's head into `out` and says how its body goes: the fields an origin sent
+/// as they came (`raw`, see `raw_head`), then the answer's header map.
 fn encode_head(
     out: &mut Out,
     parts: &http::response::Parts,
+    raw: Option<&RawHead>,
     exact: Option<u64>,
     head_request: bool,
     client_10: bool,
@@ -693,10 +696,13 @@ fn encode_head(
 ) -> BodyOut {
     let status = parts.status;
     let h = &parts.headers;
-    let header_length = h
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_length);
+    let raw_fields = || raw.into_iter().flat_map(RawHead::iter);
+    let header_length = raw_fields()
+        .find(|f| f.2 == Kind::ContentLength)
+        .map(|f| f.1)
+        .or_else(|| h.get(header::CONTENT_LENGTH).map(HeaderValue::as_bytes))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|s| parse_length(s.trim()));
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let framing = if switching
         || status.is_informational()
@@ -727,23 +733,47 @@ fn encode_head(
     out.small(b" ");
     out.small(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.small(b"\r\n");
-    for (name, value) in h {
-        if (name == header::CONNECTION && !switching) || name == header::TRANSFER_ENCODING {
-            continue;
+    // Content-Length is kept as the origin sent it where there is no body to delimit (HEAD,
+    // 304); else written below from the framing.
+    let keep_length = (head_request || status == StatusCode::NOT_MODIFIED)
+        && !status.is_informational()
+        && status != StatusCode::NO_CONTENT;
+    let mut has_date = false;
+    let mapped = h.iter().map(|(name, value)| {
+        let kind = if name == header::CONNECTION {
+            Kind::Connection
+        } else if name == header::TRANSFER_ENCODING {
+            Kind::TransferEncoding
+        } else if name == header::CONTENT_LENGTH {
+            Kind::ContentLength
+        } else if name == header::DATE {
+            Kind::Date
+        } else {
+            Kind::Other
+        };
+        (name.as_str().as_bytes(), value.as_bytes(), kind)
+    });
+    let mut put = |out: &mut Out, (name, value, kind): (&[u8], &[u8], Kind)| {
+        match kind {
+            Kind::Connection if !switching => return,
+            Kind::TransferEncoding => return,
+            Kind::ContentLength if !keep_length => return,
+            Kind::Date => has_date = true,
+            _ => {}
         }
-        if name == header::CONTENT_LENGTH {
-            // Kept as the origin sent it where there is no body to delimit (HEAD, 304); else
-            // written below from the framing.
-            let keep = (head_request || status == StatusCode::NOT_MODIFIED)
-                && !status.is_informational()
-                && status != StatusCode::NO_CONTENT;
-            if !keep {
-                continue;
-            }
-        }
-        put_field(&mut |b| out.small(b), name, value);
+        put_line(&mut |b| out.small(b), name, value);
+    };
+    // The origin's fields, then what the proxy added to them, then the header map.
+    for field in raw_fields() {
+        put(out, field);
     }
-    if !h.contains_key(header::DATE) {
+    if let Some(r) = raw {
+        out.small(r.added());
+    }
+    for field in mapped {
+        put(out, field);
+    }
+    if !has_date {
         write_date(out);
     }
     let mut digits = itoa::Buffer::new();
@@ -1260,17 +1290,19 @@ where
             }
         }
         let (rparts, mut rbody) = resp.into_parts();
+        let raw = rbody.take_raw();
         let exact = rbody.size_hint().exact();
         let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS && upgrade_tx.is_some();
         let mut framing = encode_head(
             &mut self.out,
             &rparts,
+            raw.as_ref(),
             exact,
             head_request,
             client_10,
             &mut close,
         );
-        drop(rparts);
+        drop((rparts, raw));
         let wire = &self.wire;
         let out = &mut self.out;
         let sleep = &mut self.sleep;
@@ -1524,14 +1556,14 @@ mod tests {
             .headers
             .insert(header::DATE, HeaderValue::from_static("x"));
         let mut close = false;
-        let f = encode_head(&mut out, &parts, Some(3), false, false, &mut close);
+        let f = encode_head(&mut out, &parts, None, Some(3), false, false, &mut close);
         assert_eq!(f, BodyOut::Length(3));
         assert_eq!(
             String::from_utf8_lossy(&out.tail),
             "HTTP/1.1 200 OK\r\ndate: x\r\ncontent-length: 3\r\n\r\n"
         );
         let mut out = Out::default();
-        let f = encode_head(&mut out, &parts, None, false, true, &mut close);
+        let f = encode_head(&mut out, &parts, None, None, false, true, &mut close);
         assert_eq!(f, BodyOut::Close);
         assert!(close);
         let mut out = Out::default();

@@ -100,6 +100,15 @@ pub struct ClientInfo<'a> {
     pub version: &'static str,
 }
 
+/// Our element of a Via list, for a message received in HTTP `version`.
+fn via_hop(version: &str) -> &'static str {
+    match version {
+        "2" => "2 gatehouse",
+        "1.0" => "1.0 gatehouse",
+        _ => "1.1 gatehouse",
+    }
+}
+
 /// Sets `name` to `value`, or (`keep`) appends `value` to the values already there, joined
 /// into one line.
 fn append_or_set(headers: &mut HeaderMap, name: HeaderName, keep: bool, value: &[u8]) {
@@ -121,9 +130,91 @@ fn append_or_set(headers: &mut HeaderMap, name: HeaderName, keep: bool, value: &
     }
 }
 
+/// Request fields the proxy sets or strips: which of them a request has, found in one pass
+/// over its names (hashing each name to look it up costs more).
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Present {
+    xff: bool,
+    xfp: bool,
+    xfh: bool,
+    forwarded: bool,
+    via: bool,
+    /// X-Request-Id.
+    pub request_id: bool,
+    /// X-Client-Cert-Subject or X-Client-Cert-Sha256.
+    pub client_cert: bool,
+}
+
+/// The client certificate's fields to the origin; never taken from the client.
+pub const CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
+/// See [`CLIENT_CERT_SUBJECT`].
+pub const CLIENT_CERT_SHA256: HeaderName = HeaderName::from_static("x-client-cert-sha256");
+
+impl Present {
+    /// Which of the fields `headers` has.
+    pub fn scan(headers: &HeaderMap) -> Present {
+        let mut p = Present::default();
+        for name in headers.keys() {
+            // By length first: most names compare no further.
+            match name.as_str().len() {
+                3 => p.via |= name == header::VIA,
+                9 => p.forwarded |= name == header::FORWARDED,
+                12 => p.request_id |= name == X_REQUEST_ID,
+                15 => p.xff |= name == X_FORWARDED_FOR,
+                16 => p.xfh |= name == X_FORWARDED_HOST,
+                17 => p.xfp |= name == X_FORWARDED_PROTO,
+                20 => p.client_cert |= name == CLIENT_CERT_SHA256,
+                21 => p.client_cert |= name == CLIENT_CERT_SUBJECT,
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
+/// Where the proxy's new request fields go: into the header map, or (to an HTTP/1 origin) as
+/// header lines written after the map's fields, which costs no name hashing nor value
+/// allocation.
+pub struct NewFields<'a> {
+    /// The request's header map.
+    pub map: &'a mut HeaderMap,
+    /// Header lines (`name: value\r\n`) to write after the map's, if the origin takes them.
+    pub lines: Option<&'a mut Vec<u8>>,
+}
+
+impl NewFields<'_> {
+    /// Sets `name` to `value`, replacing the map's fields of that name (`present`: it has
+    /// some). A value HeaderValue would refuse is not set.
+    pub fn set(&mut self, name: HeaderName, value: &[u8], present: bool) {
+        match &mut self.lines {
+            Some(lines) => {
+                if present {
+                    self.map.remove(&name);
+                }
+                if value
+                    .iter()
+                    .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+                {
+                    crate::upstream::h1::put_line(
+                        &mut |b| lines.extend_from_slice(b),
+                        name.as_str().as_bytes(),
+                        value,
+                    );
+                }
+            }
+            None => {
+                if let Ok(v) = HeaderValue::from_bytes(value) {
+                    self.map.insert(name, v);
+                }
+            }
+        }
+    }
+}
+
 /// Sets X-Forwarded-For/-Proto/-Host, Forwarded and Via. From an untrusted peer the incoming
-/// values are replaced: a client cannot forge its address to the origin.
-pub fn set_forwarding(headers: &mut HeaderMap, c: &ClientInfo<'_>) {
+/// values are replaced: a client cannot forge its address to the origin. From a trusted one
+/// they are kept, and ours appended to the lists.
+pub fn set_forwarding(f: &mut NewFields<'_>, present: &Present, c: &ClientInfo<'_>) {
     use std::io::Write;
     let ip = gatehouse_config::units::canonical_ip(c.ip);
     // The values are written into one buffer on the stack: no allocation but the headers'.
@@ -131,14 +222,16 @@ pub fn set_forwarding(headers: &mut HeaderMap, c: &ClientInfo<'_>) {
     let mut w = std::io::Cursor::new(&mut buf[..]);
     let _ = write_ip(&mut w, ip);
     let ip_len = w.position() as usize;
-    append_or_set(headers, X_FORWARDED_FOR, c.trusted, &buf[..ip_len]);
-    if !(c.trusted && headers.contains_key(X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(c.proto));
+    if c.trusted && present.xff {
+        append_or_set(f.map, X_FORWARDED_FOR, true, &buf[..ip_len]);
+    } else {
+        f.set(X_FORWARDED_FOR, &buf[..ip_len], present.xff);
     }
-    if !(c.trusted && headers.contains_key(X_FORWARDED_HOST))
-        && let Ok(v) = HeaderValue::from_str(c.host)
-    {
-        headers.insert(X_FORWARDED_HOST, v);
+    if !(c.trusted && present.xfp) {
+        f.set(X_FORWARDED_PROTO, c.proto.as_bytes(), present.xfp);
+    }
+    if !(c.trusted && present.xfh) {
+        f.set(X_FORWARDED_HOST, c.host.as_bytes(), present.xfh);
     }
     let host_ok = c
         .host
@@ -168,9 +261,17 @@ pub fn set_forwarding(headers: &mut HeaderMap, c: &ClientInfo<'_>) {
         .is_ok()
     {
         let n = w.position() as usize;
-        append_or_set(headers, header::FORWARDED, c.trusted, &buf[..n]);
+        if c.trusted && present.forwarded {
+            append_or_set(f.map, header::FORWARDED, true, &buf[..n]);
+        } else {
+            f.set(header::FORWARDED, &buf[..n], present.forwarded);
+        }
     }
-    append_via(headers, c.version);
+    if present.via {
+        append_via(f.map, c.version);
+    } else {
+        f.set(header::VIA, via_hop(c.version).as_bytes(), false);
+    }
 }
 
 /// Writes an address as `Display` does; IPv4 by hand (the formatter's padding support makes
@@ -200,11 +301,7 @@ fn write_ip(w: &mut impl std::io::Write, ip: IpAddr) -> std::io::Result<()> {
 
 /// Appends this hop to Via (RFC 9110 §7.6.3).
 pub fn append_via(headers: &mut HeaderMap, version: &str) {
-    let hop: &'static str = match version {
-        "2" => "2 gatehouse",
-        "1.0" => "1.0 gatehouse",
-        _ => "1.1 gatehouse",
-    };
+    let hop = via_hop(version);
     if headers.contains_key(header::VIA) {
         append_or_set(headers, header::VIA, true, hop.as_bytes());
     } else {
@@ -344,7 +441,11 @@ mod tests {
         let element = |ip: &str, host: &str| {
             let mut h = HeaderMap::new();
             set_forwarding(
-                &mut h,
+                &mut NewFields {
+                    map: &mut h,
+                    lines: None,
+                },
+                &Present::default(),
                 &ClientInfo {
                     ip: ip.parse().unwrap(),
                     trusted: false,

@@ -22,7 +22,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use gatehouse_config::model::{HashKey, Route, RouteAction, UpstreamProtocol};
 use gatehouse_config::units::canonical_ip;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
@@ -30,6 +30,7 @@ use http_body_util::BodyExt;
 use super::body::{BodyStats, ClientBody, Observed, OnEnd, RequestBody};
 use super::forward::{ActiveGuard, forward};
 use super::headers::{self, ClientInfo, LocationMap};
+use super::raw_head::{Kind, RawHead};
 use super::{ProxyBody, respond, router};
 use crate::error::{ErrorKind, ProxyError};
 use crate::runtime::{Shared, Snapshot};
@@ -162,11 +163,15 @@ pub async fn handle(req: Request<ClientBody>, conn: Arc<ConnCtx>) -> Response<Ob
         cache_status: None,
     };
     let result = proxy(&conn, &snapshot, &mut parts, body, &request_id, &mut fin).await;
-    let mut resp = match result {
+    let (mut resp, mut raw) = match result {
         Ok(r) => r,
-        Err(e) => respond::error_response(&e, &request_id),
+        Err(e) => (respond::error_response(&e, &request_id), None),
     };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    // Headers set here replace the origin's: fields kept as it sent them go too.
+    if let Some(r) = &mut raw {
+        r.remove(Kind::RequestId);
+        r.add("x-request-id", request_id.as_bytes());
+    } else if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert(headers::X_REQUEST_ID, v);
     }
     if let Some(cs) = fin
@@ -177,12 +182,17 @@ pub async fn handle(req: Request<ClientBody>, conn: Arc<ConnCtx>) -> Response<Ob
         resp.headers_mut().insert("cache-status", cs);
     }
     if let Some(hsts) = conn.tls.as_ref().and_then(|t| t.hsts.clone()) {
-        resp.headers_mut()
-            .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+        if let Some(r) = &mut raw {
+            r.remove(Kind::Hsts);
+            r.add("strict-transport-security", hsts.as_bytes());
+        } else {
+            resp.headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+        }
     }
     fin.status = resp.status().as_u16();
     let (head, body) = resp.into_parts();
-    Response::from_parts(head, Observed::new(body, Box::new(fin)))
+    Response::from_parts(head, Observed::new(body, Box::new(fin)).with_raw(raw))
 }
 
 async fn proxy(
@@ -192,7 +202,7 @@ async fn proxy(
     body: ClientBody,
     request_id: &str,
     fin: &mut Finish,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<(Response<ProxyBody>, Option<RawHead>), ProxyError> {
     // ACME http-01 answers come before any route (RFC 8555 §8.3), on cleartext listeners.
     if conn.tls.is_none()
         && let Some(token) = parts
@@ -201,7 +211,7 @@ async fn proxy(
             .strip_prefix("/.well-known/acme-challenge/")
         && let Some(answer) = conn.shared.challenges.http_answer(token)
     {
-        return Ok(respond::text(StatusCode::OK, answer));
+        return Ok((respond::text(StatusCode::OK, answer), None));
     }
     let Some(listener) = snap.listener(&conn.listener) else {
         return Err(ProxyError::new(ErrorKind::NoRoute).with("listener removed by a reload"));
@@ -256,9 +266,12 @@ async fn proxy(
 
     // Action
     match &route.action {
-        RouteAction::Respond { status, body } => Ok(respond::text(
-            StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
-            body.clone(),
+        RouteAction::Respond { status, body } => Ok((
+            respond::text(
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
+                body.clone(),
+            ),
+            None,
         )),
         RouteAction::Redirect { to, status } => {
             let target = expand_redirect(to, parts, &host, conn_scheme(conn));
@@ -270,7 +283,7 @@ async fn proxy(
             let loc = HeaderValue::from_str(&target)
                 .map_err(|e| ProxyError::new(ErrorKind::BadRequest).with(e))?;
             resp.headers_mut().insert(header::LOCATION, loc);
-            Ok(resp)
+            Ok((resp, None))
         }
         RouteAction::Upstream(i) => {
             let up = &snap.upstreams[*i];
@@ -293,6 +306,12 @@ async fn proxy(
             // What compression needs of the request, before the head is rewritten.
             let accept = parts.headers.get(header::ACCEPT_ENCODING).cloned();
             let head = parts.method == http::Method::HEAD;
+            // The origin's fields may pass as it sent them when nothing on the way reads them
+            // (see `raw_head`), to an HTTP/1 client (hyper's HTTP/2 server writes maps).
+            let keep_raw = route.cache.is_none()
+                && route.compress.is_none()
+                && route.response_headers.is_empty()
+                && parts.version != Version::HTTP_2;
             if let Some(c) = &route.compress {
                 super::compress::guard_range(&mut parts.headers, c);
             }
@@ -309,13 +328,16 @@ async fn proxy(
                     ))
                     .await?
                 }
-                _ => origin.fetch(parts, req_body, &stats, fin).await?,
+                _ => origin.fetch(parts, req_body, &stats, fin, keep_raw).await?,
             };
             let mut resp = fetched.resp;
             if let Some(c) = &route.compress {
                 resp = super::compress::apply(resp, c, accept.as_ref(), head);
             }
-            finish_response(resp, up, route, fetched.sticky)
+            Ok((
+                finish_response(resp, up, route, fetched.sticky)?,
+                fetched.raw,
+            ))
         }
     }
 }
@@ -345,10 +367,6 @@ fn finish_response(
 fn conn_scheme(conn: &ConnCtx) -> &'static str {
     if conn.tls.is_some() { "https" } else { "http" }
 }
-
-/// Headers that carry the verified client certificate upstream; never taken from the client.
-const CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
-const CLIENT_CERT_SHA256: HeaderName = HeaderName::from_static("x-client-cert-sha256");
 
 fn content_length(parts: &Parts) -> Option<u64> {
     parts
@@ -418,7 +436,11 @@ pub(crate) struct Origin {
 
 /// An origin's answer, its head rewritten for the client.
 pub(crate) struct Fetched {
+    /// With `raw`, the header map holds only what the proxy added.
     pub(crate) resp: Response<ProxyBody>,
+    /// The origin's fields as it sent them, written before the header map; only when `fetch`
+    /// was asked to keep them so.
+    pub(crate) raw: Option<RawHead>,
     /// Server id to set in the sticky cookie, when the client does not have it yet.
     pub(crate) sticky: Option<Arc<str>>,
 }
@@ -435,12 +457,16 @@ impl Origin {
     }
 
     /// Rewrites the request for the origin, forwards it, and rewrites the answer's head.
+    /// `keep_raw`: the caller reads no answer header and writes none but by insert (replacing
+    /// the origin's of that name, in the raw fields too) or append, so an HTTP/1 origin's fields
+    /// may stay as it sent them (`Fetched::raw`); otherwise the answer has them all in its map.
     pub(crate) async fn fetch(
         &self,
         mut parts: Parts,
         req_body: crate::upstream::pool::UpBody,
         stats: &Arc<BodyStats>,
         fin: &mut Finish,
+        keep_raw: bool,
     ) -> Result<Fetched, ProxyError> {
         let conn = &*self.conn;
         let up = &self.up;
@@ -465,16 +491,29 @@ impl Origin {
             _ => "1.1",
         };
         let te_trailers = headers::remove_hop_by_hop(&mut parts.headers);
-        let h = &mut parts.headers;
+        let present = headers::Present::scan(&parts.headers);
+        // New fields go to an HTTP/1 origin as lines after the map's, unless the route's header
+        // operations or a hash on a header are to see them.
+        let as_lines = up.model.protocol == UpstreamProtocol::Http1
+            && route.request_headers.is_empty()
+            && !matches!(up.model.hash_key, HashKey::Header(_));
+        let mut lines = Vec::with_capacity(if as_lines { 320 } else { 0 });
+        let mut f = headers::NewFields {
+            map: &mut parts.headers,
+            lines: as_lines.then_some(&mut lines),
+        };
         if te_trailers {
-            h.insert(header::TE, HeaderValue::from_static("trailers"));
+            f.map
+                .insert(header::TE, HeaderValue::from_static("trailers"));
         }
         if let Some(u) = &upgrade {
-            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            h.insert(header::UPGRADE, u.clone());
+            f.map
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            f.map.insert(header::UPGRADE, u.clone());
         }
         headers::set_forwarding(
-            h,
+            &mut f,
+            &present,
             &ClientInfo {
                 ip: client,
                 trusted,
@@ -483,9 +522,24 @@ impl Origin {
                 version: version_label,
             },
         );
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            h.insert(headers::X_REQUEST_ID, v);
+        f.set(
+            headers::X_REQUEST_ID,
+            request_id.as_bytes(),
+            present.request_id,
+        );
+        if present.client_cert {
+            f.map.remove(headers::CLIENT_CERT_SUBJECT);
+            f.map.remove(headers::CLIENT_CERT_SHA256);
         }
+        if let Some(tls) = &conn.tls {
+            if let Some(s) = tls.client_subject.as_deref() {
+                f.set(headers::CLIENT_CERT_SUBJECT, s.as_bytes(), false);
+            }
+            if let Some(s) = tls.client_sha256.as_deref() {
+                f.set(headers::CLIENT_CERT_SHA256, s.as_bytes(), false);
+            }
+        }
+        let h = &mut parts.headers;
         let upstream_host = match &route.set_host {
             Some(sh) => sh.clone(),
             None => host_full.to_string(),
@@ -494,24 +548,6 @@ impl Origin {
             && let Ok(v) = HeaderValue::from_str(&upstream_host)
         {
             h.insert(header::HOST, v);
-        }
-        h.remove(CLIENT_CERT_SUBJECT);
-        h.remove(CLIENT_CERT_SHA256);
-        if let Some(tls) = &conn.tls {
-            if let Some(v) = tls
-                .client_subject
-                .as_deref()
-                .and_then(|s| HeaderValue::from_str(s).ok())
-            {
-                h.insert(CLIENT_CERT_SUBJECT, v);
-            }
-            if let Some(v) = tls
-                .client_sha256
-                .as_deref()
-                .and_then(|s| HeaderValue::from_str(s).ok())
-            {
-                h.insert(CLIENT_CERT_SHA256, v);
-            }
         }
         headers::apply_ops(h, &route.request_headers);
 
@@ -588,7 +624,15 @@ impl Origin {
             authority: conn.tls.as_ref().and_then(|t| t.sni.clone()),
             tls_version: conn.tls.as_ref().and_then(|t| t.version.clone()),
         });
-        let result = forward(up, req, pick, upgrade.is_some(), proxy_header.as_ref()).await;
+        let result = forward(
+            up,
+            req,
+            &lines,
+            pick,
+            upgrade.is_some(),
+            proxy_header.as_ref(),
+        )
+        .await;
         let (fwd, guard) = match result {
             Ok(x) => x,
             Err(e) if stats.too_large.load(Ordering::Relaxed) => {
@@ -601,6 +645,18 @@ impl Origin {
         fin.guard = Some(guard);
         let mut resp = fwd.response;
         let status = resp.status();
+        // Fields that need the map's rewriting (a Location to map back, a Connection naming
+        // other fields), a protocol switch, or a caller that reads them: all in the map.
+        let mut raw = fwd.raw;
+        if let Some(r) = raw.take_if(|r| {
+            !keep_raw
+                || status == StatusCode::SWITCHING_PROTOCOLS
+                || r.has(Kind::Location)
+                || r.has(Kind::Connection)
+        }) {
+            let added = std::mem::take(resp.headers_mut());
+            *resp.headers_mut() = r.into_map(added);
+        }
         if status.is_server_error() {
             server.record_failure(up.model.passive.as_ref());
         } else {
@@ -663,12 +719,18 @@ impl Origin {
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             return Ok(Fetched {
                 resp: out,
+                raw: None,
                 sticky: None,
             });
         }
 
         // Rewrite the response head
         let h = resp.headers_mut();
+        if let Some(r) = &mut raw {
+            // No Connection field (see above): hop-by-hop fields go by their names.
+            r.remove(Kind::HopByHop);
+            r.remove(Kind::TransferEncoding);
+        }
         headers::remove_hop_by_hop(h);
         let server_addr = server.spec.address.as_str();
         let mut internal: Vec<&str> = vec![server_addr];
@@ -690,7 +752,11 @@ impl Origin {
                 h.insert(name, nv);
             }
         }
-        headers::append_via(h, "1.1");
+        match &mut raw {
+            // A Via of the origin's stays a line of its own: the same list (RFC 9110 §5.3).
+            Some(r) => r.add("via", b"1.1 gatehouse"),
+            None => headers::append_via(h, "1.1"),
+        }
         let sticky = up
             .model
             .sticky_cookie
@@ -699,6 +765,7 @@ impl Origin {
             .map(|_| Arc::from(server.id.as_str()));
         Ok(Fetched {
             resp: resp.map(|b| b.boxed_unsync()),
+            raw,
             sticky,
         })
     }

@@ -118,7 +118,13 @@ where
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let ctx = ctx.clone();
         Box::pin(async move {
-            Ok::<_, std::convert::Infallible>(pipeline::handle(req.map(ClientBody::H2), ctx).await)
+            let mut resp = pipeline::handle(req.map(ClientBody::H2), ctx).await;
+            // hyper writes the header map alone: fields kept as an origin sent them join it.
+            if let Some(raw) = resp.body_mut().take_raw() {
+                let added = std::mem::take(resp.headers_mut());
+                *resp.headers_mut() = raw.into_map(added);
+            }
+            Ok::<_, std::convert::Infallible>(resp)
         })
     });
     // The bytes read to detect the protocol are read again by hyper.

@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 use super::ServerState;
 use super::pool::UpBody;
 use crate::error::BoxError;
+use crate::http::raw_head::{Kind, RawHead};
 
 /// Most header lines in an origin's answer.
 const MAX_HEADERS: usize = 128;
@@ -195,17 +196,19 @@ impl H1Conn {
         matches!(read.as_mut().poll(&mut cx), Poll::Pending)
     }
 
-    /// Sends `req` and waits for the answer's head. The answer's body returns the connection to
-    /// `server`'s pool when read to its end (unless `pool` is false).
+    /// Sends `req` and waits for the answer's head: its status and the fields as the origin
+    /// sent them (the answer's header map is empty). The answer's body returns the connection
+    /// to `server`'s pool when read to its end (unless `pool` is false).
     pub async fn send(
         mut self,
         req: &http::request::Parts,
+        lines: &[u8],
         body: UpBody,
         server: Arc<ServerState>,
         pool: bool,
-    ) -> Result<Response<H1Body>, SendError> {
+    ) -> Result<(Response<H1Body>, RawHead), SendError> {
         let head_only = req.method == Method::HEAD;
-        let (head, out) = match encode_head(req, &body) {
+        let (head, out) = match encode_head(req, lines, &body) {
             Ok(x) => x,
             Err(e) => {
                 return Err(SendError {
@@ -234,7 +237,7 @@ impl H1Conn {
             failed: None,
         };
         let parsed = std::future::poll_fn(|cx| self.poll_exchange(cx, &mut up)).await;
-        let (parts, framing, close) = match parsed {
+        let (parts, raw, framing, close) = match parsed {
             Ok(x) => x,
             Err(mut e) => {
                 if !up.head_written && !up.body_polled {
@@ -255,7 +258,7 @@ impl H1Conn {
             let tunnel = OriginUpgrade(Arc::new(Mutex::new(Some((self.io, rest)))));
             let mut resp = Response::from_parts(parts, H1Body::empty());
             resp.extensions_mut().insert(tunnel);
-            return Ok(resp);
+            return Ok((resp, raw));
         }
         let framing = if head_only
             || parts.status == StatusCode::NO_CONTENT
@@ -286,7 +289,7 @@ impl H1Conn {
             body.framing = In::Done;
             body.finish();
         }
-        Ok(Response::from_parts(parts, body))
+        Ok((Response::from_parts(parts, body), raw))
     }
 
     /// One step of sending the request and reading the answer's head, both at once: an origin
@@ -520,7 +523,13 @@ fn poll_fill(
 }
 
 /// The request head in wire form, and how its body is framed.
-fn encode_head(req: &http::request::Parts, body: &UpBody) -> Result<(Bytes, Out), BoxError> {
+/// A request's head for the origin: the map's fields, then `lines` (already encoded), then
+/// the framing.
+fn encode_head(
+    req: &http::request::Parts,
+    lines: &[u8],
+    body: &UpBody,
+) -> Result<(Bytes, Out), BoxError> {
     let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
     let h = &req.headers;
     let mut out = Out::Length(0);
@@ -544,7 +553,7 @@ fn encode_head(req: &http::request::Parts, body: &UpBody) -> Result<(Bytes, Out)
         out = Out::Chunked;
         add_chunked = true;
     }
-    let mut w = Vec::with_capacity(256 + h.len() * 32);
+    let mut w = Vec::with_capacity(256 + lines.len() + h.len() * 32);
     w.extend_from_slice(req.method.as_str().as_bytes());
     w.push(b' ');
     w.extend_from_slice(pq.as_bytes());
@@ -552,6 +561,7 @@ fn encode_head(req: &http::request::Parts, body: &UpBody) -> Result<(Bytes, Out)
     for (name, value) in h {
         put_field(&mut |b| w.extend_from_slice(b), name, value);
     }
+    w.extend_from_slice(lines);
     if let Some(n) = add_length {
         w.extend_from_slice(b"content-length: ");
         w.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
@@ -567,9 +577,14 @@ fn encode_head(req: &http::request::Parts, body: &UpBody) -> Result<(Bytes, Out)
 /// One header field as a line, `name: value\r\n`, through `put` (heads and trailer sections,
 /// both directions).
 pub(crate) fn put_field(put: &mut impl FnMut(&[u8]), name: &HeaderName, value: &HeaderValue) {
-    put(name.as_str().as_bytes());
+    put_line(put, name.as_str().as_bytes(), value.as_bytes());
+}
+
+/// [`put_field`] of a name and value already checked (an origin's fields kept as sent).
+pub(crate) fn put_line(put: &mut impl FnMut(&[u8]), name: &[u8], value: &[u8]) {
+    put(name);
     put(b": ");
-    put(value.as_bytes());
+    put(value);
     put(b"\r\n");
 }
 
@@ -615,8 +630,9 @@ pub(crate) fn head_complete(buf: &[u8]) -> bool {
     })
 }
 
-/// An answer's head, how its body is delimited, and whether the connection closes after it.
-type Head = (http::response::Parts, In, bool);
+/// An answer's head (its fields as sent), how its body is delimited, and whether the
+/// connection closes after it.
+type Head = (http::response::Parts, RawHead, In, bool);
 
 /// Parses an answer head at the start of `buf` and consumes it. None: not complete yet.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, BoxError> {
@@ -637,10 +653,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, BoxError> {
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(format!("malformed answer from the origin: {e}").into()),
     };
-    // The head alone, copied once: header values are slices of it, so a stored answer (the
-    // cache) holds its head and not the connection's whole read buffer.
-    let head = Bytes::copy_from_slice(&buf[..n]);
-    let base = buf.as_ptr() as usize;
+    // The head alone, copied once: fields are places in it, so a stored answer (the cache)
+    // holds its head and not the connection's whole read buffer.
     let code = resp.code.ok_or("answer without a status")?;
     let status = StatusCode::from_u16(code).map_err(|_| format!("invalid status {code}"))?;
     let version = if resp.version == Some(0) {
@@ -648,51 +662,53 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, BoxError> {
     } else {
         Version::HTTP_11
     };
-    let mut headers = HeaderMap::with_capacity(resp.headers.len() + 4);
+    let mut raw = RawHead::new(Bytes::copy_from_slice(&buf[..n]), resp.headers.len());
+    let base = buf.as_ptr() as usize;
+    let at = |s: &[u8]| ((s.as_ptr() as usize).saturating_sub(base), s.len());
     let mut length: Option<u64> = None;
     let mut te: Option<bool> = None; // Some(final coding is chunked)
     let (mut close_token, mut keep_alive_token) = (false, false);
     for hd in resp.headers.iter() {
-        let name = HeaderName::from_bytes(hd.name.as_bytes())
-            .map_err(|_| format!("invalid header name {:?}", hd.name))?;
-        let at = (hd.value.as_ptr() as usize).saturating_sub(base);
-        let value = HeaderValue::from_maybe_shared(head.slice(at..at + hd.value.len()))
-            .map_err(|_| format!("invalid value of header {name}"))?;
-        if name == header::CONTENT_LENGTH {
-            let s = value.to_str().map_err(|_| "invalid Content-Length")?;
-            let n =
-                parse_length(s.trim()).ok_or_else(|| format!("invalid Content-Length {s:?}"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err("Content-Length headers that disagree".into());
-            }
-            length = Some(n);
-        } else if name == header::TRANSFER_ENCODING {
-            let s = value.to_str().map_err(|_| "invalid Transfer-Encoding")?;
-            for coding in s.split(',').map(str::trim).filter(|c| !c.is_empty()) {
-                if te == Some(true) {
-                    // chunked must be the last coding, applied once (RFC 9112 §6.1).
-                    return Err("Transfer-Encoding with a coding after chunked".into());
+        let kind = Kind::of(hd.name.as_bytes());
+        match kind {
+            Kind::ContentLength => {
+                let s = std::str::from_utf8(hd.value).map_err(|_| "invalid Content-Length")?;
+                let n = parse_length(s.trim())
+                    .ok_or_else(|| format!("invalid Content-Length {s:?}"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err("Content-Length headers that disagree".into());
                 }
-                te = Some(coding.eq_ignore_ascii_case("chunked"));
+                length = Some(n);
             }
-        } else if name == header::CONNECTION {
-            let s = value.to_str().unwrap_or("");
-            let mut names_others = false;
-            for tok in s.split(',').map(str::trim) {
-                let close = tok.eq_ignore_ascii_case("close");
-                let keep = tok.eq_ignore_ascii_case("keep-alive");
-                close_token |= close;
-                keep_alive_token |= keep;
-                names_others |= !(close || keep || tok.is_empty());
+            Kind::TransferEncoding => {
+                let s = std::str::from_utf8(hd.value).map_err(|_| "invalid Transfer-Encoding")?;
+                for coding in s.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                    if te == Some(true) {
+                        // chunked must be the last coding, applied once (RFC 9112 §6.1).
+                        return Err("Transfer-Encoding with a coding after chunked".into());
+                    }
+                    te = Some(coding.eq_ignore_ascii_case("chunked"));
+                }
             }
-            if !names_others {
-                // Hop-by-hop and fully read here: the pipeline would only remove it again.
-                continue;
+            Kind::Connection => {
+                let s = std::str::from_utf8(hd.value).unwrap_or("");
+                let mut names_others = false;
+                for tok in s.split(',').map(str::trim) {
+                    let close = tok.eq_ignore_ascii_case("close");
+                    let keep = tok.eq_ignore_ascii_case("keep-alive");
+                    close_token |= close;
+                    keep_alive_token |= keep;
+                    names_others |= !(close || keep || tok.is_empty());
+                }
+                if !names_others {
+                    // Hop-by-hop and fully read here: the pipeline would only remove it again.
+                    continue;
+                }
             }
-        } else if name.as_str() == "keep-alive" {
-            continue;
+            Kind::HopByHop if hd.name.eq_ignore_ascii_case("keep-alive") => continue,
+            _ => {}
         }
-        headers.append(name, value);
+        raw.push(at(hd.name.as_bytes()), at(hd.value), kind);
     }
     // `close` wins over `keep-alive`; an HTTP/1.0 answer closes unless it says keep-alive.
     let close = close_token || (version == Version::HTTP_10 && !keep_alive_token);
@@ -717,8 +733,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, BoxError> {
     let mut parts = Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = version;
-    parts.headers = headers;
-    Ok(Some((parts, framing, close)))
+    Ok(Some((parts, raw, framing, close)))
 }
 
 /// What `Body::poll_frame` returns.
@@ -1014,7 +1029,7 @@ pub fn decode_answer(wire: &[u8], split: usize) -> Result<(Vec<u8>, Option<Heade
     };
     let framing = loop {
         match parse_head(&mut buf).map_err(|e| e.to_string())? {
-            Some((_, framing, _)) => break framing,
+            Some((_, _, framing, _)) => break framing,
             None if feed(&mut buf) => {}
             None => return Err("incomplete head".into()),
         }
@@ -1136,7 +1151,7 @@ mod tests {
             .append("x-a", HeaderValue::from_static("c"));
         let (parts, ()) = req.into_parts();
         let sized = |body: UpBody| {
-            let (head, _) = encode_head(&parts, &body).unwrap();
+            let (head, _) = encode_head(&parts, b"", &body).unwrap();
             String::from_utf8(head.to_vec()).unwrap()
         };
         use http_body_util::BodyExt;
@@ -1161,26 +1176,28 @@ mod tests {
 
     #[test]
     fn answer_framing() {
-        let (p, f, c) = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+        let (p, _, f, c) = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
             .unwrap()
             .unwrap();
         assert_eq!(p.status, 200);
         assert_eq!(f, In::Length(5));
         assert!(!c);
-        let (_, f, _) = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+        let (_, _, f, _) = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!(f, In::Chunked(Chunk::Size));
-        let (_, f, c) = head("HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap();
+        let (_, _, f, c) = head("HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap();
         assert_eq!(f, In::Close);
         assert!(c);
-        let (_, _, c) = head("HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 0\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let (_, _, _, c) =
+            head("HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 0\r\n\r\n")
+                .unwrap()
+                .unwrap();
         assert!(c);
-        let (_, f, _) = head("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 3\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let (_, _, f, _) =
+            head("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 3\r\n\r\n")
+                .unwrap()
+                .unwrap();
         assert_eq!(f, In::Length(3));
         assert!(
             head("HTTP/1.1 200 OK\r\ncontent-length: 5")

@@ -272,3 +272,70 @@ async fn a_request_whose_head_was_written_is_resent_only_when_retries_allow() {
         gh.shutdown(Duration::from_secs(1)).await;
     }
 }
+
+/// An answer passes as the origin sent it (names as spelled, repeated fields, order), less its
+/// hop-by-hop fields, with our request id in place of the origin's and our Via after its own;
+/// to an HTTP/2 client the same fields arrive.
+#[tokio::test]
+async fn an_answer_passes_as_sent_less_hop_by_hop_fields() {
+    let (origin, _) = raw_origin(|s, _| {
+        answering(
+            s,
+            b"HTTP/1.1 200 OK\r\nServer: Origin/1\r\nX-Request-Id: origin-id\r\n\
+              Via: 1.0 cache-a\r\nKeep-Alive: timeout=5\r\nProxy-Thing: x\r\nUpgrade: foo\r\n\
+              Set-Cookie: a=1\r\nX-Custom: A  b\r\nSet-Cookie: b=2\r\nContent-Length: 5\r\n\r\nhello",
+        )
+    })
+    .await;
+    let gh = proxy(&config(origin)).await;
+    let addr = web(&gh);
+    let resp = raw(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    let (head, body) = resp.split_once("\r\n\r\n").expect("a whole answer");
+    assert_eq!(body, "hello");
+    let lines: Vec<&str> = head.lines().collect();
+    assert_eq!(lines[0], "HTTP/1.1 200 OK");
+    let at = |l: &str| lines.iter().position(|x| *x == l);
+    assert!(at("Server: Origin/1").is_some(), "{head}");
+    assert!(at("X-Custom: A  b").is_some(), "{head}");
+    assert!(at("Set-Cookie: a=1") < at("Set-Cookie: b=2"), "{head}");
+    assert!(at("Via: 1.0 cache-a") < at("via: 1.1 gatehouse"), "{head}");
+    assert!(at("content-length: 5").is_some(), "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert_eq!(lower.matches("x-request-id:").count(), 1, "{head}");
+    assert!(!lower.contains("origin-id"), "{head}");
+    assert_eq!(lower.matches("\r\ndate: ").count(), 1, "{head}");
+    for gone in ["keep-alive", "proxy-thing", "upgrade"] {
+        assert!(!lower.contains(&format!("\n{gone}:")), "{gone}: {head}");
+    }
+
+    // HTTP/2 downstream: the same fields, through hyper's header map.
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("http://x/").body(empty()).unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    let h = resp.headers();
+    assert_eq!(h["server"], "Origin/1");
+    assert_eq!(h.get_all("set-cookie").iter().count(), 2);
+    // One list, whether in one field or two (RFC 9110 §5.3).
+    let via: Vec<_> = h
+        .get_all("via")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(via.join(", "), "1.0 cache-a, 1.1 gatehouse");
+    assert_eq!(h.get_all("x-request-id").iter().count(), 1);
+    assert_ne!(h["x-request-id"], "origin-id");
+    assert!(h.get("keep-alive").is_none() && h.get("proxy-thing").is_none());
+    gh.shutdown(Duration::from_secs(1)).await;
+}

@@ -1,0 +1,272 @@
+//! An HTTP/1 origin's answer header fields kept as the bytes it sent, for the answers that pass
+//! through unchanged but for a few known edits.
+//!
+//! Building an `http::HeaderMap` costs a name parse, a hash and an insert per field, and most of
+//! a small answer's proxying cost was there (bench/RESULTS.md). Like nginx's list of header
+//! slices, a `RawHead` keeps the head's bytes and where each field is; each field's name is
+//! classified once while parsing ([`Kind`]), so that the edits a plain route makes (drop
+//! hop-by-hop fields, replace `X-Request-Id` or `Strict-Transport-Security`) are flag flips, and
+//! what the proxy adds (Via, the request id) is kept as header lines ([`RawHead::add`]),
+//! written after these fields and before the answer's header map (empty unless a later step
+//! wrote to it: a sticky cookie). A route that reads or rewrites answer headers (cache,
+//! compression, header operations, Location mapping) turns it into a map first
+//! ([`RawHead::into_map`]).
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+/// What the proxy must know of a field, from its name.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    /// Passed on as it is.
+    Other,
+    /// Content-Length.
+    ContentLength,
+    /// Transfer-Encoding.
+    TransferEncoding,
+    /// Connection.
+    Connection,
+    /// Hop-by-hop by its name alone (RFC 9110 §7.6.1): Keep-Alive, TE, Upgrade, Proxy-*.
+    HopByHop,
+    /// Date.
+    Date,
+    /// Via.
+    Via,
+    /// Location or Content-Location (mapped back to the public host by the pipeline).
+    Location,
+    /// X-Request-Id (the proxy's replaces it).
+    RequestId,
+    /// Strict-Transport-Security (a listener's replaces it).
+    Hsts,
+}
+
+impl Kind {
+    /// The kind of a field named `name` (any case).
+    pub fn of(name: &[u8]) -> Kind {
+        let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+        match name.len() {
+            2 if is("te") => Kind::HopByHop,
+            3 if is("via") => Kind::Via,
+            4 if is("date") => Kind::Date,
+            7 if is("upgrade") => Kind::HopByHop,
+            8 if is("location") => Kind::Location,
+            10 if is("connection") => Kind::Connection,
+            10 if is("keep-alive") => Kind::HopByHop,
+            12 if is("x-request-id") => Kind::RequestId,
+            14 if is("content-length") => Kind::ContentLength,
+            16 if is("content-location") => Kind::Location,
+            17 if is("transfer-encoding") => Kind::TransferEncoding,
+            25 if is("strict-transport-security") => Kind::Hsts,
+            n if n > 6 && name[..6].eq_ignore_ascii_case(b"proxy-") => Kind::HopByHop,
+            _ => Kind::Other,
+        }
+    }
+}
+
+/// One field: where its name and value are in the head, and whether it is still passed on.
+#[derive(Clone, Copy, Debug)]
+struct Field {
+    name: (u32, u32),
+    value: (u32, u32),
+    kind: Kind,
+    live: bool,
+}
+
+/// An answer's header fields as the origin sent them (see the module's documentation).
+#[derive(Debug, Default)]
+pub struct RawHead {
+    /// The whole head, status line included; fields point into it.
+    head: Bytes,
+    fields: Vec<Field>,
+    /// Fields the proxy added, as header lines (`name: value\r\n`).
+    added: Vec<u8>,
+}
+
+impl RawHead {
+    /// A head of `head`'s bytes with room for `n` fields.
+    pub(crate) fn new(head: Bytes, n: usize) -> Self {
+        RawHead {
+            head,
+            fields: Vec::with_capacity(n),
+            added: Vec::new(),
+        }
+    }
+
+    /// Adds a field whose name and value are at these offsets of the head. Both must have been
+    /// checked by the HTTP/1 parser (a token; a value without CR, LF, NUL or other controls).
+    pub(crate) fn push(&mut self, name: (usize, usize), value: (usize, usize), kind: Kind) {
+        let span = |(at, len): (usize, usize)| {
+            debug_assert!(at + len <= self.head.len());
+            (at as u32, len as u32)
+        };
+        let field = Field {
+            name: span(name),
+            value: span(value),
+            kind,
+            live: true,
+        };
+        self.fields.push(field);
+    }
+
+    fn bytes(&self, (at, len): (u32, u32)) -> &[u8] {
+        let (at, len) = (at as usize, len as usize);
+        self.head.get(at..at + len).unwrap_or_default()
+    }
+
+    /// Whether a field of this kind is passed on.
+    pub fn has(&self, kind: Kind) -> bool {
+        self.fields.iter().any(|f| f.live && f.kind == kind)
+    }
+
+    /// Stops passing on the fields of this kind.
+    pub fn remove(&mut self, kind: Kind) {
+        for f in self.fields.iter_mut().filter(|f| f.kind == kind) {
+            f.live = false;
+        }
+    }
+
+    /// Adds a field after the origin's. `name` is a lowercase token, `value` has no CR, LF or
+    /// other control byte but HTAB: checked here, a field that is not so is not added.
+    pub fn add(&mut self, name: &'static str, value: &[u8]) {
+        let valid = |b: u8| b == b'\t' || (b >= 0x20 && b != 0x7f);
+        if name.is_empty() || !value.iter().all(|&b| valid(b)) {
+            debug_assert!(false, "invalid field {name}");
+            return;
+        }
+        if self.added.is_empty() {
+            self.added.reserve(96);
+        }
+        crate::upstream::h1::put_line(
+            &mut |b| self.added.extend_from_slice(b),
+            name.as_bytes(),
+            value,
+        );
+    }
+
+    /// The fields the proxy added, as header lines.
+    pub fn added(&self) -> &[u8] {
+        &self.added
+    }
+
+    /// The fields passed on, in order: name (as sent), value, kind.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8], Kind)> {
+        self.fields
+            .iter()
+            .filter(|f| f.live)
+            .map(|f| (self.bytes(f.name), self.bytes(f.value), f.kind))
+    }
+
+    /// The fields passed on as a header map, followed by `after` (what the proxy added).
+    pub fn into_map(self, after: HeaderMap) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.fields.len() + after.len() + 4);
+        for f in self.fields.iter().filter(|f| f.live) {
+            let (at, len) = (f.value.0 as usize, f.value.1 as usize);
+            // Cannot fail for what the parser accepted (see `push`); a field that did would be
+            // dropped rather than fail the answer.
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(self.bytes(f.name)),
+                HeaderValue::from_maybe_shared(self.head.slice(at..at + len)),
+            ) {
+                map.append(name, value);
+            }
+        }
+        append_lines(&mut map, &self.added);
+        let mut last: Option<HeaderName> = None;
+        for (name, value) in after {
+            // `IntoIter` names only the first value of each name.
+            if let Some(n) = name {
+                last = Some(n);
+            }
+            if let Some(n) = &last {
+                map.append(n.clone(), value);
+            }
+        }
+        map
+    }
+}
+
+/// Appends header lines (`name: value\r\n`, as the proxy writes them) to `map`.
+pub fn append_lines(map: &mut HeaderMap, lines: &[u8]) {
+    for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&line[..colon]),
+            HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
+        ) {
+            map.append(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds() {
+        for (name, kind) in [
+            ("TE", Kind::HopByHop),
+            ("Via", Kind::Via),
+            ("date", Kind::Date),
+            ("Upgrade", Kind::HopByHop),
+            ("Location", Kind::Location),
+            ("Connection", Kind::Connection),
+            ("Keep-Alive", Kind::HopByHop),
+            ("X-Request-ID", Kind::RequestId),
+            ("Content-Length", Kind::ContentLength),
+            ("content-location", Kind::Location),
+            ("Transfer-Encoding", Kind::TransferEncoding),
+            ("Strict-Transport-Security", Kind::Hsts),
+            ("Proxy-Connection", Kind::HopByHop),
+            ("proxy-authenticate", Kind::HopByHop),
+            ("proxy-", Kind::Other),
+            ("Content-Type", Kind::Other),
+            ("x-request-ie", Kind::Other),
+        ] {
+            assert_eq!(Kind::of(name.as_bytes()), kind, "{name}");
+        }
+    }
+
+    #[test]
+    fn edits_and_map() {
+        let head =
+            Bytes::from_static(b"HTTP/1.1 200 OK\r\nA: 1\r\nx-request-id: o\r\nA: 2\r\n\r\n");
+        let mut raw = RawHead::new(head, 3);
+        raw.push((17, 1), (20, 1), Kind::Other);
+        raw.push((23, 12), (37, 1), Kind::RequestId);
+        raw.push((40, 1), (43, 1), Kind::Other);
+        assert!(raw.has(Kind::RequestId));
+        raw.remove(Kind::RequestId);
+        assert!(!raw.has(Kind::RequestId));
+        raw.add("x-request-id", b"ours");
+        assert_eq!(raw.added(), b"x-request-id: ours\r\n");
+        let names: Vec<_> = raw
+            .iter()
+            .map(|(n, v, _)| (n.to_vec(), v.to_vec()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                (b"A".to_vec(), b"1".to_vec()),
+                (b"A".to_vec(), b"2".to_vec())
+            ]
+        );
+        let mut after = HeaderMap::new();
+        after.append("via", HeaderValue::from_static("1.1 gatehouse"));
+        after.append("a", HeaderValue::from_static("3"));
+        after.append("a", HeaderValue::from_static("4"));
+        let map = raw.into_map(after);
+        let a: Vec<_> = map
+            .get_all("a")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(a, ["1", "2", "3", "4"]);
+        assert_eq!(map["via"], "1.1 gatehouse");
+        assert_eq!(map["x-request-id"], "ours");
+        assert_eq!(map.get_all("x-request-id").iter().count(), 1);
+    }
+}
