@@ -440,8 +440,10 @@ fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parsed>, 
     } else {
         Version::HTTP_11
     };
-    // Room for what the pipeline adds (forwarding headers, request id) without a rehash.
-    let mut headers = HeaderMap::with_capacity(req.headers.len() + 8);
+    // Room for the few fields the pipeline may add to the map (Host, TE); the forwarding
+    // fields go to an HTTP/1 origin as lines, not into the map. A small map is one small
+    // allocation (the allocator's fast path).
+    let mut headers = HeaderMap::with_capacity(req.headers.len() + 2);
     let mut length: Option<u64> = None;
     let mut te: Option<bool> = None; // Some(the codings are exactly "chunked")
     let (mut te_lines, mut length_values) = (0, 0);

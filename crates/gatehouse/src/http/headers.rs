@@ -184,23 +184,18 @@ pub struct NewFields<'a> {
 
 impl NewFields<'_> {
     /// Sets `name` to `value`, replacing the map's fields of that name (`present`: it has
-    /// some). A value HeaderValue would refuse is not set.
+    /// some). `value` must be a valid field value (the proxy's own, or one taken from a parsed
+    /// header); [`NewFields::set_foreign`] checks one that may not be.
     pub fn set(&mut self, name: HeaderName, value: &[u8], present: bool) {
+        debug_assert!(valid_value(value), "{name}: {value:?}");
         match &mut self.lines {
             Some(lines) => {
                 if present {
                     self.map.remove(&name);
                 }
-                if value
-                    .iter()
-                    .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-                {
-                    crate::upstream::h1::put_line(
-                        &mut |b| lines.extend_from_slice(b),
-                        name.as_str().as_bytes(),
-                        value,
-                    );
-                }
+                let name = name.as_str().as_bytes();
+                lines.reserve(name.len() + value.len() + 4);
+                crate::upstream::h1::put_line(&mut |b| lines.extend_from_slice(b), name, value);
             }
             None => {
                 if let Ok(v) = HeaderValue::from_bytes(value) {
@@ -209,6 +204,22 @@ impl NewFields<'_> {
             }
         }
     }
+}
+
+impl NewFields<'_> {
+    /// [`NewFields::set`] of a value from elsewhere (a certificate): not set unless valid.
+    pub fn set_foreign(&mut self, name: HeaderName, value: &[u8], present: bool) {
+        if valid_value(value) {
+            self.set(name, value, present);
+        }
+    }
+}
+
+/// Whether `value` may be a field value as `HeaderValue` takes them: no control byte but HTAB.
+pub fn valid_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// Sets X-Forwarded-For/-Proto/-Host, Forwarded and Via. From an untrusted peer the incoming
@@ -279,21 +290,26 @@ pub fn set_forwarding(f: &mut NewFields<'_>, present: &Present, c: &ClientInfo<'
 fn write_ip(w: &mut impl std::io::Write, ip: IpAddr) -> std::io::Result<()> {
     match ip {
         IpAddr::V4(a) => {
+            // Into a buffer first: one write, not seven.
+            let mut buf = [0u8; 15];
+            let mut n = 0;
             for (i, o) in a.octets().into_iter().enumerate() {
                 if i > 0 {
-                    w.write_all(b".")?;
+                    buf[n] = b'.';
+                    n += 1;
                 }
-                let digits = [b'0' + o / 100, b'0' + o / 10 % 10, b'0' + o % 10];
-                let skip = if o >= 100 {
-                    0
-                } else if o >= 10 {
-                    1
-                } else {
-                    2
-                };
-                w.write_all(&digits[skip..])?;
+                if o >= 100 {
+                    buf[n] = b'0' + o / 100;
+                    n += 1;
+                }
+                if o >= 10 {
+                    buf[n] = b'0' + o / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + o % 10;
+                n += 1;
             }
-            Ok(())
+            w.write_all(&buf[..n])
         }
         IpAddr::V6(a) => write!(w, "{a}"),
     }
@@ -309,24 +325,23 @@ pub fn append_via(headers: &mut HeaderMap, version: &str) {
     }
 }
 
-/// The request id: the client's when it is sane, else a new random one.
-pub fn request_id(headers: &HeaderMap) -> String {
+/// The request id: the client's when it is sane, else a new random one (32 hex digits).
+pub fn request_id(headers: &HeaderMap) -> std::sync::Arc<str> {
     if let Some(v) = headers.get(X_REQUEST_ID)
         && let Ok(s) = v.to_str()
         && !s.is_empty()
         && s.len() <= 128
         && s.bytes().all(|b| b.is_ascii_graphic())
     {
-        return s.to_string();
+        return s.into();
     }
-    let n = fastrand::u128(..);
-    let mut id = String::with_capacity(32);
-    for i in (0..32).rev() {
-        id.push(char::from(
-            b"0123456789abcdef"[((n >> (i * 4)) & 0xf) as usize],
-        ));
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 32];
+    for (i, b) in fastrand::u128(..).to_be_bytes().into_iter().enumerate() {
+        id[2 * i] = HEX[usize::from(b >> 4)];
+        id[2 * i + 1] = HEX[usize::from(b & 0xf)];
     }
-    id
+    std::str::from_utf8(&id).unwrap_or_default().into()
 }
 
 /// Applies a route's header operations: remove, then set, then add.

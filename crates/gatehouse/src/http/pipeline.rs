@@ -64,7 +64,7 @@ pub(crate) struct Finish {
     host: String,
     uri: Uri,
     status: u16,
-    request_id: String,
+    request_id: Arc<str>,
     stats: Option<Arc<BodyStats>>,
     guard: Option<ActiveGuard>,
     /// The Cache-Status value of a caching route's answer.
@@ -200,7 +200,7 @@ async fn proxy(
     snap: &Arc<Snapshot>,
     parts: &mut Parts,
     body: ClientBody,
-    request_id: &str,
+    request_id: &Arc<str>,
     fin: &mut Finish,
 ) -> Result<(Response<ProxyBody>, Option<RawHead>), ProxyError> {
     // ACME http-01 answers come before any route (RFC 8555 §8.3), on cleartext listeners.
@@ -228,7 +228,9 @@ async fn proxy(
             );
         }
     };
-    fin.host = host.clone();
+    if snap.access_log.is_some() {
+        fin.host = host.clone();
+    }
     // No domain fronting across certificates: the Host must be a name the served certificate
     // covers (RFC 9110 §15.5.20: 421 Misdirected Request).
     if let Some(tls) = &conn.tls
@@ -301,7 +303,7 @@ async fn proxy(
                 host_full,
                 client,
                 trusted,
-                request_id: request_id.to_string(),
+                request_id: request_id.clone(),
             };
             // What compression needs of the request, before the head is rewritten.
             let accept = parts.headers.get(header::ACCEPT_ENCODING).cloned();
@@ -431,7 +433,7 @@ pub(crate) struct Origin {
     pub(crate) client: IpAddr,
     /// The client is a trusted proxy (its forwarding headers are kept).
     pub(crate) trusted: bool,
-    pub(crate) request_id: String,
+    pub(crate) request_id: Arc<str>,
 }
 
 /// An origin's answer, its head rewritten for the client.
@@ -471,7 +473,7 @@ impl Origin {
         let conn = &*self.conn;
         let up = &self.up;
         let route = &self.snap.config.routes[self.route];
-        let (client, trusted, request_id) = (self.client, self.trusted, self.request_id.as_str());
+        let (client, trusted, request_id) = (self.client, self.trusted, &*self.request_id);
         let host_full = self.host_full.as_str();
         let parts = &mut parts;
         // Rewrite the request head. Framing was settled by the HTTP/1 parser before this point, so
@@ -533,10 +535,10 @@ impl Origin {
         }
         if let Some(tls) = &conn.tls {
             if let Some(s) = tls.client_subject.as_deref() {
-                f.set(headers::CLIENT_CERT_SUBJECT, s.as_bytes(), false);
+                f.set_foreign(headers::CLIENT_CERT_SUBJECT, s.as_bytes(), false);
             }
             if let Some(s) = tls.client_sha256.as_deref() {
-                f.set(headers::CLIENT_CERT_SHA256, s.as_bytes(), false);
+                f.set_foreign(headers::CLIENT_CERT_SHA256, s.as_bytes(), false);
             }
         }
         let h = &mut parts.headers;

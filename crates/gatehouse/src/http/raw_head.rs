@@ -125,16 +125,16 @@ impl RawHead {
         }
     }
 
-    /// Adds a field after the origin's. `name` is a lowercase token, `value` has no CR, LF or
-    /// other control byte but HTAB: checked here, a field that is not so is not added.
+    /// Adds a field after the origin's. `name` is a lowercase token and `value` a valid field
+    /// value (no control byte but HTAB): the proxy's own, or one from a parsed header.
     pub fn add(&mut self, name: &'static str, value: &[u8]) {
-        let valid = |b: u8| b == b'\t' || (b >= 0x20 && b != 0x7f);
-        if name.is_empty() || !value.iter().all(|&b| valid(b)) {
-            debug_assert!(false, "invalid field {name}");
-            return;
-        }
-        if self.added.is_empty() {
-            self.added.reserve(96);
+        debug_assert!(
+            crate::http::headers::valid_value(value),
+            "{name}: {value:?}"
+        );
+        if self.added.capacity() == 0 {
+            // Room for what a plain answer gets (Via, the request id): one allocation.
+            self.added.reserve(128);
         }
         crate::upstream::h1::put_line(
             &mut |b| self.added.extend_from_slice(b),
