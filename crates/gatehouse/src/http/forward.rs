@@ -150,11 +150,18 @@ pub async fn forward(
         type Sent = (Response<UpstreamBody>, Option<RawHead>);
         let sent: Result<Sent, (Option<UpBody>, BoxError)> = match conn {
             Conn::H1(c) => {
-                let fut = c.send(&parts, lines, b, server.clone(), !upgrade);
-                match tokio::time::timeout(m.response_timeout, fut).await {
-                    Ok(Ok((resp, raw))) => Ok((resp.map(UpstreamBody::H1), Some(raw))),
-                    Ok(Err(e)) => Err((e.body, e.error)),
-                    Err(_) => return Err(timed_out(&server, m)),
+                let fut = c.send(
+                    &parts,
+                    lines,
+                    b,
+                    server.clone(),
+                    !upgrade,
+                    m.response_timeout,
+                );
+                match fut.await {
+                    Ok((resp, raw)) => Ok((resp.map(UpstreamBody::H1), Some(raw))),
+                    Err(e) if e.timed_out => return Err(timed_out(&server, m)),
+                    Err(e) => Err((e.body, e.error)),
                 }
             }
             Conn::H2(mut sender) => {

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -25,6 +25,7 @@ use http::{Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::{Duration, Instant, Sleep};
 
 use super::ServerState;
 use super::pool::UpBody;
@@ -108,6 +109,8 @@ pub struct H1Conn {
     io: UpIo,
     /// Bytes read and not yet consumed.
     rbuf: BytesMut,
+    /// The answer-head deadline's timer, kept for the connection's life (see `poll_deadline`).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// A failed send; the request's `body` is given back when not the whole head reached the
@@ -118,6 +121,8 @@ pub struct SendError {
     pub error: BoxError,
     /// The untouched body.
     pub body: Option<UpBody>,
+    /// No answer head came before the deadline.
+    pub timed_out: bool,
 }
 
 impl SendError {
@@ -125,6 +130,7 @@ impl SendError {
         SendError {
             error: error.into(),
             body: None,
+            timed_out: false,
         }
     }
 }
@@ -177,7 +183,28 @@ impl H1Conn {
         H1Conn {
             io,
             rbuf: BytesMut::new(),
+            timer: None,
         }
+    }
+
+    /// Ready once `deadline` has passed. One timer serves all the connection's requests, and
+    /// is moved only when it fires before the deadline of the request at hand: a request
+    /// touches the runtime's timer wheel about once per timeout period, not twice per request
+    /// (insert and remove) as a timer of its own would.
+    fn poll_deadline(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                return Poll::Ready(());
+            }
+            timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
     }
 
     /// Whether an idle connection is still usable: the origin has not closed it and sent
@@ -196,9 +223,9 @@ impl H1Conn {
         matches!(read.as_mut().poll(&mut cx), Poll::Pending)
     }
 
-    /// Sends `req` and waits for the answer's head: its status and the fields as the origin
-    /// sent them (the answer's header map is empty). The answer's body returns the connection
-    /// to `server`'s pool when read to its end (unless `pool` is false).
+    /// Sends `req` and waits for the answer's head, for up to `timeout`: its status and the
+    /// fields as the origin sent them (the answer's header map is empty). The answer's body
+    /// returns the connection to `server`'s pool when read to its end (unless `pool` is false).
     pub async fn send(
         mut self,
         req: &http::request::Parts,
@@ -206,7 +233,12 @@ impl H1Conn {
         body: UpBody,
         server: Arc<ServerState>,
         pool: bool,
+        timeout: Duration,
     ) -> Result<(Response<H1Body>, RawHead), SendError> {
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(86400 * 365));
         let head_only = req.method == Method::HEAD;
         let (head, out) = match encode_head(req, lines, &body) {
             Ok(x) => x,
@@ -214,6 +246,7 @@ impl H1Conn {
                 return Err(SendError {
                     error: e,
                     body: Some(body),
+                    timed_out: false,
                 });
             }
         };
@@ -236,7 +269,17 @@ impl H1Conn {
             unflushed: false,
             failed: None,
         };
-        let parsed = std::future::poll_fn(|cx| self.poll_exchange(cx, &mut up)).await;
+        let parsed = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = self.poll_exchange(cx, &mut up) {
+                return Poll::Ready(r);
+            }
+            ready!(self.poll_deadline(deadline, cx));
+            Poll::Ready(Err(SendError {
+                timed_out: true,
+                ..SendError::new("no answer head before the deadline")
+            }))
+        })
+        .await;
         let (parts, raw, framing, close) = match parsed {
             Ok(x) => x,
             Err(mut e) => {
@@ -623,6 +666,13 @@ pub(crate) fn parse_length(s: &str) -> Option<u64> {
 
 /// Whether `buf` holds the end of a head (an empty line): until it does, nothing is parsed.
 pub(crate) fn head_complete(buf: &[u8]) -> bool {
+    // The usual end, CRLF CRLF, in one vector search; then the lenient ends (bare LF) line by
+    // line, which costs a search per line.
+    static CRLFCRLF: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+    if CRLFCRLF.find(buf).is_some() {
+        return true;
+    }
     memchr::memchr_iter(b'\n', buf).any(|i| match buf.get(i + 1) {
         Some(b'\n') => true,
         Some(b'\r') => buf.get(i + 2) == Some(&b'\n'),
@@ -1172,6 +1222,26 @@ mod tests {
             head.ends_with("x-a: c\r\ntransfer-encoding: chunked\r\n\r\n"),
             "{head}"
         );
+    }
+
+    #[test]
+    fn heads_end_at_an_empty_line() {
+        for (wire, done) in [
+            (&b"HTTP/1.1 200 OK\r\nA: b\r\n\r\n"[..], true),
+            (b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody", true),
+            (b"HTTP/1.1 200 OK\nA: b\n\n", true),
+            (b"HTTP/1.1 200 OK\nA: b\n\r\n", true),
+            (b"HTTP/1.1 200 OK\r\nA: b\r\n", false),
+            (b"HTTP/1.1 200 OK\r\nA: b\r\n\r", false),
+            (b"", false),
+        ] {
+            assert_eq!(
+                head_complete(wire),
+                done,
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
     }
 
     #[test]

@@ -271,3 +271,46 @@ servers = ["127.0.0.1:{closed}"]
     assert_eq!(r.status, 504);
     assert!(t.elapsed() < Duration::from_secs(2));
 }
+
+/// A pooled connection's answer deadline is its request's own: a timer left from an earlier
+/// request neither cuts a later one short nor lets it run past its timeout.
+#[tokio::test]
+async fn each_request_on_a_pooled_connection_gets_its_whole_timeout() {
+    let o = origin(|req| async move {
+        let ms: u64 = req.uri().path()[1..].parse().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        text(200, "ok")
+    })
+    .await;
+    let cfg = format!(
+        r#"
+[global]
+access_log = "off"
+[listeners.web]
+bind = "127.0.0.1:0"
+[[routes]]
+upstream = "app"
+[upstreams.app]
+servers = ["{}"]
+response_timeout = "1s"
+"#,
+        o.addr
+    );
+    let gh = proxy(&cfg).await;
+    let addr = web(&gh);
+    assert_eq!(get(addr, "x", "/0").await.status, 200);
+    // The first request's deadline passes while the connection idles in the pool.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(get(addr, "x", "/300").await.status, 200);
+    // Half a second on, a slow answer is cut at its own deadline, not at the earlier one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = std::time::Instant::now();
+    let r = get(addr, "x", "/3000").await;
+    assert_eq!(r.status, 504);
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_millis(2000),
+        "{took:?}"
+    );
+    assert_eq!(o.hits(), 3);
+}
