@@ -207,9 +207,13 @@ impl NewFields<'_> {
 }
 
 impl NewFields<'_> {
-    /// [`NewFields::set`] of a value from elsewhere (a certificate): not set unless valid.
+    /// [`NewFields::set`] of a value from elsewhere (a certificate): set only if it is visible
+    /// ASCII, spaces and tabs (what `HeaderValue::from_str` takes; raw UTF-8 is left out).
     pub fn set_foreign(&mut self, name: HeaderName, value: &[u8], present: bool) {
-        if valid_value(value) {
+        if value
+            .iter()
+            .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        {
             self.set(name, value, present);
         }
     }

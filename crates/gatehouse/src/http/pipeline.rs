@@ -174,6 +174,9 @@ pub async fn handle(req: Request<ClientBody>, conn: Arc<ConnCtx>) -> Response<Ob
     } else if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert(headers::X_REQUEST_ID, v);
     }
+    // Only a caching route sets Cache-Status, and its answers always have their fields in the
+    // map (`keep_raw`), where the insert below replaces the origin's.
+    debug_assert!(raw.is_none() || fin.cache_status.is_none());
     if let Some(cs) = fin
         .cache_status
         .as_deref()

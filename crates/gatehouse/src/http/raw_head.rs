@@ -57,7 +57,7 @@ impl Kind {
             16 if is("content-location") => Kind::Location,
             17 if is("transfer-encoding") => Kind::TransferEncoding,
             25 if is("strict-transport-security") => Kind::Hsts,
-            n if n > 6 && name[..6].eq_ignore_ascii_case(b"proxy-") => Kind::HopByHop,
+            n if n >= 6 && name[..6].eq_ignore_ascii_case(b"proxy-") => Kind::HopByHop,
             _ => Kind::Other,
         }
     }
@@ -161,6 +161,9 @@ impl RawHead {
         let mut map = HeaderMap::with_capacity(self.fields.len() + after.len() + 4);
         for f in self.fields.iter().filter(|f| f.live) {
             let (at, len) = (f.value.0 as usize, f.value.1 as usize);
+            if at + len > self.head.len() {
+                continue;
+            }
             // Cannot fail for what the parser accepted (see `push`); a field that did would be
             // dropped rather than fail the answer.
             if let (Ok(name), Ok(value)) = (
@@ -222,7 +225,8 @@ mod tests {
             ("Strict-Transport-Security", Kind::Hsts),
             ("Proxy-Connection", Kind::HopByHop),
             ("proxy-authenticate", Kind::HopByHop),
-            ("proxy-", Kind::Other),
+            ("Proxy-", Kind::HopByHop),
+            ("proxy", Kind::Other),
             ("Content-Type", Kind::Other),
             ("x-request-ie", Kind::Other),
         ] {

@@ -119,7 +119,8 @@ where
         let ctx = ctx.clone();
         Box::pin(async move {
             let mut resp = pipeline::handle(req.map(ClientBody::H2), ctx).await;
-            // hyper writes the header map alone: fields kept as an origin sent them join it.
+            // hyper writes the header map alone: fields kept as an origin sent them would join it
+            // (the pipeline keeps none for HTTP/2 clients today; this keeps it so if that changes).
             if let Some(raw) = resp.body_mut().take_raw() {
                 let added = std::mem::take(resp.headers_mut());
                 *resp.headers_mut() = raw.into_map(added);

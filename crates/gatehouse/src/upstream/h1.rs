@@ -713,12 +713,23 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, BoxError> {
         Version::HTTP_11
     };
     let mut raw = RawHead::new(Bytes::copy_from_slice(&buf[..n]), resp.headers.len());
+    // Where a name or value the parser returned is in the head (always inside it).
     let base = buf.as_ptr() as usize;
-    let at = |s: &[u8]| ((s.as_ptr() as usize).saturating_sub(base), s.len());
+    let at = |s: &[u8]| -> Result<(usize, usize), BoxError> {
+        let off = (s.as_ptr() as usize)
+            .checked_sub(base)
+            .filter(|o| o + s.len() <= n)
+            .ok_or("a header field outside the answer's head")?;
+        Ok((off, s.len()))
+    };
     let mut length: Option<u64> = None;
     let mut te: Option<bool> = None; // Some(final coding is chunked)
     let (mut close_token, mut keep_alive_token) = (false, false);
     for hd in resp.headers.iter() {
+        if hd.name.len() > usize::from(u16::MAX) {
+            // Longer than a header map takes: refused as before fields were kept as sent.
+            return Err("a header name longer than 65535 bytes".into());
+        }
         let kind = Kind::of(hd.name.as_bytes());
         match kind {
             Kind::ContentLength => {
@@ -758,7 +769,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, BoxError> {
             Kind::HopByHop if hd.name.eq_ignore_ascii_case("keep-alive") => continue,
             _ => {}
         }
-        raw.push(at(hd.name.as_bytes()), at(hd.value), kind);
+        raw.push(at(hd.name.as_bytes())?, at(hd.value)?, kind);
     }
     // `close` wins over `keep-alive`; an HTTP/1.0 answer closes unless it says keep-alive.
     let close = close_token || (version == Version::HTTP_10 && !keep_alive_token);

@@ -302,10 +302,12 @@ async fn an_answer_passes_as_sent_less_hop_by_hop_fields() {
     let at = |l: &str| lines.iter().position(|x| *x == l);
     assert!(at("Server: Origin/1").is_some(), "{head}");
     assert!(at("X-Custom: A  b").is_some(), "{head}");
-    assert!(at("Set-Cookie: a=1") < at("Set-Cookie: b=2"), "{head}");
-    assert!(at("Via: 1.0 cache-a") < at("via: 1.1 gatehouse"), "{head}");
-    assert!(at("content-length: 5").is_some(), "{head}");
+    let order = |a: &str, b: &str| at(a).expect(a) < at(b).expect(b);
+    assert!(order("Set-Cookie: a=1", "Set-Cookie: b=2"), "{head}");
+    assert!(order("Via: 1.0 cache-a", "via: 1.1 gatehouse"), "{head}");
     let lower = head.to_ascii_lowercase();
+    assert!(at("content-length: 5").is_some(), "{head}");
+    assert_eq!(lower.matches("content-length:").count(), 1, "{head}");
     assert_eq!(lower.matches("x-request-id:").count(), 1, "{head}");
     assert!(!lower.contains("origin-id"), "{head}");
     assert_eq!(lower.matches("\r\ndate: ").count(), 1, "{head}");
@@ -313,7 +315,7 @@ async fn an_answer_passes_as_sent_less_hop_by_hop_fields() {
         assert!(!lower.contains(&format!("\n{gone}:")), "{gone}: {head}");
     }
 
-    // HTTP/2 downstream: the same fields, through hyper's header map.
+    // HTTP/2 downstream: the same fields (the answer goes through a header map for hyper).
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut tx, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -337,5 +339,45 @@ async fn an_answer_passes_as_sent_less_hop_by_hop_fields() {
     assert_eq!(h.get_all("x-request-id").iter().count(), 1);
     assert_ne!(h["x-request-id"], "origin-id");
     assert!(h.get("keep-alive").is_none() && h.get("proxy-thing").is_none());
+    gh.shutdown(Duration::from_secs(1)).await;
+}
+
+/// With the origin's fields passed as sent, Content-Length still follows the framing rules:
+/// kept for HEAD and 304 (it describes the resource), dropped for 204, written once.
+#[tokio::test]
+async fn content_length_of_bodiless_answers_passes_by_the_rules() {
+    let (origin, _) = raw_origin(|mut s, _| async move {
+        while let Some(head) = read_head(&mut s).await {
+            let answer: &[u8] = if head.starts_with("HEAD") {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n"
+            } else if head.starts_with("GET /204") {
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
+            } else {
+                b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 7\r\n\r\n"
+            };
+            if s.write_all(answer).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let gh = proxy(&config(origin)).await;
+    let addr = web(&gh);
+    for (request, status, length) in [
+        ("HEAD / HTTP/1.1", "200", Some("42")),
+        ("GET /204 HTTP/1.1", "204", None),
+        ("GET /304 HTTP/1.1", "304", Some("7")),
+    ] {
+        let wire = format!("{request}\r\nHost: x\r\n\r\n");
+        let resp = raw(addr, wire.as_bytes(), Duration::from_millis(400)).await;
+        assert!(resp.starts_with(&format!("HTTP/1.1 {status} ")), "{resp}");
+        assert!(resp.ends_with("\r\n\r\n"), "no body: {resp}");
+        let lower = resp.to_ascii_lowercase();
+        let lengths: Vec<&str> = lower
+            .lines()
+            .filter_map(|l| l.strip_prefix("content-length: "))
+            .collect();
+        assert_eq!(lengths, length.into_iter().collect::<Vec<_>>(), "{resp}");
+    }
     gh.shutdown(Duration::from_secs(1)).await;
 }
