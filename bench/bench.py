@@ -410,6 +410,8 @@ def main():
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=BINARY",
                     help="another gatehouse build to measure beside the others (A/B of a change)")
     ap.add_argument("--only", default="", help="comma-separated proxies to run (default: all)")
+    ap.add_argument("--latency-rate", type=int, default=0,
+                    help="fixed rate for the latency scenario (default: half the slowest keepalive-1k peak)")
     args = ap.parse_args()
     wanted = args.scenarios.split(",")
 
@@ -502,7 +504,7 @@ def main():
             print_table("tcp-1g: 1 GiB through a TCP pipe ('req/s' = MiB/s, 'CPU µs/req' = CPU µs per GiB)", results["tcp-1g"])
         if "latency" in wanted:
             peak = min(results.get("keepalive-1k", {}).get(n, {}).get("rps", 0) or 20000 for n in names)
-            rate = max(int(peak / 2), 1000)
+            rate = args.latency_rate or max(int(peak / 2), 1000)
             rows = {n: [] for n in names}
             for rnd in range(args.rounds):
                 order = names[rnd % len(names):] + names[:rnd % len(names)]
@@ -516,6 +518,16 @@ def main():
                                 "p99_us": j["p99_us"], "p999_us": j["p999_us"]}
                     rows[n].append(measure(p, fn))
                     time.sleep(0.5)
+            # Each round's tail: the median hides how much it moves between rounds.
+            for n in names:
+                print(f"latency p99 by round, {n}: " + ", ".join(str(int(r["p99_us"])) for r in rows[n]))
+            # Rounds run the proxies back to back, so a round's ratio compares them under the same
+            # machine state; the median of those ratios moves less than the ratio of medians.
+            for n in names[1:]:
+                ratios = [a["p99_us"] / b["p99_us"] for a, b in zip(rows[names[0]], rows[n]) if b["p99_us"]]
+                if ratios:
+                    print(f"latency p99 {names[0]}/{n} by round: " + ", ".join(f"{x:.2f}" for x in ratios)
+                          + f"; median {statistics.median(ratios):.2f}")
             results["latency"] = {n: {k: med(rows[n], k) for k in ("rps", "p50_us", "p99_us", "p999_us", "cpu_us_per_req")}
                                   | {"bad": sum(r["bad"] for r in rows[n]), "rate": rate} for n in names}
             print_table(f"latency at {rate} req/s (half the slowest peak), open loop", results["latency"], p999=True)
