@@ -71,6 +71,41 @@ fn request_of(p: &Parts, lines: &[u8], body: UpBody) -> Request<UpBody> {
     req
 }
 
+/// The servers a request was sent to so far: a few inline (no allocation for the usual one or
+/// two attempts), more on the heap.
+#[derive(Default)]
+struct Tried {
+    inline: [usize; 4],
+    len: usize,
+    more: Vec<usize>,
+}
+
+impl Tried {
+    fn push(&mut self, i: usize) {
+        if self.more.is_empty() && self.len < self.inline.len() {
+            self.inline[self.len] = i;
+            self.len += 1;
+        } else {
+            if self.more.is_empty() {
+                self.more.extend_from_slice(&self.inline[..self.len]);
+            }
+            self.more.push(i);
+        }
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        if self.more.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.more
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// Sends `req` to a server of `up`, with header `lines` (`name: value\r\n`) after its map's;
 /// `upgrade`: keep the connection out of the pool (it becomes a tunnel). Returns the response
 /// with the server's in-flight guard.
@@ -90,7 +125,7 @@ pub async fn forward(
     let replayable =
         m.retries > 0 && idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
     let mut body = Some(body);
-    let mut tried: Vec<usize> = Vec::new();
+    let mut tried = Tried::default();
     let mut last: Option<ProxyError> = None;
     let mut fresh_retry: Option<usize> = None;
     let mut attempts = 0;
@@ -99,7 +134,7 @@ pub async fn forward(
             Some(i) => (i, false),
             None => {
                 let input = PickInput {
-                    exclude: &tried,
+                    exclude: tried.as_slice(),
                     ..pick
                 };
                 let Some(i) = up.pick(&input).or_else(|| {

@@ -545,12 +545,9 @@ impl Origin {
             }
         }
         let h = &mut parts.headers;
-        let upstream_host = match &route.set_host {
-            Some(sh) => sh.clone(),
-            None => host_full.to_string(),
-        };
+        let upstream_host = route.set_host.as_deref().unwrap_or(host_full);
         if (route.set_host.is_some() || !h.contains_key(header::HOST))
-            && let Ok(v) = HeaderValue::from_str(&upstream_host)
+            && let Ok(v) = HeaderValue::from_str(upstream_host)
         {
             h.insert(header::HOST, v);
         }
@@ -581,7 +578,7 @@ impl Origin {
                     let authority = if upstream_host.is_empty() {
                         "localhost"
                     } else {
-                        &upstream_host
+                        upstream_host
                     };
                     let scheme = if up.model.protocol == UpstreamProtocol::H2 {
                         "https"

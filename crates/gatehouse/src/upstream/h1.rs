@@ -596,7 +596,22 @@ fn encode_head(
         out = Out::Chunked;
         add_chunked = true;
     }
-    let mut w = Vec::with_capacity(256 + lines.len() + h.len() * 32);
+    let mut digits = itoa::Buffer::new();
+    let length = add_length.map(|n| digits.format(n).as_bytes());
+    // The exact size: a Vec whose capacity is its length becomes `Bytes` without another
+    // allocation.
+    let size = req.method.as_str().len()
+        + 1
+        + pq.len()
+        + 11
+        + h.iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+        + lines.len()
+        + length.map_or(0, |l| 18 + l.len())
+        + if add_chunked { 28 } else { 0 }
+        + 2;
+    let mut w = Vec::with_capacity(size);
     w.extend_from_slice(req.method.as_str().as_bytes());
     w.push(b' ');
     w.extend_from_slice(pq.as_bytes());
@@ -605,15 +620,16 @@ fn encode_head(
         put_field(&mut |b| w.extend_from_slice(b), name, value);
     }
     w.extend_from_slice(lines);
-    if let Some(n) = add_length {
+    if let Some(l) = length {
         w.extend_from_slice(b"content-length: ");
-        w.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        w.extend_from_slice(l);
         w.extend_from_slice(b"\r\n");
     }
     if add_chunked {
         w.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     w.extend_from_slice(b"\r\n");
+    debug_assert_eq!(w.len(), size);
     Ok((Bytes::from(w), out))
 }
 
@@ -1071,6 +1087,10 @@ fn find(buf: &[u8], needle: &[u8], limit: usize) -> Result<Option<usize>, BoxErr
     }
 }
 
+/// What [`decode_answer`] says when a field the parser accepted is not one a header map takes.
+#[doc(hidden)]
+pub const FIELDS_LOST: &str = "fields lost in a header map";
+
 /// An answer as it comes from an origin, head and body in `wire`, split into two reads at
 /// `split`: the decoded body and trailers, or the error the proxy would answer 502 for. For the
 /// fuzzer (`fuzz/fuzz_targets/h1_answer.rs`): it must never panic, and where the split falls
@@ -1090,7 +1110,14 @@ pub fn decode_answer(wire: &[u8], split: usize) -> Result<(Vec<u8>, Option<Heade
     };
     let framing = loop {
         match parse_head(&mut buf).map_err(|e| e.to_string())? {
-            Some((_, _, framing, _)) => break framing,
+            Some((_, raw, framing, _)) => {
+                // Every field kept as sent must survive the header map the other paths use.
+                let kept = raw.iter().count();
+                if raw.into_map(HeaderMap::new()).len() != kept {
+                    return Err(FIELDS_LOST.into());
+                }
+                break framing;
+            }
             None if feed(&mut buf) => {}
             None => return Err("incomplete head".into()),
         }
