@@ -11,6 +11,7 @@ pub mod demo;
 pub mod error;
 pub mod http;
 pub mod l4;
+mod lazy_timer;
 pub mod listener_proxy;
 pub mod metrics;
 pub mod runtime;

@@ -1019,9 +1019,7 @@ impl GoneWatch {
     /// Starts the watch's clock; the connection's timer fires at `from` at the latest.
     fn new(sleep: &mut Pin<Box<Sleep>>) -> Self {
         let from = Instant::now() + WATCH_AFTER;
-        if sleep.deadline() > from {
-            sleep.as_mut().reset(from);
-        }
+        crate::lazy_timer::pull_in(sleep, from);
         GoneWatch { from, on: false }
     }
 
@@ -1090,9 +1088,6 @@ where
     /// Reads once, or waits until `deadline` passes (`Wait::Deadline`), or shutdown starts
     /// while `idle`.
     async fn wait_read(&mut self, deadline: Instant, idle: bool) -> io::Result<Wait> {
-        if self.sleep.deadline() > deadline {
-            self.sleep.as_mut().reset(deadline);
-        }
         poll_fn(|cx| {
             if self.poll_stop(cx) && idle {
                 return Poll::Ready(Ok(Wait::Stop));
@@ -1103,14 +1098,8 @@ where
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {}
             }
-            loop {
-                ready!(self.sleep.as_mut().poll(cx));
-                if Instant::now() >= deadline {
-                    return Poll::Ready(Ok(Wait::Deadline));
-                }
-                // Set for an earlier deadline that has since moved on.
-                self.sleep.as_mut().reset(deadline);
-            }
+            ready!(crate::lazy_timer::poll_until(&mut self.sleep, deadline, cx));
+            Poll::Ready(Ok(Wait::Deadline))
         })
         .await
     }

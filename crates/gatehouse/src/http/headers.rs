@@ -204,9 +204,7 @@ impl NewFields<'_> {
             }
         }
     }
-}
 
-impl NewFields<'_> {
     /// [`NewFields::set`] of a value from elsewhere (a certificate): set only if it is visible
     /// ASCII, spaces and tabs (what `HeaderValue::from_str` takes; raw UTF-8 is left out).
     pub fn set_foreign(&mut self, name: HeaderName, value: &[u8], present: bool) {

@@ -187,24 +187,14 @@ impl H1Conn {
         }
     }
 
-    /// Ready once `deadline` has passed. One timer serves all the connection's requests, and
-    /// is moved only when it fires before the deadline of the request at hand: a request
-    /// touches the runtime's timer wheel about once per timeout period, not twice per request
-    /// (insert and remove) as a timer of its own would.
+    /// Ready once `deadline` has passed. One timer serves all the connection's requests
+    /// (`lazy_timer`): a request touches the runtime's timer wheel about once per timeout
+    /// period, not twice per request as a timer of its own would.
     fn poll_deadline(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
         let timer = self
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() > deadline {
-            timer.as_mut().reset(deadline);
-        }
-        while timer.as_mut().poll(cx).is_ready() {
-            if Instant::now() >= deadline {
-                return Poll::Ready(());
-            }
-            timer.as_mut().reset(deadline);
-        }
-        Poll::Pending
+        crate::lazy_timer::poll_until(timer, deadline, cx)
     }
 
     /// Whether an idle connection is still usable: the origin has not closed it and sent
