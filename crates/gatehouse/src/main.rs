@@ -9,7 +9,83 @@ use gatehouse::Gatehouse;
 // mimalloc: a proxy allocates and frees small objects per request (header maps, bodies, futures);
 // bench/RESULTS.md records what it measured against glibc malloc.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Mimalloc = Mimalloc;
+
+/// mimalloc, asked for plain blocks where their natural alignment suffices.
+///
+/// Written here rather than taken as `mimalloc::MiMalloc`, because that type asks for every
+/// block through `mi_malloc_aligned`. In mimalloc 3 that call has a fast path only up to
+/// 1 KiB. A larger block whose size class is not a power of two, such as a request's boxed
+/// future, is over-allocated by `alignment - 1` bytes and then aligned by hand. That slow path
+/// cost ~700 instructions per proxied request (bench/RESULTS.md). Rust's own `System`
+/// allocator uses the same rule as below: plain `malloc` when `align <= 16 && align <= size`.
+struct Mimalloc;
+
+/// The alignment every mimalloc block of at least this size has: blocks are 16-byte aligned
+/// from 16 bytes up (alloc.c asserts `block_size < MI_MAX_ALIGN_SIZE ||
+/// _mi_is_aligned(block, MI_MAX_ALIGN_SIZE)`), and smaller blocks are word-aligned.
+const MI_MAX_ALIGN: usize = 16;
+
+/// Whether a plain mimalloc block of `size` bytes is aligned enough for `align`.
+fn natural(size: usize, align: usize) -> bool {
+    align <= MI_MAX_ALIGN && align <= size
+}
+
+// SAFETY: each method keeps GlobalAlloc's contract by handing it to a mimalloc function that
+// keeps the same one:
+// - `alloc`: a block of at least `size` bytes, aligned to `align`. `mi_malloc` is used only
+//   when `natural` holds, and then its block is aligned as `MI_MAX_ALIGN` says. Otherwise
+//   `mi_malloc_aligned` is used, as `MiMalloc` does.
+// - `dealloc`: `mi_free` frees blocks from either call, including the interior pointers of
+//   aligned ones.
+// - `realloc`: `mi_realloc` returns a plain block, so it is used only when that block's
+//   natural alignment suffices for the new size. Otherwise `mi_realloc_aligned` keeps the
+//   alignment. Both accept blocks from either allocation call, as `mi_free` does.
+// Null on failure is passed through, which GlobalAlloc allows.
+#[allow(unsafe_code)]
+unsafe impl std::alloc::GlobalAlloc for Mimalloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: see the impl.
+        unsafe {
+            if natural(layout.size(), layout.align()) {
+                libmimalloc_sys::mi_malloc(layout.size()).cast()
+            } else {
+                libmimalloc_sys::mi_malloc_aligned(layout.size(), layout.align()).cast()
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: see the impl.
+        unsafe {
+            if natural(layout.size(), layout.align()) {
+                libmimalloc_sys::mi_zalloc(layout.size()).cast()
+            } else {
+                libmimalloc_sys::mi_zalloc_aligned(layout.size(), layout.align()).cast()
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from this allocator (the caller's contract), so from mimalloc.
+        unsafe { libmimalloc_sys::mi_free(ptr.cast()) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: see the impl; `ptr` came from this allocator (the caller's contract).
+        unsafe {
+            if natural(new_size, layout.align()) {
+                libmimalloc_sys::mi_realloc(ptr.cast(), new_size).cast()
+            } else {
+                libmimalloc_sys::mi_realloc_aligned(ptr.cast(), new_size, layout.align()).cast()
+            }
+        }
+    }
+}
 
 /// Memory settings for a process that holds many idle connections (bench/RESULTS.md, idle): no
 /// transparent huge pages, which turn each small connection object into a share of a 2 MiB
