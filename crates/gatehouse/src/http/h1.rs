@@ -39,8 +39,8 @@ use super::pipeline::{self, ConnCtx};
 use super::raw_head::{Kind, RawHead};
 use crate::error::BoxError;
 use crate::upstream::h1::{
-    Chunk, MAX_CHUNK_LINE, MAX_TRAILERS, Step, chunk_line, decode_chunk, head_complete,
-    parse_length, put_last_chunk, put_line,
+    Chunk, HeadScan, MAX_CHUNK_LINE, MAX_TRAILERS, Step, chunk_line, decode_chunk, parse_length,
+    put_last_chunk, put_line,
 };
 
 /// Most header lines in a request head (a larger head answers 431).
@@ -92,6 +92,8 @@ struct Wire<T> {
     /// None once an upgrade took the socket.
     io: Option<T>,
     rbuf: BytesMut,
+    /// How far `rbuf` was searched for the end of a request head.
+    scan: HeadScan,
     body: BodyIn,
     /// Bytes of "100 Continue" still to write before the body is read; None: not owed.
     continue_at: Option<usize>,
@@ -395,17 +397,29 @@ struct Refusal(StatusCode, &'static str);
 /// Parses the request head at the start of `buf` and consumes it: None while incomplete.
 /// The head is copied once out of the read buffer (so that what holds on to a header value
 /// never holds the whole buffer); the target and header values are slices of that copy.
-fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parsed>, Refusal> {
-    if !head_complete(buf) {
+/// `scan`: how far `buf` was searched for the head's end (see `HeadScan`).
+fn parse_request(
+    buf: &mut BytesMut,
+    scan: &mut HeadScan,
+    max_head: usize,
+) -> Result<Option<Parsed>, Refusal> {
+    if !scan.ready(buf) {
         return Ok(None);
     }
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let bad = |why| Refusal(StatusCode::BAD_REQUEST, why);
     let n = match req.parse_with_uninit_headers(buf, &mut slots) {
-        Ok(httparse::Status::Complete(n)) => n,
-        // An empty line that does not end a head (a bare one before the request line).
-        Ok(httparse::Status::Partial) => return Ok(None),
+        Ok(httparse::Status::Complete(n)) => {
+            scan.reset();
+            n
+        }
+        // Not all here yet; or an empty line that does not end a head (a bare one before the
+        // request line).
+        Ok(httparse::Status::Partial) => {
+            scan.incomplete(buf);
+            return Ok(None);
+        }
         Err(httparse::Error::TooManyHeaders) => {
             return Err(Refusal(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -874,6 +888,7 @@ where
     let wire = Arc::new(Mutex::new(Wire {
         io: Some(io),
         rbuf: BytesMut::from(&prefix[..]),
+        scan: HeadScan::default(),
         body: BodyIn::Done,
         continue_at: None,
         generation: 0,
@@ -1125,11 +1140,13 @@ where
                     .unwrap_or(w.rbuf.len());
                 if blank > 0 {
                     w.rbuf.advance(blank);
+                    w.scan.reset();
                 }
                 if w.rbuf.is_empty() {
                     true
                 } else {
-                    match parse_request(&mut w.rbuf, s.max_header_size) {
+                    let w = &mut *w;
+                    match parse_request(&mut w.rbuf, &mut w.scan, s.max_header_size) {
                         Ok(Some(mut p)) => {
                             w.body = p.body;
                             if p.expect_continue {
@@ -1420,7 +1437,11 @@ where
 /// fuzzer (`fuzz/fuzz_targets/h1_request.rs`) and tests.
 #[doc(hidden)]
 pub fn check_head(wire: &[u8]) -> Result<Option<(String, String)>, u16> {
-    match parse_request(&mut BytesMut::from(wire), 64 * 1024) {
+    match parse_request(
+        &mut BytesMut::from(wire),
+        &mut HeadScan::default(),
+        64 * 1024,
+    ) {
         Ok(None) => Ok(None),
         Ok(Some(p)) => Ok(Some((
             p.parts.method.to_string(),
@@ -1467,7 +1488,7 @@ mod tests {
         assert_eq!(check("GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
         let mut buf =
             BytesMut::from("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello");
-        let p = parse_request(&mut buf, 1024)
+        let p = parse_request(&mut buf, &mut HeadScan::default(), 1024)
             .ok()
             .flatten()
             .expect("parsed");

@@ -111,6 +111,8 @@ pub struct H1Conn {
     rbuf: BytesMut,
     /// The answer-head deadline's timer, kept for the connection's life (see `poll_deadline`).
     timer: Option<Pin<Box<Sleep>>>,
+    /// How far `rbuf` was searched for the end of an answer head.
+    scan: HeadScan,
 }
 
 /// A failed send; the request's `body` is given back when not the whole head reached the
@@ -184,6 +186,7 @@ impl H1Conn {
             io,
             rbuf: BytesMut::new(),
             timer: None,
+            scan: HeadScan::default(),
         }
     }
 
@@ -336,7 +339,7 @@ impl H1Conn {
             let mut progress = up.poll_send(&mut self.io, cx)?;
             // Read the answer's head.
             loop {
-                match parse_head(&mut self.rbuf) {
+                match parse_head(&mut self.rbuf, &mut self.scan) {
                     Ok(Some(head)) => {
                         if head.0.status.is_informational()
                             && head.0.status != StatusCode::SWITCHING_PROTOCOLS
@@ -686,27 +689,61 @@ pub(crate) fn head_complete(buf: &[u8]) -> bool {
     })
 }
 
+/// Whether a head is worth parsing yet. The first try on a new head parses at once: a head
+/// usually arrives whole, and then one pass of the parser is all it costs. After a try found
+/// the head incomplete, a new try waits until an empty line has arrived, and only the bytes
+/// read since are searched for it. So a head that trickles in is searched once over, not
+/// parsed again on every read.
+#[derive(Debug, Default)]
+pub(crate) struct HeadScan {
+    /// Bytes at the start of the buffer known to hold no head's end; 0: not tried yet.
+    searched: usize,
+}
+
+impl HeadScan {
+    /// Whether to try parsing the head at the start of `buf`.
+    pub(crate) fn ready(&self, buf: &[u8]) -> bool {
+        // A buffer shorter than what was searched is not the one searched: try it.
+        if self.searched == 0 || self.searched > buf.len() {
+            return true;
+        }
+        // From three bytes back: an end that the last read split.
+        head_complete(&buf[self.searched.saturating_sub(3)..])
+    }
+
+    /// A try found the head in `buf` incomplete.
+    pub(crate) fn incomplete(&mut self, buf: &[u8]) {
+        self.searched = buf.len();
+    }
+
+    /// A head was taken from the buffer: the next one is tried at once.
+    pub(crate) fn reset(&mut self) {
+        self.searched = 0;
+    }
+}
+
 /// An answer's head (its fields as sent), how its body is delimited, and whether the
 /// connection closes after it.
 type Head = (http::response::Parts, RawHead, In, bool);
 
 /// Parses an answer head at the start of `buf` and consumes it. None: not complete yet.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, BoxError> {
-    if buf.is_empty() {
+fn parse_head(buf: &mut BytesMut, scan: &mut HeadScan) -> Result<Option<Head>, BoxError> {
+    if buf.is_empty() || !scan.ready(buf) {
         return Ok(None);
     }
     let mut slots =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
-    if !head_complete(buf) {
-        return Ok(None);
-    }
     let n = match httparse::ParserConfig::default()
         .parse_response_with_uninit_headers(&mut resp, buf, &mut slots)
     {
         Ok(httparse::Status::Complete(n)) => n,
-        // An empty line that does not end a head (one before the status line).
-        Ok(httparse::Status::Partial) => return Ok(None),
+        // Not all here yet; or an empty line that does not end a head (one before the
+        // status line).
+        Ok(httparse::Status::Partial) => {
+            scan.incomplete(buf);
+            return Ok(None);
+        }
         Err(e) => return Err(format!("malformed answer from the origin: {e}").into()),
     };
     // The head alone, copied once: fields are places in it, so a stored answer (the cache)
@@ -797,6 +834,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, BoxError> {
         (None, None) => In::Close,
     };
     buf.advance(n);
+    scan.reset();
     let mut parts = Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = version;
@@ -1098,8 +1136,9 @@ pub fn decode_answer(wire: &[u8], split: usize) -> Result<(Vec<u8>, Option<Heade
         rest = &[];
         true
     };
+    let mut scan = HeadScan::default();
     let framing = loop {
-        match parse_head(&mut buf).map_err(|e| e.to_string())? {
+        match parse_head(&mut buf, &mut scan).map_err(|e| e.to_string())? {
             Some((_, raw, framing, _)) => {
                 // Every field kept as sent must survive the header map the other paths use.
                 let kept = raw.iter().count();
@@ -1215,7 +1254,10 @@ mod tests {
     }
 
     fn head(wire: &str) -> Result<Option<Head>, BoxError> {
-        parse_head(&mut BytesMut::from(wire.as_bytes()))
+        parse_head(
+            &mut BytesMut::from(wire.as_bytes()),
+            &mut HeadScan::default(),
+        )
     }
 
     #[test]
@@ -1269,6 +1311,39 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(wire)
             );
+        }
+    }
+
+    #[test]
+    fn a_head_that_trickles_in_is_parsed_when_its_last_byte_comes() {
+        for wire in [
+            &b"HTTP/1.1 200 OK\r\nA: b\r\nContent-Length: 2\r\n\r\nhi"[..],
+            b"HTTP/1.1 204 No Content\nA: b\n\n",
+            b"HTTP/1.1 204 No Content\r\nA: b\n\r\n",
+        ] {
+            let end = wire.len() - if wire.ends_with(b"hi") { 2 } else { 0 };
+            // Byte by byte, and in two reads split at every place.
+            let mut buf = BytesMut::new();
+            let mut scan = HeadScan::default();
+            for (i, b) in wire.iter().enumerate() {
+                buf.extend_from_slice(&[*b]);
+                let got = parse_head(&mut buf, &mut scan).unwrap();
+                assert_eq!(got.is_some(), i + 1 == end, "byte {i} of {wire:?}");
+                if got.is_some() {
+                    break;
+                }
+            }
+            for split in 0..end {
+                let mut buf = BytesMut::from(&wire[..split]);
+                let mut scan = HeadScan::default();
+                assert!(parse_head(&mut buf, &mut scan).unwrap().is_none());
+                buf.extend_from_slice(&wire[split..]);
+                let (p, ..) = parse_head(&mut buf, &mut scan).unwrap().expect("parsed");
+                assert!(p.status.is_success());
+                assert_eq!(&buf[..], &wire[end..]);
+                // The next head is tried at once.
+                assert_eq!(scan.searched, 0);
+            }
         }
     }
 
