@@ -754,8 +754,20 @@ fn encode_head(
     let keep_length = (head_request || status == StatusCode::NOT_MODIFIED)
         && !status.is_informational()
         && status != StatusCode::NO_CONTENT;
+    let skip = |kind| match kind {
+        Kind::Connection => !switching,
+        Kind::TransferEncoding => true,
+        Kind::ContentLength => !keep_length,
+        _ => false,
+    };
     let mut has_date = false;
-    let mapped = h.iter().map(|(name, value)| {
+    // The origin's fields, then what the proxy added to them, then the header map.
+    if let Some(r) = raw {
+        has_date = r.has(Kind::Date);
+        r.write_lines(&mut |b| out.small(b), skip);
+        out.small(r.added());
+    }
+    for (name, value) in h {
         let kind = if name == header::CONNECTION {
             Kind::Connection
         } else if name == header::TRANSFER_ENCODING {
@@ -767,27 +779,15 @@ fn encode_head(
         } else {
             Kind::Other
         };
-        (name.as_str().as_bytes(), value.as_bytes(), kind)
-    });
-    let mut put = |out: &mut Out, (name, value, kind): (&[u8], &[u8], Kind)| {
-        match kind {
-            Kind::Connection if !switching => return,
-            Kind::TransferEncoding => return,
-            Kind::ContentLength if !keep_length => return,
-            Kind::Date => has_date = true,
-            _ => {}
+        if skip(kind) {
+            continue;
         }
-        put_line(&mut |b| out.small(b), name, value);
-    };
-    // The origin's fields, then what the proxy added to them, then the header map.
-    for field in raw_fields() {
-        put(out, field);
-    }
-    if let Some(r) = raw {
-        out.small(r.added());
-    }
-    for field in mapped {
-        put(out, field);
+        has_date |= kind == Kind::Date;
+        put_line(
+            &mut |b| out.small(b),
+            name.as_str().as_bytes(),
+            value.as_bytes(),
+        );
     }
     if !has_date {
         write_date(out);

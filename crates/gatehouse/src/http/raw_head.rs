@@ -148,6 +148,40 @@ impl RawHead {
         &self.added
     }
 
+    /// Writes the fields passed on as header lines, less those whose kind `skip` names.
+    /// Each line is exactly what `put_line` writes for its name and value. A run of lines that
+    /// the origin itself wrote that way (`name: value` CRLF), one after another, is copied in
+    /// one piece from the head. Other lines (bare LF, no space after the colon, trailing
+    /// spaces) are written field by field.
+    pub fn write_lines(&self, put: &mut impl FnMut(&[u8]), skip: impl Fn(Kind) -> bool) {
+        let head = &self.head[..];
+        // The run gathered so far: head[start..end].
+        let (mut start, mut end) = (0usize, 0usize);
+        for f in self.fields.iter().filter(|f| f.live && !skip(f.kind)) {
+            let (name_at, name_end) = (f.name.0 as usize, (f.name.0 + f.name.1) as usize);
+            let (value_at, value_end) = (f.value.0 as usize, (f.value.0 + f.value.1) as usize);
+            let plain = value_at == name_end + 2
+                && head.get(name_end..value_at) == Some(&b": "[..])
+                && head.get(value_end..value_end + 2) == Some(&b"\r\n"[..]);
+            if plain && end > start && name_at == end {
+                end = value_end + 2;
+                continue;
+            }
+            if end > start {
+                put(&head[start..end]);
+            }
+            if plain {
+                (start, end) = (name_at, value_end + 2);
+            } else {
+                (start, end) = (0, 0);
+                crate::upstream::h1::put_line(put, self.bytes(f.name), self.bytes(f.value));
+            }
+        }
+        if end > start {
+            put(&head[start..end]);
+        }
+    }
+
     /// The fields passed on, in order: name (as sent), value, kind.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8], Kind)> {
         self.fields

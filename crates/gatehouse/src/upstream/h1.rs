@@ -1119,6 +1119,11 @@ fn find(buf: &[u8], needle: &[u8], limit: usize) -> Result<Option<usize>, BoxErr
 #[doc(hidden)]
 pub const FIELDS_LOST: &str = "fields lost in a header map";
 
+/// What [`decode_answer`] returns when the fields copied in runs differ from the same fields
+/// written one by one (`RawHead::write_lines`); a bug.
+#[doc(hidden)]
+pub const LINES_DIFFER: &str = "header lines copied in runs differ";
+
 /// An answer as it comes from an origin, head and body in `wire`, split into two reads at
 /// `split`: the decoded body and trailers, or the error the proxy would answer 502 for. For the
 /// fuzzer (`fuzz/fuzz_targets/h1_answer.rs`): it must never panic, and where the split falls
@@ -1140,6 +1145,15 @@ pub fn decode_answer(wire: &[u8], split: usize) -> Result<(Vec<u8>, Option<Heade
     let framing = loop {
         match parse_head(&mut buf, &mut scan).map_err(|e| e.to_string())? {
             Some((_, raw, framing, _)) => {
+                // The fields copied in runs must read as written one by one.
+                let (mut runs, mut one_by_one) = (Vec::new(), Vec::new());
+                raw.write_lines(&mut |b| runs.extend_from_slice(b), |_| false);
+                for (name, value, _) in raw.iter() {
+                    put_line(&mut |b| one_by_one.extend_from_slice(b), name, value);
+                }
+                if runs != one_by_one {
+                    return Err(LINES_DIFFER.into());
+                }
                 // Every field kept as sent must survive the header map the other paths use.
                 let kept = raw.iter().count();
                 if raw.into_map(HeaderMap::new()).len() != kept {
@@ -1311,6 +1325,36 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(wire)
             );
+        }
+    }
+
+    #[test]
+    fn fields_copied_in_runs_read_as_written_one_by_one() {
+        for wire in [
+            "HTTP/1.1 200 OK\r\nServer: a\r\nDate: b\r\nContent-Length: 0\r\nETag: \"c\"\r\n\r\n",
+            // A dropped field (Connection) in the middle, a removed one (the request id),
+            // lines not written as `name: value` CRLF, an empty value.
+            "HTTP/1.1 200 OK\r\nA: 1\r\nConnection: keep-alive\r\nB: 2\r\nx-request-id: o\r\nC:3\r\nD: 4  \r\nE: 5\nF:  6\r\nG: \r\nH: 8\r\nI: 9\r\n\r\n",
+            "HTTP/1.1 200 OK\nA: 1\nB: 2\n\n",
+            "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\nX: y\r\n\r\n",
+        ] {
+            let (_, mut raw, ..) = head(wire).unwrap().unwrap();
+            raw.remove(Kind::RequestId);
+            let skip = |k| k == Kind::TransferEncoding;
+            let mut runs = Vec::new();
+            raw.write_lines(&mut |b| runs.extend_from_slice(b), skip);
+            let mut one_by_one = Vec::new();
+            for (name, value, kind) in raw.iter() {
+                if !skip(kind) {
+                    put_line(&mut |b| one_by_one.extend_from_slice(b), name, value);
+                }
+            }
+            assert_eq!(
+                String::from_utf8_lossy(&runs),
+                String::from_utf8_lossy(&one_by_one),
+                "{wire:?}"
+            );
+            assert!(!runs.is_empty());
         }
     }
 
