@@ -73,7 +73,7 @@ pub(crate) async fn serve(
     cache: &Arc<Cache>,
     rc: &RouteCache,
     origin: &Origin,
-    parts: Parts,
+    mut parts: Parts,
     body: UpBody,
     stats: Arc<BodyStats>,
     fin: &mut Finish,
@@ -91,7 +91,7 @@ pub(crate) async fn serve(
         let invalidating = !matches!(parts.method, Method::OPTIONS | Method::TRACE) && !safe;
         let fwd = if safe { "bypass" } else { "method" };
         fin.cache_status = Some(format!("{NAME}; fwd={fwd}"));
-        let out = origin.fetch(parts, body, &stats, fin, false).await?;
+        let out = origin.fetch(&mut parts, body, &stats, fin, false).await?;
         let st = out.resp.status();
         if invalidating && (st.is_success() || st.is_redirection()) {
             invalidate(cache, origin, &key, out.resp.headers());
@@ -288,7 +288,7 @@ async fn to_origin(
         }
     }
     let request_time = SystemTime::now();
-    let result = origin.fetch(parts, body, stats, fin, false).await;
+    let result = origin.fetch(&mut parts, body, stats, fin, false).await;
     let response_time = SystemTime::now();
     let stale_ok =
         |e: &Entry| policy::stale_if_error(&e.timing, &e.directives(), req_cc, response_time);

@@ -106,19 +106,23 @@ impl Tried {
     }
 }
 
-/// Sends `req` to a server of `up`, with header `lines` (`name: value\r\n`) after its map's;
-/// `upgrade`: keep the connection out of the pool (it becomes a tunnel). Returns the response
-/// with the server's in-flight guard.
+/// Sends the request of head `parts` and `body` to a server of `up`, with header `lines`
+/// (`name: value\r\n`) after its map's; `upgrade`: keep the connection out of the pool (it
+/// becomes a tunnel). Returns the response with the server's in-flight guard.
+///
+/// The head is borrowed, as by every step below `pipeline::handle`: a request's futures nest
+/// five deep, and each async fn keeps its by-value arguments twice (as passed, and as its own
+/// locals), so a head passed by value made every level 450 bytes larger and was copied at each.
 pub async fn forward(
     up: &Upstream,
-    req: Request<UpBody>,
+    parts: &Parts,
+    body: UpBody,
     lines: &[u8],
     pick: PickInput<'_>,
     upgrade: bool,
     proxy: Option<&pool::ProxyHeader>,
 ) -> Result<(Forwarded, ActiveGuard), ProxyError> {
     let m = &up.model;
-    let (parts, body) = req.into_parts();
     // With retries allowed, an idempotent request without a body can be sent again as often as
     // needed; any request while its body is untouched (given back by a send that did not write
     // the whole head).
@@ -186,7 +190,7 @@ pub async fn forward(
         let sent: Result<Sent, (Option<UpBody>, BoxError)> = match conn {
             Conn::H1(c) => {
                 let fut = c.send(
-                    &parts,
+                    parts,
                     lines,
                     b,
                     server.clone(),
@@ -200,7 +204,7 @@ pub async fn forward(
                 }
             }
             Conn::H2(mut sender) => {
-                let fut = sender.try_send_request(request_of(&parts, lines, b));
+                let fut = sender.try_send_request(request_of(parts, lines, b));
                 match tokio::time::timeout(m.response_timeout, fut).await {
                     Ok(Ok(resp)) => Ok((resp.map(UpstreamBody::H2), None)),
                     Ok(Err(mut e)) => Err((

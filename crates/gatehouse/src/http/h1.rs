@@ -383,7 +383,8 @@ impl ClientUpgrade {
 
 /// A request head, parsed and checked.
 struct Parsed {
-    parts: http::request::Parts,
+    /// Boxed: it is passed down the pipeline by pointer (see `forward`).
+    parts: Box<http::request::Parts>,
     body: BodyIn,
     /// The client asked to close after this request (or HTTP/1.0 without keep-alive).
     close: bool,
@@ -557,7 +558,7 @@ fn parse_request(
     let upgrade =
         version == Version::HTTP_11 && conn_upgrade && headers.contains_key(header::UPGRADE);
     buf.advance(n);
-    let mut parts = Request::new(()).into_parts().0;
+    let mut parts = Box::new(Request::new(()).into_parts().0);
     parts.method = method;
     parts.uri = uri;
     parts.version = version;
@@ -873,7 +874,7 @@ fn encode_end(out: &mut Out, framing: BodyOut) -> Result<(), &'static str> {
 
 /// What waiting for the next head ended with.
 enum Next {
-    Head(Box<Parsed>),
+    Head(Parsed),
     Close,
     Refuse(Refusal),
     Timeout,
@@ -947,7 +948,7 @@ where
                 break;
             }
         };
-        match Box::pin(conn.exchange(*parsed, &ctx)).await {
+        match Box::pin(conn.exchange(parsed, &ctx)).await {
             Ok(true) => conn.served += 1,
             Ok(false) => break,
             Err(Upgrade) => return,
@@ -1155,7 +1156,7 @@ where
                             if self.stopping {
                                 p.close = true;
                             }
-                            return Next::Head(Box::new(p));
+                            return Next::Head(p);
                         }
                         Ok(None) if w.rbuf.len() > s.max_header_size => {
                             return Next::Refuse(Refusal(
@@ -1257,10 +1258,7 @@ where
                 ended: false,
             })
         };
-        let mut handling = Box::pin(pipeline::handle(
-            Request::from_parts(parts, req_body),
-            ctx.clone(),
-        ));
+        let mut handling = Box::pin(pipeline::handle(parts, req_body, ctx.clone()));
         let mut gone = GoneWatch::new(&mut self.sleep);
         let resp = poll_fn(|cx| {
             // Shutdown while the request is served: its answer says `connection: close`.

@@ -138,13 +138,18 @@ fn empty_label() -> Arc<str> {
     EMPTY.get_or_init(|| Arc::from("")).clone()
 }
 
-/// Serves one request. Never fails: every error becomes an answer here.
-pub async fn handle(req: Request<ClientBody>, conn: Arc<ConnCtx>) -> Response<Observed> {
+/// Serves one request, of head `parts` and `body`. Never fails: every error becomes an answer
+/// here. The head comes boxed and is borrowed below (see `forward`).
+pub async fn handle(
+    mut parts: Box<Parts>,
+    body: ClientBody,
+    conn: Arc<ConnCtx>,
+) -> Response<Observed> {
     let started = Instant::now();
     let snapshot = conn.shared.snapshot();
-    let (mut parts, body) = req.into_parts();
     let request_id = headers::request_id(&parts.headers);
-    let mut fin = Finish {
+    // Boxed now, not when the answer takes it: the request's future stays smaller.
+    let mut fin = Box::new(Finish {
         shared: conn.shared.clone(),
         snapshot: snapshot.clone(),
         started,
@@ -161,7 +166,7 @@ pub async fn handle(req: Request<ClientBody>, conn: Arc<ConnCtx>) -> Response<Ob
         stats: None,
         guard: None,
         cache_status: None,
-    };
+    });
     let result = proxy(&conn, &snapshot, &mut parts, body, &request_id, &mut fin).await;
     let (mut resp, mut raw) = match result {
         Ok(r) => r,
@@ -195,7 +200,7 @@ pub async fn handle(req: Request<ClientBody>, conn: Arc<ConnCtx>) -> Response<Ob
     }
     fin.status = resp.status().as_u16();
     let (head, body) = resp.into_parts();
-    Response::from_parts(head, Observed::new(body, Box::new(fin)).with_raw(raw))
+    Response::from_parts(head, Observed::new(body, fin).with_raw(raw))
 }
 
 async fn proxy(
@@ -323,11 +328,11 @@ async fn proxy(
             let stats = Arc::new(BodyStats::default());
             fin.stats = Some(stats.clone());
             let req_body = RequestBody::new(body, route.max_body, stats.clone()).boxed_unsync();
-            let parts = std::mem::replace(parts, Request::new(()).into_parts().0);
             let fetched = match (&route.cache, &snap.cache) {
                 // Boxed: the cache flow's future is large, and every request's future (moved
                 // into its box per request) would carry room for it.
                 (Some(rc), Some(cache)) => {
+                    let parts = std::mem::replace(parts, Request::new(()).into_parts().0);
                     Box::pin(super::cache_flow::serve(
                         cache, rc, &origin, parts, req_body, stats, fin,
                     ))
@@ -467,7 +472,7 @@ impl Origin {
     /// may stay as it sent them (`Fetched::raw`); otherwise the answer has them all in its map.
     pub(crate) async fn fetch(
         &self,
-        mut parts: Parts,
+        parts: &mut Parts,
         req_body: crate::upstream::pool::UpBody,
         stats: &Arc<BodyStats>,
         fin: &mut Finish,
@@ -478,7 +483,6 @@ impl Origin {
         let route = &self.snap.config.routes[self.route];
         let (client, trusted, request_id) = (self.client, self.trusted, &*self.request_id);
         let host_full = self.host_full.as_str();
-        let parts = &mut parts;
         // Rewrite the request head. Framing was settled by the HTTP/1 parser before this point, so
         // removing hop-by-hop headers cannot change how the body is delimited: the next hop gets a
         // freshly framed message (Content-Length kept, or chunked by the client connection).
@@ -608,10 +612,6 @@ impl Origin {
             .and_then(|c| cookie(parts, c))
             .map(str::to_string);
         let hash = hash_input(&up.model.hash_key, parts, client);
-        let req = Request::from_parts(
-            std::mem::replace(parts, Request::new(()).into_parts().0),
-            req_body,
-        );
         let pick = PickInput {
             hash,
             sticky: sticky_in.as_deref(),
@@ -628,7 +628,8 @@ impl Origin {
         });
         let result = forward(
             up,
-            req,
+            parts,
+            req_body,
             &lines,
             pick,
             upgrade.is_some(),

@@ -118,7 +118,8 @@ where
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let ctx = ctx.clone();
         Box::pin(async move {
-            let mut resp = pipeline::handle(req.map(ClientBody::H2), ctx).await;
+            let (parts, body) = req.into_parts();
+            let mut resp = pipeline::handle(Box::new(parts), ClientBody::H2(body), ctx).await;
             // hyper writes the header map alone: fields kept as an origin sent them would join it
             // (the pipeline keeps none for HTTP/2 clients today; this keeps it so if that changes).
             if let Some(raw) = resp.body_mut().take_raw() {
