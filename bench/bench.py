@@ -397,6 +397,27 @@ def med(rows, key):
     return statistics.median(vals) if vals else 0
 
 
+def paired(sc, rows, names, results, keys=("rps", "cpu_us_per_req")):
+    """Per-round ratios of the first proxy to each other one, and their medians.
+
+    A round runs the proxies back to back, so its ratio compares them under the same machine
+    state. The machine's speed drifts between rounds (absolute CPU per request moves by 15 %
+    within a run here), and the median of the paired ratios moves less than the ratio of the
+    medians. Printed, and kept in the results under "paired".
+    """
+    out = {}
+    for n in names[1:]:
+        for key in keys:
+            ratios = [a[key] / b[key] for a, b in zip(rows[names[0]], rows[n]) if b.get(key)]
+            if ratios:
+                m = statistics.median(ratios)
+                out[f"{names[0]}/{n} {key}"] = {"by_round": [round(x, 3) for x in ratios], "median": round(m, 3)}
+                print(f"{sc} {key} {names[0]}/{n} by round: " + ", ".join(f"{x:.2f}" for x in ratios)
+                      + f"; median {m:.2f}")
+    results.setdefault("paired", {})[sc] = out
+    sys.stdout.flush()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
@@ -412,6 +433,8 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated proxies to run (default: all)")
     ap.add_argument("--latency-rate", type=int, default=0,
                     help="fixed rate for the latency scenario (default: half the slowest keepalive-1k peak)")
+    ap.add_argument("--latency-rounds", type=int, default=0,
+                    help="rounds of the latency scenario (default: --rounds, at least 9)")
     args = ap.parse_args()
     wanted = args.scenarios.split(",")
 
@@ -442,6 +465,7 @@ def main():
             results[sc] = {n: {k: med(rows[n], k) for k in ("rps", "p50_us", "p99_us", "cpu_us_per_req")}
                            | {"bad": sum(r["bad"] for r in rows[n])} for n in names}
             print_table(sc, results[sc])
+            paired(sc, rows, names, results)
         for sc in [x for x in wanted if x in TLS_SCENARIOS]:
             rows = {n: [] for n in names}
             for rnd in range(args.rounds):
@@ -506,7 +530,10 @@ def main():
             peak = min(results.get("keepalive-1k", {}).get(n, {}).get("rps", 0) or 20000 for n in names)
             rate = args.latency_rate or max(int(peak / 2), 1000)
             rows = {n: [] for n in names}
-            for rnd in range(args.rounds):
+            # More rounds than the throughput scenarios: one stall on the shared machine moves a
+            # round's tail by milliseconds, and the median of the paired ratios needs rounds to
+            # outvote it.
+            for rnd in range(args.latency_rounds or max(args.rounds, 9)):
                 order = names[rnd % len(names):] + names[:rnd % len(names)]
                 for n in order:
                     p, port, h2 = proxies[n]
@@ -521,13 +548,7 @@ def main():
             # Each round's tail: the median hides how much it moves between rounds.
             for n in names:
                 print(f"latency p99 by round, {n}: " + ", ".join(str(int(r["p99_us"])) for r in rows[n]))
-            # Rounds run the proxies back to back, so a round's ratio compares them under the same
-            # machine state; the median of those ratios moves less than the ratio of medians.
-            for n in names[1:]:
-                ratios = [a["p99_us"] / b["p99_us"] for a, b in zip(rows[names[0]], rows[n]) if b["p99_us"]]
-                if ratios:
-                    print(f"latency p99 {names[0]}/{n} by round: " + ", ".join(f"{x:.2f}" for x in ratios)
-                          + f"; median {statistics.median(ratios):.2f}")
+            paired("latency", rows, names, results, keys=("p99_us", "p999_us", "cpu_us_per_req"))
             results["latency"] = {n: {k: med(rows[n], k) for k in ("rps", "p50_us", "p99_us", "p999_us", "cpu_us_per_req")}
                                   | {"bad": sum(r["bad"] for r in rows[n]), "rate": rate} for n in names}
             print_table(f"latency at {rate} req/s (half the slowest peak), open loop", results["latency"], p999=True)
