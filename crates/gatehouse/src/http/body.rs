@@ -31,6 +31,13 @@ pub struct BodyStats {
 #[error("request body exceeds max_body of {0} bytes")]
 pub struct TooLarge(pub u64);
 
+/// The error a request body yields when the client's side of it failed: the client went away
+/// mid-body, framed it badly, or sent more or less than its Content-Length. Not the origin's
+/// failure: the request is answered 400 and the server is not marked down for it.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body failed: {0}")]
+pub struct ClientBodyFailed(pub BoxError);
+
 /// A client's request body as the connection delivers it.
 pub enum ClientBody {
     /// No body (framed as none, or of length 0).
@@ -118,6 +125,7 @@ impl Body for RequestBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(ClientBodyFailed(e))))),
             other => other,
         }
     }

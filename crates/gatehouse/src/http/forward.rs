@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use http::{Method, Request, Response, request::Parts};
 use http_body_util::BodyExt;
 
+use super::body::{ClientBodyFailed, TooLarge};
 use super::raw_head::RawHead;
 use crate::error::{BoxError, ErrorKind, ProxyError};
 use crate::upstream::pool::{self, Conn, UpBody, UpstreamBody};
@@ -228,8 +229,12 @@ pub async fn forward(
             }
             Err((given_back, err)) => {
                 drop(guard);
-                if is_body_limit(&*err) {
+                if caused_by::<TooLarge>(&*err) {
                     return Err(ProxyError::new(ErrorKind::BodyTooLarge).with(err));
+                }
+                if caused_by::<ClientBodyFailed>(&*err) {
+                    // The client's doing: not counted against the server, not retried.
+                    return Err(ProxyError::new(ErrorKind::BadRequest).with(err));
                 }
                 tracing::debug!(upstream = %m.name, server = %server.spec.address, reused, error = %err, "send failed");
                 let replay = given_back.or_else(|| replayable.then(empty_body));
@@ -263,10 +268,13 @@ fn timed_out(server: &ServerState, m: &gatehouse_config::model::Upstream) -> Pro
     ))
 }
 
-fn is_body_limit(err: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+/// Whether an `E` is in `err`'s chain of causes.
+fn caused_by<E: std::error::Error + 'static>(
+    err: &(dyn std::error::Error + Send + Sync + 'static),
+) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if e.is::<crate::http::body::TooLarge>() {
+        if e.is::<E>() {
             return true;
         }
         cur = e.source();

@@ -30,6 +30,7 @@ use tokio::time::{Duration, Instant, Sleep};
 use super::ServerState;
 use super::pool::UpBody;
 use crate::error::BoxError;
+use crate::http::body::ClientBodyFailed;
 use crate::http::raw_head::{Kind, RawHead};
 
 /// Most header lines in an origin's answer.
@@ -478,9 +479,9 @@ impl Sending {
                     match self.out {
                         Out::Length(0) => {}
                         Out::Length(_) => {
-                            return Err(SendError::new(
-                                "request body shorter than its Content-Length",
-                            ));
+                            return Err(SendError::new(ClientBodyFailed(
+                                "request body shorter than its Content-Length".into(),
+                            )));
                         }
                         Out::Chunked => self.queue.push_back(Bytes::from_static(b"0\r\n\r\n")),
                     }
@@ -514,9 +515,9 @@ impl Sending {
                 match &mut self.out {
                     Out::Length(left) => {
                         if data.len() as u64 > *left {
-                            return Err(SendError::new(
-                                "request body longer than its Content-Length",
-                            ));
+                            return Err(SendError::new(ClientBodyFailed(
+                                "request body longer than its Content-Length".into(),
+                            )));
                         }
                         *left -= data.len() as u64;
                         self.queue.push_back(data);

@@ -160,6 +160,128 @@ passive = {{ fall = 3, cooldown = "30s" }}
     );
 }
 
+#[tokio::test]
+async fn a_client_that_abandons_its_upload_is_not_the_servers_failure() {
+    // The origin reads the whole body before it answers.
+    let app = origin(|req| async move {
+        let n = http_body_util::BodyExt::collect(req.into_body())
+            .await
+            .map(|b| b.to_bytes().len())
+            .unwrap_or(0);
+        text(200, format!("read {n}"))
+    })
+    .await;
+    let cfg = format!(
+        r#"
+[global]
+access_log = "off"
+[listeners.web]
+bind = "127.0.0.1:0"
+[[routes]]
+upstream = "app"
+[upstreams.app]
+servers = ["{}"]
+retries = 1
+passive = {{ fall = 1, cooldown = "30s" }}
+"#,
+        app.addr
+    );
+    let gh = proxy(&cfg).await;
+    let addr = web(&gh);
+    let server = app.addr.to_string();
+    for framing in [
+        "Content-Length: 100000\r\n\r\n0123456789",
+        "Transfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n",
+    ] {
+        // Head and a little of the body, then the client goes away.
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!("POST /up HTTP/1.1\r\nHost: x\r\n{framing}");
+        tokio::io::AsyncWriteExt::write_all(&mut c, head.as_bytes())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            status_of(&gh, &server),
+            "the server was ejected for the client's abort ({framing:?})"
+        );
+        let r = get(addr, "x", "/").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), "read 0");
+    }
+    // A malformed chunked body is the client's fault too: 400, and the server stays in.
+    let bad = raw(
+        addr,
+        b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    assert!(status_of(&gh, &server));
+    assert_eq!(get(addr, "x", "/").await.status, 200);
+}
+
+#[tokio::test]
+async fn an_http2_body_shorter_than_its_content_length_is_not_the_servers_failure() {
+    let app = origin(|req| async move {
+        let n = http_body_util::BodyExt::collect(req.into_body())
+            .await
+            .map(|b| b.to_bytes().len())
+            .unwrap_or(0);
+        text(200, format!("read {n}"))
+    })
+    .await;
+    let cfg = format!(
+        r#"
+[global]
+access_log = "off"
+[listeners.web]
+bind = "127.0.0.1:0"
+[[routes]]
+upstream = "app"
+[upstreams.app]
+servers = ["{}"]
+passive = {{ fall = 1, cooldown = "30s" }}
+"#,
+        app.addr
+    );
+    let gh = proxy(&cfg).await;
+    let addr = web(&gh);
+    let server = app.addr.to_string();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for body in ["", "ab"] {
+        // Content-Length 5, and the stream ends after fewer bytes.
+        let req = http::Request::post("http://h2.example/")
+            .header("content-length", "5")
+            .body(full(body))
+            .unwrap();
+        match tx.send_request(req).await {
+            Ok(resp) => assert_eq!(resp.status(), 400, "{body:?}"),
+            // The malformed stream refused outright is right too (RFC 9113 §8.1.1).
+            Err(e) => assert!(format!("{e:?}").contains("PROTOCOL_ERROR"), "{e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(status_of(&gh, &server), "server ejected for {body:?}");
+    }
+    let ok = tx
+        .send_request(
+            http::Request::get("http://h2.example/")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
 /// Accepts connections, reads the request, and closes without answering.
 async fn resetter() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
