@@ -132,6 +132,24 @@ impl OnEnd for Finish {
     }
 }
 
+/// A request's record while its answer is being worked out. Dropped with it still inside (the
+/// client left and its connection dropped the request's future), it finishes the record as
+/// status 499, nginx's "client closed request": the access log and the metrics see every
+/// request.
+struct Unanswered(Option<Box<Finish>>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(mut fin) = self.0.take() {
+            fin.status = CLIENT_CLOSED;
+            fin.end(0, false);
+        }
+    }
+}
+
+/// The status logged for a request whose client left before its answer (nginx's 499).
+const CLIENT_CLOSED: u16 = 499;
+
 /// The "" label, shared.
 fn empty_label() -> Arc<str> {
     static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
@@ -149,7 +167,7 @@ pub async fn handle(
     let snapshot = conn.shared.snapshot();
     let request_id = headers::request_id(&parts.headers);
     // Boxed now, not when the answer takes it: the request's future stays smaller.
-    let mut fin = Box::new(Finish {
+    let mut pending = Unanswered(Some(Box::new(Finish {
         shared: conn.shared.clone(),
         snapshot: snapshot.clone(),
         started,
@@ -166,8 +184,10 @@ pub async fn handle(
         stats: None,
         guard: None,
         cache_status: None,
-    });
-    let result = proxy(&conn, &snapshot, &mut parts, body, &request_id, &mut fin).await;
+    })));
+    let fin = pending.0.as_mut().expect("set above");
+    let result = proxy(&conn, &snapshot, &mut parts, body, &request_id, fin).await;
+    let mut fin = pending.0.take().expect("set above");
     let (mut resp, mut raw) = match result {
         Ok(r) => r,
         Err(e) => (respond::error_response(&e, &request_id), None),

@@ -148,6 +148,62 @@ servers = ["{}"]
 }
 
 #[tokio::test]
+async fn a_request_whose_client_left_is_logged_as_499() {
+    let slow = origin(|_| async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        text(200, "late")
+    })
+    .await;
+    let path = std::env::temp_dir().join(format!(
+        "gatehouse-access-499-{}-{}.log",
+        std::process::id(),
+        free_port()
+    ));
+    let cfg = format!(
+        r#"
+[global]
+access_log = "{}"
+[listeners.web]
+bind = "127.0.0.1:0"
+[[routes]]
+upstream = "app"
+[upstreams.app]
+servers = ["{}"]
+"#,
+        path.display(),
+        slow.addr
+    );
+    let gh = proxy(&cfg).await;
+    let mut c = tokio::net::TcpStream::connect(web(&gh)).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut c, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(c);
+    let mut line = String::new();
+    assert!(
+        eventually(Duration::from_secs(4), async || {
+            line = std::fs::read_to_string(&path).unwrap_or_default();
+            line.ends_with('\n')
+        })
+        .await,
+        "no log line for the abandoned request"
+    );
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(v["status"], 499, "{line}");
+    assert_eq!(v["path"], "/slow");
+    assert_eq!(v["completed"], false);
+    assert_eq!(v["server"], "", "no server answered it");
+    // Its slot on the server is free again.
+    let snap = gh.shared().snapshot();
+    let active = snap.upstreams[0].servers[0]
+        .active
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(active, 0);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
 async fn max_connections_holds_extra_clients_in_the_backlog() {
     let o = named("o").await;
     let cfg = format!(
