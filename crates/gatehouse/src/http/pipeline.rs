@@ -247,17 +247,18 @@ async fn proxy(
     let client = canonical_ip(conn.peer.ip());
 
     // Host: HTTP/1.1 requires one (RFC 9112 §3.2); HTTP/2 carries it as :authority.
-    let (host_full, host) = match router::request_host(parts) {
+    let host_full = match router::request_host(parts) {
         Some(h) => h,
-        None if parts.version == Version::HTTP_10 => (String::new(), String::new()),
+        None if parts.version == Version::HTTP_10 => String::new(),
         None => {
             return Err(
                 ProxyError::new(ErrorKind::BadRequest).with("missing or invalid Host header")
             );
         }
     };
+    let host = router::host_name(&host_full);
     if snap.access_log.is_some() {
-        fin.host = host.clone();
+        fin.host = host.to_string();
     }
     // No domain fronting across certificates: the Host must be a name the served certificate
     // covers (RFC 9110 §15.5.20: 421 Misdirected Request).

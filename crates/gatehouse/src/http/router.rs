@@ -38,14 +38,23 @@ pub fn select(
         .find(|i| matches(&routes[*i].matcher, parts, host, client, local))
 }
 
-/// The host name of a request, lowercase, without port: Host header, else the URI authority.
-pub fn request_host(parts: &Parts) -> Option<(String, String)> {
-    let full = match parts.headers.get(http::header::HOST) {
+/// The host of a request as it named it (port included): Host header, else the URI authority.
+pub fn request_host(parts: &Parts) -> Option<String> {
+    Some(match parts.headers.get(http::header::HOST) {
         Some(h) => h.to_str().ok()?.to_string(),
         None => parts.uri.authority()?.as_str().to_string(),
-    };
-    let name = strip_port(&full).to_ascii_lowercase();
-    Some((full, name))
+    })
+}
+
+/// The host name routes and certificates match: lowercase, without port. Borrowed when the
+/// client wrote it lowercase already (nearly always).
+pub fn host_name(full: &str) -> std::borrow::Cow<'_, str> {
+    let name = strip_port(full);
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        name.to_ascii_lowercase().into()
+    } else {
+        name.into()
+    }
 }
 
 /// "example.com:8080" -> "example.com"; "[::1]:80" -> "[::1]".
@@ -57,5 +66,27 @@ pub fn strip_port(host: &str) -> &str {
         }
     } else {
         host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    #[test]
+    fn host_names_are_lowercase_without_port() {
+        for (full, name, borrowed) in [
+            ("shop.example", "shop.example", true),
+            ("shop.example:8443", "shop.example", true),
+            ("Shop.EXAMPLE:80", "shop.example", false),
+            ("[::1]:8080", "[::1]", true),
+            ("[FE80::1]", "[fe80::1]", false),
+            ("", "", true),
+        ] {
+            let got = host_name(full);
+            assert_eq!(got, name, "{full}");
+            assert_eq!(matches!(got, Cow::Borrowed(_)), borrowed, "{full}");
+        }
     }
 }
