@@ -23,6 +23,27 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GATEHOUSE = os.path.join(ROOT, "target/release/gatehouse")
 LOADGEN = os.path.join(ROOT, "bench/loadgen/target/release/gatehouse-loadgen")
 PROXY_CPU = "1"
+# "same": nginx and HAProxy add the header fields gatehouse adds by default, both ways
+# (X-Forwarded-Proto, X-Forwarded-Host, Forwarded, Via, X-Request-Id to the origin; X-Request-Id
+# and Via to the client), so that every proxy does the same work. "xff": X-Forwarded-For only
+# on the peers (gatehouse cannot drop its fields: it then does more work than they do).
+HEADERS = "same"
+NGINX_SAME = """      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_set_header Forwarded "for=$remote_addr;host=$http_host;proto=$scheme";
+      proxy_set_header Via "1.1 nginx";
+      proxy_set_header X-Request-Id $request_id;
+      add_header X-Request-Id $request_id always;
+      add_header Via "1.1 nginx" always;
+"""
+HAPROXY_SAME = """  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header Forwarded for=%[src];host=%[req.hdr(host)];proto=http
+  http-request set-header Via "1.1 haproxy"
+  http-request set-header X-Request-Id %[unique-id]
+  http-response set-header X-Request-Id %[unique-id]
+  http-response add-header Via "1.1 haproxy"
+"""
 LOAD_CPU = "0"
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -175,7 +196,7 @@ http {{
       proxy_set_header Connection "";
       proxy_set_header Host $host;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_buffering on;
+{NGINX_SAME if HEADERS == "same" else ""}      proxy_buffering on;
     }}
   }}
   proxy_cache_path {self.work}/nginx-cache keys_zone=c:10m max_size=256m;
@@ -187,7 +208,7 @@ http {{
       proxy_set_header Connection "";
       proxy_set_header Host $host;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_cache c;
+{NGINX_SAME if HEADERS == "same" else ""}      proxy_cache c;
     }}
   }}
   server {{
@@ -203,7 +224,7 @@ http {{
       proxy_set_header Connection "";
       proxy_set_header Host $host;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-    }}
+{NGINX_SAME if HEADERS == "same" else ""}    }}
   }}""")
         p = self.spawn([which("nginx"), "-c", conf, "-p", d, "-e", f"{d}/error.log"], PROXY_CPU)
         wait_port(port, "nginx proxy", p)
@@ -229,12 +250,13 @@ defaults
   timeout http-keep-alive 300s
   option forwardfor
   http-reuse always
+  unique-id-format %[rand,hex]%[rand,hex]
 frontend fe
   bind 127.0.0.1:{port}
   bind 127.0.0.1:{tls} ssl crt {self.combined}
   default_backend be
 backend be
-  server origin 127.0.0.1:{self.origin_port} maxconn 2000
+{HAPROXY_SAME if HEADERS == "same" else ""}  server origin 127.0.0.1:{self.origin_port} maxconn 2000
 listen tcp
   mode tcp
   bind 127.0.0.1:{tcp}
@@ -433,9 +455,13 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated proxies to run (default: all)")
     ap.add_argument("--latency-rate", type=int, default=0,
                     help="fixed rate for the latency scenario (default: half the slowest keepalive-1k peak)")
+    ap.add_argument("--headers", choices=["same", "xff"], default="same",
+                    help="same: the peers add the header fields gatehouse adds; xff: X-Forwarded-For only")
     ap.add_argument("--latency-rounds", type=int, default=0,
                     help="rounds of the latency scenario (default: --rounds, at least 9)")
     args = ap.parse_args()
+    global HEADERS
+    HEADERS = args.headers
     wanted = args.scenarios.split(",")
 
     work = tempfile.mkdtemp(prefix="gatehouse-bench-")
@@ -612,7 +638,7 @@ def write_results(results, args):
     with open(path, "w") as f:
         json.dump({"date": datetime.datetime.utcnow().isoformat(timespec="seconds") + "Z",
                    "commit": commit + ("-dirty" if dirty else ""), "rounds": args.rounds,
-                   "duration_s": args.duration, "results": results}, f, indent=1)
+                   "duration_s": args.duration, "headers": args.headers, "results": results}, f, indent=1)
     print(f"\nwrote {path}")
 
 
