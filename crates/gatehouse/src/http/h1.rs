@@ -46,7 +46,7 @@ use crate::upstream::h1::{
 /// Most header lines in a request head (a larger head answers 431).
 const MAX_HEADERS: usize = 256;
 /// Room made in the read buffer before a read.
-const READ_CHUNK: usize = 8 * 1024;
+pub(crate) const READ_CHUNK: usize = 8 * 1024;
 /// A parked connection's first read goes to the stack, then into a buffer of its size.
 const PARKED_READ: usize = 1024;
 /// Data frames up to this size are copied after the head into one buffer; larger ones are
@@ -745,6 +745,11 @@ fn encode_head(
     {
         *close = true;
     }
+    // Room for the head and a body small enough to join it, in one allocation on a new
+    // connection (growing from empty took eight).
+    let body_in_tail = exact.filter(|n| *n <= COPY_MAX as u64).unwrap_or(0) as usize;
+    let head_len = raw.map_or(0, RawHead::wire_len) + 64 * h.len() + 160;
+    out.tail.reserve(head_len + body_in_tail);
     out.small(b"HTTP/1.1 ");
     out.small(status.as_str().as_bytes());
     out.small(b" ");
@@ -881,21 +886,21 @@ enum Next {
 }
 
 /// Serves HTTP/1 on a client connection until it ends, is upgraded, or shutdown completes it.
-/// `prefix`: bytes already read from the socket (protocol detection).
-pub async fn serve<T>(io: T, prefix: Bytes, settings: &Listener, ctx: Arc<ConnCtx>)
+/// `prefix`: bytes already read from the socket (protocol detection), in the buffer that reads
+/// go on into.
+pub async fn serve<T>(io: T, prefix: BytesMut, settings: &Listener, ctx: Arc<ConnCtx>)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let wire = Arc::new(Mutex::new(Wire {
         io: Some(io),
-        rbuf: BytesMut::from(&prefix[..]),
+        rbuf: prefix,
         scan: HeadScan::default(),
         body: BodyIn::Done,
         continue_at: None,
         generation: 0,
         reader: None,
     }));
-    drop(prefix);
     let mut conn = Conn {
         wire,
         settings,

@@ -143,6 +143,12 @@ impl RawHead {
         );
     }
 
+    /// At most how many bytes the fields take as header lines: the origin's head and the added
+    /// lines.
+    pub fn wire_len(&self) -> usize {
+        self.head.len() + self.added.len()
+    }
+
     /// The fields the proxy added, as header lines.
     pub fn added(&self) -> &[u8] {
         &self.added

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use gatehouse_config::model::Listener;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::body::ClientBody;
@@ -22,13 +22,22 @@ const RESPONSE_408: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
 
 /// Reads until the HTTP/2 preface is confirmed or ruled out. None: the client left or stalled.
-async fn sniff(stream: &mut TcpStream, timeout: Duration) -> Option<(bool, Bytes)> {
-    let mut buf = BytesMut::with_capacity(H2_PREFACE.len());
+/// The bytes read are the connection's first read buffer: the first read takes what the client
+/// sent (usually its whole first request) in one system call, and the buffer is allocated only
+/// once there are bytes to read, so a connection that sends nothing holds none.
+async fn sniff(stream: &mut TcpStream, timeout: Duration) -> Option<(bool, BytesMut)> {
+    let mut buf = BytesMut::new();
     let work = async {
         while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
-            let n = stream.read_buf(&mut buf).await.ok()?;
-            if n == 0 {
-                return None;
+            stream.readable().await.ok()?;
+            if buf.capacity() == buf.len() {
+                buf.reserve(super::h1::READ_CHUNK);
+            }
+            match stream.try_read_buf(&mut buf) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return None,
             }
         }
         Some(())
@@ -44,7 +53,7 @@ async fn sniff(stream: &mut TcpStream, timeout: Duration) -> Option<(bool, Bytes
         }
     }
     let h2 = buf.starts_with(H2_PREFACE);
-    Some((h2, buf.freeze()))
+    Some((h2, buf))
 }
 
 /// Resolves when shutdown starts (never holds the watch borrow across an await).
@@ -90,19 +99,19 @@ pub async fn serve_tls(
     }
     let h2 = conn.alpn_protocol() == Some(b"h2");
     ctx.tls = Some(Arc::new(tls.info(conn)));
-    serve_io(stream, h2, Bytes::new(), settings, ctx).await;
+    serve_io(stream, h2, BytesMut::new(), settings, ctx).await;
 }
 
 /// Serves a connection whose protocol is known.
 ///
 /// Each path is boxed so that the connection's task stays small while it waits (a task is as
 /// large as its future's largest state, for its whole life).
-async fn serve_io<T>(stream: T, h2: bool, prefix: Bytes, settings: &Listener, ctx: ConnCtx)
+async fn serve_io<T>(stream: T, h2: bool, prefix: BytesMut, settings: &Listener, ctx: ConnCtx)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     if h2 {
-        Box::pin(serve_h2(stream, prefix, settings, ctx)).await;
+        Box::pin(serve_h2(stream, prefix.freeze(), settings, ctx)).await;
     } else {
         Box::pin(super::h1::serve(stream, prefix, settings, Arc::new(ctx))).await;
     }
