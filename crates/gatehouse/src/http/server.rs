@@ -64,7 +64,9 @@ async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
 /// Serves a cleartext client connection until it ends or shutdown completes it.
 pub async fn serve(mut stream: TcpStream, settings: &Listener, ctx: ConnCtx) {
     let _ = stream.set_nodelay(true);
-    let Some((h2, prefix)) = sniff(&mut stream, settings.client_header_timeout).await else {
+    // Boxed: its readiness wait would otherwise widen every connection's task for its life.
+    let Some((h2, prefix)) = Box::pin(sniff(&mut stream, settings.client_header_timeout)).await
+    else {
         return;
     };
     serve_io(stream, h2, prefix, settings, ctx).await;
