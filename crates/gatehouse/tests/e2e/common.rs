@@ -24,6 +24,17 @@ use tokio::net::{TcpListener, TcpStream};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
+/// An HTTP/2 (prior knowledge, cleartext) client connection to `addr`.
+pub async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Body> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
 pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|n| match n {}).boxed_unsync()
 }

@@ -160,9 +160,9 @@ passive = {{ fall = 3, cooldown = "30s" }}
     );
 }
 
-#[tokio::test]
-async fn a_client_that_abandons_its_upload_is_not_the_servers_failure() {
-    // The origin reads the whole body before it answers.
+/// A proxy in front of one origin that reads each request's whole body before it answers
+/// ("read N"), ejected by passive health at its first failure; the origin's address.
+async fn reading_origin_behind_passive_health() -> (Origin, gatehouse::Gatehouse, String) {
     let app = origin(|req| async move {
         let n = http_body_util::BodyExt::collect(req.into_body())
             .await
@@ -187,8 +187,14 @@ passive = {{ fall = 1, cooldown = "30s" }}
         app.addr
     );
     let gh = proxy(&cfg).await;
-    let addr = web(&gh);
     let server = app.addr.to_string();
+    (app, gh, server)
+}
+
+#[tokio::test]
+async fn a_client_that_abandons_its_upload_is_not_the_servers_failure() {
+    let (_app, gh, server) = reading_origin_behind_passive_health().await;
+    let addr = web(&gh);
     for framing in [
         "Content-Length: 100000\r\n\r\n0123456789",
         "Transfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n",
@@ -224,39 +230,9 @@ passive = {{ fall = 1, cooldown = "30s" }}
 
 #[tokio::test]
 async fn an_http2_body_shorter_than_its_content_length_is_not_the_servers_failure() {
-    let app = origin(|req| async move {
-        let n = http_body_util::BodyExt::collect(req.into_body())
-            .await
-            .map(|b| b.to_bytes().len())
-            .unwrap_or(0);
-        text(200, format!("read {n}"))
-    })
-    .await;
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[[routes]]
-upstream = "app"
-[upstreams.app]
-servers = ["{}"]
-passive = {{ fall = 1, cooldown = "30s" }}
-"#,
-        app.addr
-    );
-    let gh = proxy(&cfg).await;
+    let (_app, gh, server) = reading_origin_behind_passive_health().await;
     let addr = web(&gh);
-    let server = app.addr.to_string();
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut tx = h2_client(addr).await;
     for body in ["", "ab"] {
         // Content-Length 5, and the stream ends after fewer bytes.
         let req = http::Request::post("http://h2.example/")

@@ -91,9 +91,8 @@ servers = ["localhost:{}"]
     assert_eq!(get(web(&gh), "x", "/").await.text(), "by-name");
 }
 
-#[tokio::test]
-async fn access_log_writes_one_json_line_per_request() {
-    let o = named("o").await;
+/// A proxy whose access log goes to a new file (returned), route "main" to `origin`.
+async fn proxy_logging(origin: std::net::SocketAddr) -> (gatehouse::Gatehouse, std::path::PathBuf) {
     let path = std::env::temp_dir().join(format!(
         "gatehouse-access-{}-{}.log",
         std::process::id(),
@@ -109,12 +108,31 @@ bind = "127.0.0.1:0"
 name = "main"
 upstream = "app"
 [upstreams.app]
-servers = ["{}"]
+servers = ["{origin}"]
 "#,
         path.display(),
-        o.addr
     );
-    let gh = proxy(&cfg).await;
+    (proxy(&cfg).await, path)
+}
+
+/// The first line of an access log once it is written (within 4 s), parsed.
+async fn first_log_line(path: &std::path::Path) -> serde_json::Value {
+    let mut line = String::new();
+    assert!(
+        eventually(Duration::from_secs(4), async || {
+            line = std::fs::read_to_string(path).unwrap_or_default();
+            line.ends_with('\n')
+        })
+        .await,
+        "no access log line"
+    );
+    serde_json::from_str(line.lines().next().unwrap_or_default()).unwrap()
+}
+
+#[tokio::test]
+async fn access_log_writes_one_json_line_per_request() {
+    let o = named("o").await;
+    let (gh, path) = proxy_logging(o.addr).await;
     let r = get_with(
         web(&gh),
         "shop.example",
@@ -123,15 +141,7 @@ servers = ["{}"]
     )
     .await;
     assert_eq!(r.status, 200);
-    let mut line = String::new();
-    assert!(
-        eventually(Duration::from_secs(3), async || {
-            line = std::fs::read_to_string(&path).unwrap_or_default();
-            line.ends_with('\n')
-        })
-        .await
-    );
-    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    let v = first_log_line(&path).await;
     assert_eq!(v["client"], "127.0.0.1");
     assert_eq!(v["method"], "GET");
     assert_eq!(v["host"], "shop.example");
@@ -154,43 +164,15 @@ async fn a_request_whose_client_left_is_logged_as_499() {
         text(200, "late")
     })
     .await;
-    let path = std::env::temp_dir().join(format!(
-        "gatehouse-access-499-{}-{}.log",
-        std::process::id(),
-        free_port()
-    ));
-    let cfg = format!(
-        r#"
-[global]
-access_log = "{}"
-[listeners.web]
-bind = "127.0.0.1:0"
-[[routes]]
-upstream = "app"
-[upstreams.app]
-servers = ["{}"]
-"#,
-        path.display(),
-        slow.addr
-    );
-    let gh = proxy(&cfg).await;
+    let (gh, path) = proxy_logging(slow.addr).await;
     let mut c = tokio::net::TcpStream::connect(web(&gh)).await.unwrap();
     tokio::io::AsyncWriteExt::write_all(&mut c, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(c);
-    let mut line = String::new();
-    assert!(
-        eventually(Duration::from_secs(4), async || {
-            line = std::fs::read_to_string(&path).unwrap_or_default();
-            line.ends_with('\n')
-        })
-        .await,
-        "no log line for the abandoned request"
-    );
-    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
-    assert_eq!(v["status"], 499, "{line}");
+    let v = first_log_line(&path).await;
+    assert_eq!(v["status"], 499, "{v}");
     assert_eq!(v["path"], "/slow");
     assert_eq!(v["completed"], false);
     assert_eq!(v["server"], "", "no server answered it");

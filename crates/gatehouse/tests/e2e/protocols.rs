@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -149,12 +149,7 @@ async fn http2_downstream_by_prior_knowledge() {
     .await;
     let gh = proxy(&cfg(o.addr, "http1")).await;
     let addr = web(&gh);
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut tx = h2_client(addr).await;
     let mut handles = Vec::new();
     for i in 0..5 {
         let req = Request::get(format!("http://h2.example/{i}"))
@@ -204,12 +199,7 @@ async fn h2c_upstream_carries_trailers_end_to_end() {
     let gh = proxy(&cfg(o.addr, "h2c")).await;
     let addr = web(&gh);
     // h2 client -> gatehouse -> h2c origin
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut tx = h2_client(addr).await;
     let req = Request::post("http://grpc.example/pkg.Svc/Call")
         .header("content-type", "application/grpc")
         .header("te", "trailers")

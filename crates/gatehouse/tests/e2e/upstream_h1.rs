@@ -316,14 +316,7 @@ async fn an_answer_passes_as_sent_less_hop_by_hop_fields() {
     }
 
     // HTTP/2 downstream: the same fields (the answer goes through a header map for hyper).
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut tx = h2_client(addr).await;
     let req = http::Request::get("http://x/").body(empty()).unwrap();
     let resp = tx.send_request(req).await.unwrap();
     let h = resp.headers();
