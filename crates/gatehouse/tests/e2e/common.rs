@@ -24,6 +24,20 @@ use tokio::net::{TcpListener, TcpStream};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
+/// An origin that reads each request's whole body before it answers "got N" (N bytes read).
+pub async fn body_counting_origin() -> Origin {
+    origin(|req| async move {
+        let n = req
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes().len())
+            .unwrap_or(0);
+        text(200, format!("got {n}"))
+    })
+    .await
+}
+
 /// An HTTP/2 (prior knowledge, cleartext) client connection to `addr`.
 pub async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Body> {
     let stream = TcpStream::connect(addr).await.unwrap();

@@ -161,16 +161,9 @@ passive = {{ fall = 3, cooldown = "30s" }}
 }
 
 /// A proxy in front of one origin that reads each request's whole body before it answers
-/// ("read N"), ejected by passive health at its first failure; the origin's address.
+/// ("got N"), ejected by passive health at its first failure; the origin's address.
 async fn reading_origin_behind_passive_health() -> (Origin, gatehouse::Gatehouse, String) {
-    let app = origin(|req| async move {
-        let n = http_body_util::BodyExt::collect(req.into_body())
-            .await
-            .map(|b| b.to_bytes().len())
-            .unwrap_or(0);
-        text(200, format!("read {n}"))
-    })
-    .await;
+    let app = body_counting_origin().await;
     let cfg = format!(
         r#"
 [global]
@@ -214,7 +207,7 @@ async fn a_client_that_abandons_its_upload_is_not_the_servers_failure() {
         );
         let r = get(addr, "x", "/").await;
         assert_eq!(r.status, 200, "{}", r.text());
-        assert_eq!(r.text(), "read 0");
+        assert_eq!(r.text(), "got 0");
     }
     // A malformed chunked body is the client's fault too: 400, and the server stays in.
     let bad = raw(

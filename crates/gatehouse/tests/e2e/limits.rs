@@ -2,23 +2,13 @@
 
 use std::time::Duration;
 
-use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::*;
 
 async fn setup() -> (Origin, gatehouse::Gatehouse) {
-    let o = origin(|req| async move {
-        let n = req
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes().len())
-            .unwrap_or(0);
-        text(200, format!("got {n}"))
-    })
-    .await;
+    let o = body_counting_origin().await;
     let cfg = format!(
         r#"
 [global]
