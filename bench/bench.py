@@ -46,6 +46,9 @@ HAPROXY_SAME = """  http-request set-header X-Forwarded-Proto http
 """
 LOAD_CPU = "0"
 TICK = os.sysconf("SC_CLK_TCK")
+# Each target's slice in the interleaved latency runs: a proxy waits (targets - 1) slices between
+# its own, 150 ms with four targets, under gatehouse's 250 ms before it parks an idle connection.
+LATENCY_SLICE_MS = 50
 
 
 def which(name):
@@ -145,6 +148,8 @@ error_log {d}/error.log error;
 events {{ worker_connections 19000; }}
 http {{
   access_log off;
+  open_file_cache max=100 inactive=600s;
+  open_file_cache_valid 600s;
   keepalive_requests 10000000;
   keepalive_timeout 300s;
   client_body_temp_path {d}/body;
@@ -458,7 +463,7 @@ def main():
     ap.add_argument("--headers", choices=["same", "xff"], default="same",
                     help="same: the peers add the header fields gatehouse adds; xff: X-Forwarded-For only")
     ap.add_argument("--latency-rounds", type=int, default=0,
-                    help="rounds of the latency scenario (default: --rounds, at least 9)")
+                    help="runs of the latency scenario, each interleaving every proxy and the origin (default: 3)")
     args = ap.parse_args()
     global HEADERS
     HEADERS = args.headers
@@ -555,29 +560,49 @@ def main():
         if "latency" in wanted:
             peak = min(results.get("keepalive-1k", {}).get(n, {}).get("rps", 0) or 20000 for n in names)
             rate = args.latency_rate or max(int(peak / 2), 1000)
-            rows = {n: [] for n in names}
-            # More rounds than the throughput scenarios: one stall on the shared machine moves a
-            # round's tail by milliseconds, and the median of the paired ratios needs rounds to
-            # outvote it.
-            for rnd in range(args.latency_rounds or max(args.rounds, 9)):
-                order = names[rnd % len(names):] + names[:rnd % len(names)]
-                for n in order:
-                    p, port, h2 = proxies[n]
-                    def fn():
-                        out = run_load([LOADGEN, "rate", f"http://127.0.0.1:{port}/1k", str(rate), "50", str(args.duration * 2)])
-                        j = json.loads(out.strip().splitlines()[-1])
-                        return {"rps": j["requests"] / (args.duration * 2), "requests": j["requests"],
-                                "bad": j["non_2xx"] + j["errors"], "p50_us": j["p50_us"],
-                                "p99_us": j["p99_us"], "p999_us": j["p999_us"]}
-                    rows[n].append(measure(p, fn))
-                    time.sleep(0.5)
-            # Each round's tail: the median hides how much it moves between rounds.
-            for n in names:
-                print(f"latency p99 by round, {n}: " + ", ".join(str(int(r["p99_us"])) for r in rows[n]))
-            paired("latency", rows, names, results, keys=("p99_us", "p999_us", "cpu_us_per_req"))
+            # The proxies are interleaved within each run, in slices (bench/loadgen/src/rate.rs),
+            # with the origin itself as one more target: its figures are the floor of the
+            # instrument (loader and origin on one core), which no proxy can go below.
+            targets = names + ["origin"]
+            urls = [f"http://127.0.0.1:{proxies[n][1]}/1k" for n in names] + [f"http://127.0.0.1:{s.origin_port}/1k"]
+            secs = max(30, args.duration * 6)
+            rows = {n: [] for n in targets}
+            windows = {n: [] for n in targets}
+            for rnd in range(args.latency_rounds or 3):
+                # Rotate the slice order between runs, so no proxy always follows the same one.
+                k = rnd % len(targets)
+                order = list(range(len(targets)))[k:] + list(range(len(targets)))[:k]
+                before = {n: cpu_ticks(proxies[n][0].pid) for n in names}
+                out = run_load([LOADGEN, "rate", ",".join(urls[i] for i in order), str(rate), "50", str(secs),
+                                str(LATENCY_SLICE_MS), "1", "3"])
+                lines = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+                if len(lines) != len(targets):
+                    raise RuntimeError("loadgen rate failed:\n" + out)
+                for i, j in zip(order, lines):
+                    n = targets[i]
+                    row = {"rps": j["requests"] / (secs - 1) * len(targets), "requests": j["requests"],
+                           "bad": j["non_2xx"] + j["errors"], "p50_us": j["p50_us"], "p99_us": j["p99_us"],
+                           "p999_us": j["p999_us"], "max_us": j["max_us"], "cpu_us_per_req": 0}
+                    if n in before:
+                        used = cpu_ticks(proxies[n][0].pid) - before[n]
+                        row["cpu_us_per_req"] = used / TICK * 1e6 / max(j["requests"], 1)
+                    rows[n].append(row)
+                    windows[n].extend({"p99_us": w} for w in j["window_p99_us"])
+                for n in targets:
+                    r = rows[n][-1]
+                    print(f"latency run {rnd + 1}, {n}: p50 {r['p50_us']} p99 {r['p99_us']} p99.9 {r['p999_us']} "
+                          f"max {r['max_us']} µs, {r['requests']} requests, {r['bad']} bad")
+                sys.stdout.flush()
+                time.sleep(1.0)
+            for n in targets:
+                print(f"latency p99 by 3 s window, {n}: " + ", ".join(str(int(w["p99_us"])) for w in windows[n]))
+            # Windows are the pairs: every target had its slices in the same 3 s.
+            paired("latency (windows)", windows, names, results, keys=("p99_us",))
+            paired("latency (runs)", rows, names, results, keys=("p99_us", "p999_us", "cpu_us_per_req"))
             results["latency"] = {n: {k: med(rows[n], k) for k in ("rps", "p50_us", "p99_us", "p999_us", "cpu_us_per_req")}
-                                  | {"bad": sum(r["bad"] for r in rows[n]), "rate": rate} for n in names}
-            print_table(f"latency at {rate} req/s (half the slowest peak), open loop", results["latency"], p999=True)
+                                  | {"bad": sum(r["bad"] for r in rows[n]), "rate": rate} for n in targets}
+            print_table(f"latency at {rate} req/s (half the slowest peak), open loop, interleaved; "
+                        "'origin' = no proxy (the instrument's floor)", results["latency"], p999=True)
         if "idle" in wanted:
             results["idle"] = {}
             for n in names:

@@ -1,23 +1,26 @@
-//! Load for bench/: `rate URL RATE CONNS SECS` sends requests at a fixed total rate spread over
-//! CONNS keep-alive connections and measures each latency from the moment the request was due
-//! (not sent), so a stalled server cannot hide its stall (coordinated omission, as in wrk2);
-//! prints one JSON line. `hold ADDR N` opens N keep-alive connections, makes one request on each,
-//! prints `ready`, and keeps them open until standard input closes.
+//! Load for bench/: `rate URL[,URL...] RATE CONNS SECS [SLICE_MS [WARM_SECS [WINDOW_SECS]]]`
+//! sends requests at a fixed total rate spread over CONNS keep-alive connections per target and
+//! measures each latency from the moment the request was due (not sent), so a stalled server
+//! cannot hide its stall (coordinated omission, as in wrk2); several targets are interleaved in
+//! slices (see `rate.rs`); prints one JSON line per target. `hold ADDR N` opens N keep-alive
+//! connections, makes one request on each, prints `ready`, and keeps them open until standard
+//! input closes. `sink` and `push` move bulk bytes for the TCP scenario.
 //!
 //! Written here because Debian has no open-loop HTTP load tool with latency percentiles (wrk2 and
 //! oha are not packaged).
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+mod rate;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::time::Instant;
+
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn usage() -> ! {
-    eprintln!("usage: loadgen rate URL RATE CONNS SECS | hold ADDR N | sink ADDR | push ADDR MIB");
+    eprintln!(
+        "usage: loadgen rate URL[,URL...] RATE CONNS SECS [SLICE_MS [WARM_SECS [WINDOW_SECS]]] | hold ADDR N | sink ADDR | push ADDR MIB"
+    );
     std::process::exit(2)
 }
 
@@ -28,12 +31,31 @@ fn main() {
         .build()
         .expect("runtime");
     match args.get(1).map(String::as_str) {
-        Some("rate") if args.len() == 6 => {
-            let url: http::Uri = args[2].parse().unwrap_or_else(|_| usage());
-            let rate: f64 = args[3].parse().unwrap_or_else(|_| usage());
-            let conns: usize = args[4].parse().unwrap_or_else(|_| usage());
-            let secs: f64 = args[5].parse().unwrap_or_else(|_| usage());
-            rt.block_on(rate_run(url, rate, conns, Duration::from_secs_f64(secs)));
+        Some("rate") if (6..=9).contains(&args.len()) => {
+            let num = |i: usize, default: f64| -> f64 {
+                args.get(i)
+                    .map_or(Some(default), |a| a.parse().ok())
+                    .unwrap_or_else(|| usage())
+            };
+            let plan = rate::Plan {
+                urls: args[2]
+                    .split(',')
+                    .map(|u| u.parse().unwrap_or_else(|_| usage()))
+                    .collect(),
+                rate: num(3, 0.0),
+                conns: num(4, 0.0) as usize,
+                secs: num(5, 0.0),
+                slice_ms: num(6, 100.0),
+                warm_secs: num(7, 0.0),
+                window_secs: num(8, 3.0),
+            };
+            if plan.rate <= 0.0 || plan.conns == 0 || plan.secs <= 0.0 || plan.slice_ms <= 0.0 {
+                usage();
+            }
+            if let Err(e) = rate::run(plan) {
+                eprintln!("loadgen rate: {e}");
+                std::process::exit(1);
+            }
         }
         Some("sink") if args.len() == 3 => {
             let addr: SocketAddr = args[2].parse().unwrap_or_else(|_| usage());
@@ -51,89 +73,6 @@ fn main() {
         }
         _ => usage(),
     }
-}
-
-struct ConnResult {
-    latencies_us: Vec<u64>,
-    non_2xx: u64,
-    errors: u64,
-}
-
-async fn rate_run(url: http::Uri, rate: f64, conns: usize, dur: Duration) {
-    let authority = url.authority().expect("url has host:port").to_string();
-    let path = url.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into());
-    let interval = Duration::from_secs_f64(conns as f64 / rate);
-    let start = Instant::now() + Duration::from_millis(100);
-    let mut tasks = Vec::new();
-    for c in 0..conns {
-        let (authority, path) = (authority.clone(), path.clone());
-        // Stagger the connections over one interval so the total rate is smooth.
-        let first = start + interval.mul_f64(c as f64 / conns as f64);
-        tasks.push(tokio::spawn(async move {
-            let mut res = ConnResult { latencies_us: Vec::new(), non_2xx: 0, errors: 0 };
-            let Ok(stream) = TcpStream::connect(&authority).await else {
-                res.errors += 1;
-                return res;
-            };
-            let _ = stream.set_nodelay(true);
-            let Ok((mut tx, conn)) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await else {
-                res.errors += 1;
-                return res;
-            };
-            tokio::spawn(conn);
-            let end = start + dur;
-            let mut due = first;
-            while due < end {
-                tokio::time::sleep_until(due.into()).await;
-                let req = http::Request::get(path.as_str())
-                    .header("host", authority.as_str())
-                    .body(Empty::new())
-                    .expect("request");
-                match tx.send_request(req).await {
-                    Ok(resp) => {
-                        if !resp.status().is_success() {
-                            res.non_2xx += 1;
-                        }
-                        if resp.into_body().collect().await.is_err() {
-                            res.errors += 1;
-                        }
-                    }
-                    Err(_) => {
-                        res.errors += 1;
-                        break;
-                    }
-                }
-                res.latencies_us.push(due.elapsed().as_micros() as u64);
-                due += interval;
-            }
-            res
-        }));
-    }
-    let mut all = Vec::new();
-    let (mut non_2xx, mut errors) = (0, 0);
-    for t in tasks {
-        if let Ok(r) = t.await {
-            all.extend(r.latencies_us);
-            non_2xx += r.non_2xx;
-            errors += r.errors;
-        }
-    }
-    all.sort_unstable();
-    let pct = |p: f64| -> u64 {
-        if all.is_empty() {
-            return 0;
-        }
-        let i = ((all.len() as f64 * p).ceil() as usize).clamp(1, all.len()) - 1;
-        all[i]
-    };
-    println!(
-        "{{\"requests\":{},\"non_2xx\":{non_2xx},\"errors\":{errors},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{}}}",
-        all.len(),
-        pct(0.50),
-        pct(0.99),
-        pct(0.999),
-        all.last().copied().unwrap_or(0)
-    );
 }
 
 async fn hold(addr: SocketAddr, n: usize) {
@@ -178,7 +117,9 @@ async fn hold(addr: SocketAddr, n: usize) {
     }
     println!("ready {} failed {failed}", held.len());
     let mut line = String::new();
-    let _ = tokio::io::BufReader::new(tokio::io::stdin()).read_line(&mut line).await;
+    let _ = tokio::io::BufReader::new(tokio::io::stdin())
+        .read_line(&mut line)
+        .await;
 }
 
 /// Accepts connections and discards what they send; answers "done" after each sender's FIN.
@@ -210,5 +151,9 @@ async fn push(addr: SocketAddr, mib: u64) {
     s.shutdown().await.expect("shutdown");
     let mut done = Vec::new();
     let _ = s.read_to_end(&mut done).await;
-    println!("{{\"mib\":{mib},\"seconds\":{:.3},\"done\":{}}}", start.elapsed().as_secs_f64(), done == b"done");
+    println!(
+        "{{\"mib\":{mib},\"seconds\":{:.3},\"done\":{}}}",
+        start.elapsed().as_secs_f64(),
+        done == b"done"
+    );
 }
