@@ -25,8 +25,8 @@ LOADGEN = os.path.join(ROOT, "bench/loadgen/target/release/gatehouse-loadgen")
 PROXY_CPU = "1"
 # "same": nginx and HAProxy add the header fields gatehouse adds by default, both ways
 # (X-Forwarded-Proto, X-Forwarded-Host, Forwarded, Via, X-Request-Id to the origin; X-Request-Id
-# and Via to the client), so that every proxy does the same work. "xff": X-Forwarded-For only
-# on the peers (gatehouse cannot drop its fields: it then does more work than they do).
+# and Via to the client), so that every proxy does the same work. "xff": X-Forwarded-For only,
+# on every proxy (gatehouse's routes with `forward_headers = ["x-forwarded-for"]`).
 HEADERS = "same"
 NGINX_SAME = """      proxy_set_header X-Forwarded-Proto $scheme;
       proxy_set_header X-Forwarded-Host $http_host;
@@ -292,6 +292,7 @@ frontend gz
         cport, gport = free_port(), free_port()
         self.cache_ports[name], self.gz_ports[name] = cport, gport
         conf = os.path.join(self.work, f"{name}.toml")
+        fwd = 'forward_headers = ["x-forwarded-for"]' if HEADERS == "xff" else ""
         with open(conf, "w") as f:
             f.write(f"""
 [global]
@@ -323,12 +324,15 @@ memory = "256MiB"
 listeners = ["cached"]
 upstream = "origin"
 cache = {{ enabled = true }}
+{fwd}
 [[routes]]
 listeners = ["gz"]
 upstream = "origin"
 compress = {{ algorithms = ["zstd", "br", "gzip"], min_size = "1KiB", types = ["text/*", "application/json"] }}
+{fwd}
 [[routes]]
 upstream = "origin"
+{fwd}
 [upstreams.origin]
 servers = ["127.0.0.1:{self.origin_port}"]
 idle_timeout = "300s"
@@ -461,7 +465,7 @@ def main():
     ap.add_argument("--latency-rate", type=int, default=0,
                     help="fixed rate for the latency scenario (default: half the slowest keepalive-1k peak)")
     ap.add_argument("--headers", choices=["same", "xff"], default="same",
-                    help="same: the peers add the header fields gatehouse adds; xff: X-Forwarded-For only")
+                    help="same: the peers add the header fields gatehouse adds; xff: X-Forwarded-For only, on every proxy")
     ap.add_argument("--latency-rounds", type=int, default=0,
                     help="runs of the latency scenario, each interleaving every proxy and the origin (default: 3)")
     args = ap.parse_args()

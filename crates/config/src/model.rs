@@ -332,6 +332,69 @@ impl HeaderOps {
     }
 }
 
+/// The fields gatehouse sets on a forwarded request (`forward_headers`): all by default.
+///
+/// One left out is not added. Its copy from the client still goes when the client is not a
+/// trusted proxy (X-Forwarded-*, Forwarded), so no client can forge its address to the origin
+/// whatever the choice; Via and X-Request-Id from the client pass as they came. `via` also
+/// governs the answer's Via, and `request_id` the X-Request-Id on the answer; the access log
+/// keeps a request id either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardHeaders {
+    /// X-Forwarded-For.
+    pub x_forwarded_for: bool,
+    /// X-Forwarded-Proto.
+    pub x_forwarded_proto: bool,
+    /// X-Forwarded-Host.
+    pub x_forwarded_host: bool,
+    /// Forwarded (RFC 7239).
+    pub forwarded: bool,
+    /// Via, both ways.
+    pub via: bool,
+    /// X-Request-Id, both ways.
+    pub request_id: bool,
+}
+
+impl ForwardHeaders {
+    /// Every field: the default.
+    pub const ALL: ForwardHeaders = ForwardHeaders {
+        x_forwarded_for: true,
+        x_forwarded_proto: true,
+        x_forwarded_host: true,
+        forwarded: true,
+        via: true,
+        request_id: true,
+    };
+    /// None of them.
+    pub const NONE: ForwardHeaders = ForwardHeaders {
+        x_forwarded_for: false,
+        x_forwarded_proto: false,
+        x_forwarded_host: false,
+        forwarded: false,
+        via: false,
+        request_id: false,
+    };
+
+    /// The flag of a field name as `forward_headers` spells it (lowercase).
+    pub fn flag(&mut self, name: &str) -> Option<&mut bool> {
+        Some(match name {
+            "x-forwarded-for" => &mut self.x_forwarded_for,
+            "x-forwarded-proto" => &mut self.x_forwarded_proto,
+            "x-forwarded-host" => &mut self.x_forwarded_host,
+            "forwarded" => &mut self.forwarded,
+            "via" => &mut self.via,
+            "x-request-id" => &mut self.request_id,
+            _ => return None,
+        })
+    }
+}
+
+impl Default for ForwardHeaders {
+    fn default() -> Self {
+        ForwardHeaders::ALL
+    }
+}
+
 /// A route.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -351,6 +414,8 @@ pub struct Route {
     pub set_host: Option<String>,
     /// Largest request body.
     pub max_body: Option<u64>,
+    /// The fields gatehouse sets itself.
+    pub forward_headers: ForwardHeaders,
     /// Request header changes.
     pub request_headers: HeaderOps,
     /// Response header changes.

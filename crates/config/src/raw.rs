@@ -335,6 +335,9 @@ pub struct RawRoute {
     pub set_host: Option<String>,
     /// Largest request body; larger answers 413. Default: no limit.
     pub max_body: Option<String>,
+    /// Fields gatehouse itself sets on the way: any of "x-forwarded-for", "x-forwarded-proto",
+    /// "x-forwarded-host", "forwarded", "via", "x-request-id". Default: all six.
+    pub forward_headers: Option<Vec<String>>,
     /// Header changes on the request sent upstream.
     #[serde(default)]
     pub request_headers: RawHeaderOps,

@@ -196,3 +196,51 @@ servers = ["127.0.0.1:3478"]
     let err = crate::parse(&twice, "t.toml").unwrap_err().to_string();
     assert!(err.contains("already bound by listener `turn`"), "{err}");
 }
+
+#[test]
+fn forward_headers_pick_fields_and_name_bad_ones() {
+    let ok = r#"
+[listeners.web]
+bind = "127.0.0.1:8080"
+[[routes]]
+upstream = "app"
+forward_headers = ["X-Forwarded-For", "via"]
+[[routes]]
+upstream = "app"
+[upstreams.app]
+servers = ["127.0.0.1:1"]
+"#;
+    let c = parse(ok, "f.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.routes[0].forward_headers,
+        ForwardHeaders {
+            x_forwarded_for: true,
+            via: true,
+            ..ForwardHeaders::NONE
+        }
+    );
+    assert_eq!(c.routes[1].forward_headers, ForwardHeaders::ALL);
+
+    let bad = r#"
+[listeners.web]
+bind = "127.0.0.1:8080"
+[[routes]]
+upstream = "app"
+forward_headers = ["x-forwarded-for", "x-real-ip", "x-forwarded-for"]
+[[routes]]
+respond = { status = 200 }
+forward_headers = []
+[upstreams.app]
+servers = ["127.0.0.1:1"]
+"#;
+    let errs = parse(bad, "f.toml").unwrap_err().0;
+    let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    let all = all.join("\n");
+    for needle in [
+        "f.toml:6:39: routes[0].forward_headers[1]: `x-real-ip` is not one of x-forwarded-for, x-forwarded-proto, x-forwarded-host, forwarded, via, x-request-id",
+        "f.toml:6:52: routes[0].forward_headers[2]: `x-forwarded-for` is listed twice",
+        "f.toml:9:19: routes[1].forward_headers: only routes with an `upstream` forward requests",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+}

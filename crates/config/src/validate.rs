@@ -642,6 +642,11 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
             add_prefix: raw.add_prefix.clone(),
             set_host: raw.set_host.clone(),
             max_body: v.size(&rp.key("max_body"), raw.max_body.as_deref()),
+            forward_headers: forward_headers(
+                v,
+                &rp.key("forward_headers"),
+                raw.forward_headers.as_deref(),
+            ),
             request_headers: v.header_ops(&rp.key("request_headers"), &raw.request_headers),
             response_headers: v.header_ops(&rp.key("response_headers"), &raw.response_headers),
             cache: raw
@@ -653,6 +658,12 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
                 .as_ref()
                 .map(|c| compress(v, &rp.key("compress"), c)),
         };
+        if raw.forward_headers.is_some() && !matches!(route.action, RouteAction::Upstream(_)) {
+            v.at(
+                &rp.key("forward_headers"),
+                "only routes with an `upstream` forward requests",
+            );
+        }
         if route.cache.is_some() && !matches!(route.action, RouteAction::Upstream(_)) {
             v.at(&rp.key("cache"), "only routes with an `upstream` can cache");
         }
@@ -735,6 +746,28 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
 
 const DEFAULT_CACHE_MEMORY: u64 = 256 << 20;
 const DEFAULT_MAX_OBJECT: u64 = 64 << 20;
+
+/// `forward_headers`: the listed fields on, the others off; absent: all on.
+fn forward_headers(v: &mut Validator, path: &KeyPath, raw: Option<&[String]>) -> ForwardHeaders {
+    let Some(names) = raw else {
+        return ForwardHeaders::ALL;
+    };
+    let mut on = ForwardHeaders::NONE;
+    for (i, n) in names.iter().enumerate() {
+        match on.flag(&n.to_ascii_lowercase()) {
+            Some(f) if *f => v.at(&path.index(i), format!("`{n}` is listed twice")),
+            Some(f) => *f = true,
+            None => v.at(
+                &path.index(i),
+                format!(
+                    "`{n}` is not one of x-forwarded-for, x-forwarded-proto, x-forwarded-host, \
+                     forwarded, via, x-request-id"
+                ),
+            ),
+        }
+    }
+    on
+}
 
 fn cache_store(v: &mut Validator, p: &KeyPath, raw: &RawCache) -> CacheStore {
     let memory = v

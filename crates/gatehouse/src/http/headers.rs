@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use gatehouse_config::model::HeaderOps;
+use gatehouse_config::model::{ForwardHeaders, HeaderOps};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// The request id header, both ways.
@@ -224,28 +224,69 @@ pub fn valid_value(value: &[u8]) -> bool {
         .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
-/// Sets X-Forwarded-For/-Proto/-Host, Forwarded and Via. From an untrusted peer the incoming
-/// values are replaced: a client cannot forge its address to the origin. From a trusted one
-/// they are kept, and ours appended to the lists.
-pub fn set_forwarding(f: &mut NewFields<'_>, present: &Present, c: &ClientInfo<'_>) {
-    use std::io::Write;
+/// Sets X-Forwarded-For/-Proto/-Host, Forwarded and Via, those of them `on` holds. From an
+/// untrusted peer the incoming values are replaced: a client cannot forge its address to the
+/// origin. From a trusted one they are kept, and ours appended to the lists. A field left out
+/// of `on` is not set, and its client copy is removed all the same unless the peer is trusted
+/// (Via, which says nothing of the client, passes).
+pub fn set_forwarding(
+    f: &mut NewFields<'_>,
+    present: &Present,
+    c: &ClientInfo<'_>,
+    on: ForwardHeaders,
+) {
+    if on != ForwardHeaders::ALL {
+        for (name, set, there) in [
+            (X_FORWARDED_FOR, on.x_forwarded_for, present.xff),
+            (X_FORWARDED_PROTO, on.x_forwarded_proto, present.xfp),
+            (X_FORWARDED_HOST, on.x_forwarded_host, present.xfh),
+            (header::FORWARDED, on.forwarded, present.forwarded),
+        ] {
+            if !set && there && !c.trusted {
+                f.map.remove(name);
+            }
+        }
+    }
     let ip = gatehouse_config::units::canonical_ip(c.ip);
     // The values are written into one buffer on the stack: no allocation but the headers'.
     let mut buf = [0u8; 512];
     let mut w = std::io::Cursor::new(&mut buf[..]);
     let _ = write_ip(&mut w, ip);
     let ip_len = w.position() as usize;
-    if c.trusted && present.xff {
-        append_or_set(f.map, X_FORWARDED_FOR, true, &buf[..ip_len]);
-    } else {
-        f.set(X_FORWARDED_FOR, &buf[..ip_len], present.xff);
+    if on.x_forwarded_for {
+        if c.trusted && present.xff {
+            append_or_set(f.map, X_FORWARDED_FOR, true, &buf[..ip_len]);
+        } else {
+            f.set(X_FORWARDED_FOR, &buf[..ip_len], present.xff);
+        }
     }
-    if !(c.trusted && present.xfp) {
+    if on.x_forwarded_proto && !(c.trusted && present.xfp) {
         f.set(X_FORWARDED_PROTO, c.proto.as_bytes(), present.xfp);
     }
-    if !(c.trusted && present.xfh) {
+    if on.x_forwarded_host && !(c.trusted && present.xfh) {
         f.set(X_FORWARDED_HOST, c.host.as_bytes(), present.xfh);
     }
+    if on.forwarded {
+        forwarded(f, present, c, ip, &mut buf);
+    }
+    if on.via {
+        if present.via {
+            append_via(f.map, c.version);
+        } else {
+            f.set(header::VIA, via_hop(c.version).as_bytes(), false);
+        }
+    }
+}
+
+/// The Forwarded element of this hop (RFC 7239), in `buf`.
+fn forwarded(
+    f: &mut NewFields<'_>,
+    present: &Present,
+    c: &ClientInfo<'_>,
+    ip: IpAddr,
+    buf: &mut [u8; 512],
+) {
+    use std::io::Write;
     let host_ok = c
         .host
         .bytes()
@@ -279,11 +320,6 @@ pub fn set_forwarding(f: &mut NewFields<'_>, present: &Present, c: &ClientInfo<'
         } else {
             f.set(header::FORWARDED, &buf[..n], present.forwarded);
         }
-    }
-    if present.via {
-        append_via(f.map, c.version);
-    } else {
-        f.set(header::VIA, via_hop(c.version).as_bytes(), false);
     }
 }
 
@@ -470,6 +506,7 @@ mod tests {
                     host,
                     version: "1.1",
                 },
+                ForwardHeaders::ALL,
             );
             h[header::FORWARDED].to_str().unwrap().to_string()
         };

@@ -69,6 +69,8 @@ pub(crate) struct Finish {
     guard: Option<ActiveGuard>,
     /// The Cache-Status value of a caching route's answer.
     pub(crate) cache_status: Option<String>,
+    /// Whether an origin's answer gets our X-Request-Id (the route's `forward_headers`).
+    echo_request_id: bool,
 }
 
 impl Finish {
@@ -92,6 +94,7 @@ impl Finish {
             stats: None,
             guard: None,
             cache_status: None,
+            echo_request_id: self.echo_request_id,
         }
     }
 }
@@ -184,20 +187,24 @@ pub async fn handle(
         stats: None,
         guard: None,
         cache_status: None,
+        echo_request_id: true,
     })));
     let fin = pending.0.as_mut().expect("set above");
     let result = proxy(&conn, &snapshot, &mut parts, body, &request_id, fin).await;
     let mut fin = pending.0.take().expect("set above");
-    let (mut resp, mut raw) = match result {
-        Ok(r) => r,
-        Err(e) => (respond::error_response(&e, &request_id), None),
+    // Our own error answers always name the request id: it points into our log.
+    let (mut resp, mut raw, echo_id) = match result {
+        Ok((resp, raw)) => (resp, raw, fin.echo_request_id),
+        Err(e) => (respond::error_response(&e, &request_id), None, true),
     };
     // Headers set here replace the origin's: fields kept as it sent them go too.
-    if let Some(r) = &mut raw {
-        r.remove(Kind::RequestId);
-        r.add("x-request-id", request_id.as_bytes());
-    } else if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert(headers::X_REQUEST_ID, v);
+    if echo_id {
+        if let Some(r) = &mut raw {
+            r.remove(Kind::RequestId);
+            r.add("x-request-id", request_id.as_bytes());
+        } else if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert(headers::X_REQUEST_ID, v);
+        }
     }
     // Only a caching route sets Cache-Status, and its answers always have their fields in the
     // map (`keep_raw`), where the insert below replaces the origin's.
@@ -541,6 +548,7 @@ impl Origin {
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             f.map.insert(header::UPGRADE, u.clone());
         }
+        let on = route.forward_headers;
         headers::set_forwarding(
             &mut f,
             &present,
@@ -551,12 +559,17 @@ impl Origin {
                 host: host_full,
                 version: version_label,
             },
+            on,
         );
-        f.set(
-            headers::X_REQUEST_ID,
-            request_id.as_bytes(),
-            present.request_id,
-        );
+        if on.request_id {
+            f.set(
+                headers::X_REQUEST_ID,
+                request_id.as_bytes(),
+                present.request_id,
+            );
+        } else {
+            fin.echo_request_id = false;
+        }
         if present.client_cert {
             f.map.remove(headers::CLIENT_CERT_SUBJECT);
             f.map.remove(headers::CLIENT_CERT_SHA256);
@@ -777,6 +790,7 @@ impl Origin {
             }
         }
         match &mut raw {
+            _ if !on.via => {}
             // A Via of the origin's stays a line of its own: the same list (RFC 9110 §5.3).
             Some(r) => r.add("via", b"1.1 gatehouse"),
             None => headers::append_via(h, "1.1"),

@@ -7,6 +7,11 @@ use http_body_util::BodyExt;
 use crate::common::*;
 
 fn cfg(origin: std::net::SocketAddr, trusted: &str) -> String {
+    cfg_route(origin, trusted, "")
+}
+
+/// [`cfg`] with more keys on the route.
+fn cfg_route(origin: std::net::SocketAddr, trusted: &str, route: &str) -> String {
     format!(
         r#"
 [global]
@@ -16,6 +21,7 @@ bind = "127.0.0.1:0"
 trusted_proxies = [{trusted}]
 [[routes]]
 upstream = "app"
+{route}
 [upstreams.app]
 servers = ["{origin}"]
 "#
@@ -70,6 +76,75 @@ async fn untrusted_clients_cannot_forge_their_address() {
     assert_eq!(h["forwarded"], "for=127.0.0.1;host=shop.example;proto=http");
     assert_eq!(h["via"], "1.1 gatehouse");
     assert_eq!(h["x-request-id"].len(), 32);
+}
+
+/// The client's forwarding fields, a Via of its own and a request id.
+const CLIENT_FIELDS: [(&str, &str); 6] = [
+    ("x-forwarded-for", "6.6.6.6"),
+    ("forwarded", "for=6.6.6.6"),
+    ("x-forwarded-proto", "https"),
+    ("x-forwarded-host", "evil"),
+    ("via", "1.0 their-proxy"),
+    ("x-request-id", "abc-123"),
+];
+
+#[tokio::test]
+async fn a_route_may_forward_only_x_forwarded_for_and_clients_still_cannot_forge() {
+    // The origin names a request id of its own: with ours off, it reaches the client as sent.
+    let o = origin(|_req| async move {
+        let mut r = text(200, "ok");
+        r.headers_mut()
+            .insert("x-request-id", "origin-7".parse().unwrap());
+        r
+    })
+    .await;
+    let gh = proxy(&cfg_route(
+        o.addr,
+        "",
+        r#"forward_headers = ["x-forwarded-for"]"#,
+    ))
+    .await;
+    let r = get_with(web(&gh), "shop.example", "/", &CLIENT_FIELDS).await;
+    assert_eq!(r.status, 200);
+    let h = o.last().headers;
+    assert_eq!(
+        h["x-forwarded-for"], "127.0.0.1",
+        "ours replaces the forged one"
+    );
+    for gone in ["forwarded", "x-forwarded-proto", "x-forwarded-host"] {
+        assert!(
+            !h.contains_key(gone),
+            "an untrusted client's {gone} reached the origin: {h:?}"
+        );
+    }
+    // Via and the request id say nothing of the client's address: they pass as sent.
+    assert_eq!(h["via"], "1.0 their-proxy");
+    assert_eq!(h["x-request-id"], "abc-123");
+    assert_eq!(r.header("via"), None, "no Via on the answer");
+    assert_eq!(r.header("x-request-id"), Some("origin-7"));
+}
+
+#[tokio::test]
+async fn a_route_forwarding_no_fields_passes_a_trusted_proxys_as_they_came() {
+    let o = named("o").await;
+    // The route's request_headers put the fields in the header map rather than lines: both
+    // paths are covered between this test and the one above.
+    let gh = proxy(&cfg_route(
+        o.addr,
+        "\"127.0.0.0/8\"",
+        "forward_headers = []\nrequest_headers = { set = { \"x-env\" = \"test\" } }",
+    ))
+    .await;
+    let r = get_with(web(&gh), "shop.example", "/", &CLIENT_FIELDS).await;
+    assert_eq!(r.status, 200);
+    let h = o.last().headers;
+    for (name, value) in CLIENT_FIELDS {
+        assert_eq!(h[name], value, "{name}");
+        assert_eq!(h.get_all(name).iter().count(), 1, "{name} added to");
+    }
+    assert_eq!(h["x-env"], "test");
+    assert_eq!(r.header("via"), None);
+    assert_eq!(r.header("x-request-id"), None);
 }
 
 #[tokio::test]
