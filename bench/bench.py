@@ -6,8 +6,10 @@ share CPU 0. Absolute numbers on a shared machine are noise; the ratios within o
 result. See bench/README.md.
 """
 import argparse
+import collections
 import datetime
 import json
+import math
 import os
 import re
 import shutil
@@ -423,6 +425,18 @@ def measure(proc, fn):
     return r
 
 
+def pooled_pct(counts, q):
+    """The q-quantile of a value -> count histogram."""
+    total = sum(counts.values())
+    need = max(1, math.ceil(total * q))
+    seen = 0
+    for v in sorted(counts):
+        seen += counts[v]
+        if seen >= need:
+            return v
+    return 0
+
+
 def med(rows, key):
     vals = [r[key] for r in rows if r.get(key) is not None]
     return statistics.median(vals) if vals else 0
@@ -572,6 +586,7 @@ def main():
             secs = max(30, args.duration * 6)
             rows = {n: [] for n in targets}
             windows = {n: [] for n in targets}
+            pooled = {n: collections.Counter() for n in targets}
             for rnd in range(args.latency_rounds or 3):
                 # Rotate the slice order between runs, so no proxy always follows the same one.
                 k = rnd % len(targets)
@@ -592,6 +607,8 @@ def main():
                         row["cpu_us_per_req"] = used / TICK * 1e6 / max(j["requests"], 1)
                     rows[n].append(row)
                     windows[n].extend({"p99_us": w} for w in j["window_p99_us"])
+                    h = j["hist"]
+                    pooled[n].update(dict(zip(h[0::2], h[1::2])))
                 for n in targets:
                     r = rows[n][-1]
                     print(f"latency run {rnd + 1}, {n}: p50 {r['p50_us']} p99 {r['p99_us']} p99.9 {r['p999_us']} "
@@ -603,10 +620,13 @@ def main():
             # Windows are the pairs: every target had its slices in the same 3 s.
             paired("latency (windows)", windows, names, results, keys=("p99_us",))
             paired("latency (runs)", rows, names, results, keys=("p99_us", "p999_us", "cpu_us_per_req"))
-            results["latency"] = {n: {k: med(rows[n], k) for k in ("rps", "p50_us", "p99_us", "p999_us", "cpu_us_per_req")}
+            # The table's percentiles are over every request of every run (to three significant
+            # digits); requests/s and CPU per request are medians over the runs.
+            results["latency"] = {n: {k: med(rows[n], k) for k in ("rps", "cpu_us_per_req")}
+                                  | {f"p{p}_us": pooled_pct(pooled[n], q) for p, q in (("50", .5), ("99", .99), ("999", .999))}
                                   | {"bad": sum(r["bad"] for r in rows[n]), "rate": rate} for n in targets}
-            print_table(f"latency at {rate} req/s (half the slowest peak), open loop, interleaved; "
-                        "'origin' = no proxy (the instrument's floor)", results["latency"], p999=True)
+            print_table(f"latency at {rate} req/s (half the slowest peak), open loop, interleaved, percentiles "
+                        "over all runs; 'origin' = no proxy (the instrument's floor)", results["latency"], p999=True)
         if "idle" in wanted:
             results["idle"] = {}
             for n in names:

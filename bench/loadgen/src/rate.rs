@@ -297,13 +297,24 @@ pub fn run(plan: Plan) -> io::Result<()> {
                 pct(v, 0.99).to_string()
             })
             .collect();
+        // Every latency, to three significant digits, as value/count pairs: runs can be pooled.
+        let mut hist: Vec<(u32, u32)> = Vec::new();
+        for &l in &all {
+            let step = 10u32.pow((l.max(1).ilog10()).saturating_sub(2));
+            let v = l / step * step;
+            match hist.last_mut() {
+                Some((last, n)) if *last == v => *n += 1,
+                _ => hist.push((v, 1)),
+            }
+        }
+        let hist: Vec<String> = hist.iter().map(|(v, n)| format!("{v},{n}")).collect();
         let target = if url_count > 1 {
             format!("\"target\":\"{}\",", plan.urls[t])
         } else {
             String::new()
         };
         println!(
-            "{{{target}\"requests\":{},\"non_2xx\":{},\"errors\":{},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"window_p99_us\":[{}]}}",
+            "{{{target}\"requests\":{},\"non_2xx\":{},\"errors\":{},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"window_p99_us\":[{}],\"hist\":[{}]}}",
             all.len(),
             tally.non_2xx,
             tally.errors,
@@ -311,7 +322,8 @@ pub fn run(plan: Plan) -> io::Result<()> {
             pct(&all, 0.99),
             pct(&all, 0.999),
             all.last().copied().unwrap_or(0),
-            window_p99.join(",")
+            window_p99.join(","),
+            hist.join(",")
         );
     }
     Ok(())
