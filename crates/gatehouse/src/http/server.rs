@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::body::ClientBody;
+use super::headers;
 use super::pipeline::{self, ConnCtx};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -137,6 +138,7 @@ where
                 let added = std::mem::take(resp.headers_mut());
                 *resp.headers_mut() = raw.into_map(added);
             }
+            headers::never_index_request_ids(resp.headers_mut());
             Ok::<_, std::convert::Infallible>(resp)
         })
     });
