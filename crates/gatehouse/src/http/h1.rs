@@ -972,7 +972,11 @@ where
         )
     };
     drop(conn);
-    if let Some(mut io) = io {
+    // A cleartext connection with nothing left unread just closes: the close sends the same
+    // FIN a shutdown would, one system call sooner. TLS sends its close_notify first, and a
+    // connection with bytes unread shuts its side down, then drains them (`linger`).
+    let plain_done = ctx.tls.is_none() && !unread;
+    if let Some(mut io) = io.filter(|_| !plain_done) {
         let _ = tokio::time::timeout(
             Duration::from_secs(1),
             tokio::io::AsyncWriteExt::shutdown(&mut io),
