@@ -69,7 +69,8 @@ pub(crate) struct Finish {
     guard: Option<ActiveGuard>,
     /// The Cache-Status value of a caching route's answer.
     pub(crate) cache_status: Option<String>,
-    /// Whether an origin's answer gets our X-Request-Id (the route's `forward_headers`).
+    /// Whether the route's answers get our X-Request-Id (its `forward_headers`); gatehouse's
+    /// own error answers always do.
     echo_request_id: bool,
 }
 
@@ -293,6 +294,8 @@ async fn proxy(
     })?;
     let route = &snap.config.routes[route_index];
     fin.route = snap.route_names[route_index].clone();
+    // For every answer of the route, a cache hit's too.
+    fin.echo_request_id = route.forward_headers.request_id;
 
     // Limits known from the head
     if let (Some(max), Some(len)) = (route.max_body, content_length(parts))
@@ -567,11 +570,10 @@ impl Origin {
                 request_id.as_bytes(),
                 present.request_id,
             );
-            if up.model.protocol != UpstreamProtocol::Http1 {
-                headers::never_index_request_ids(f.map);
-            }
-        } else {
-            fin.echo_request_id = false;
+        }
+        if up.model.protocol != UpstreamProtocol::Http1 {
+            // Ours or the client's: new at every request either way.
+            headers::never_index_request_ids(f.map);
         }
         if present.client_cert {
             f.map.remove(headers::CLIENT_CERT_SUBJECT);

@@ -125,6 +125,30 @@ async fn a_route_may_forward_only_x_forwarded_for_and_clients_still_cannot_forge
 }
 
 #[tokio::test]
+async fn a_cache_hit_of_such_a_route_adds_no_request_id_or_via_either() {
+    let o = origin(|_req| async move {
+        let mut r = text(200, "cached");
+        r.headers_mut()
+            .insert("cache-control", "max-age=60".parse().unwrap());
+        r
+    })
+    .await;
+    let gh = proxy(&cfg_route(
+        o.addr,
+        "",
+        "forward_headers = [\"x-forwarded-for\"]\ncache = { enabled = true }",
+    ))
+    .await;
+    for _ in 0..2 {
+        let r = get_with(web(&gh), "shop.example", "/c", &[]).await;
+        assert_eq!(r.text(), "cached");
+        assert_eq!(r.header("x-request-id"), None);
+        assert_eq!(r.header("via"), None);
+    }
+    assert_eq!(o.hits(), 1, "the second answer was a hit");
+}
+
+#[tokio::test]
 async fn a_route_forwarding_no_fields_passes_a_trusted_proxys_as_they_came() {
     let o = named("o").await;
     // The route's request_headers put the fields in the header map rather than lines: both
