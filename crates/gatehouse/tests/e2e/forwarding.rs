@@ -10,6 +10,11 @@ fn cfg(origin: std::net::SocketAddr, trusted: &str) -> String {
     cfg_route(origin, trusted, "")
 }
 
+/// A proxy of [`cfg_route`] in front of `o`.
+async fn proxy_route(o: &Origin, trusted: &str, route: &str) -> gatehouse::Gatehouse {
+    proxy(&cfg_route(o.addr, trusted, route)).await
+}
+
 /// [`cfg`] with more keys on the route.
 fn cfg_route(origin: std::net::SocketAddr, trusted: &str, route: &str) -> String {
     format!(
@@ -78,6 +83,16 @@ async fn untrusted_clients_cannot_forge_their_address() {
     assert_eq!(h["x-request-id"].len(), 32);
 }
 
+/// An origin answering 200 with `body` and one field of its own.
+async fn answering_with(name: &'static str, value: &'static str, body: &'static str) -> Origin {
+    origin(move |_req| async move {
+        let mut r = text(200, body);
+        r.headers_mut().insert(name, value.parse().unwrap());
+        r
+    })
+    .await
+}
+
 /// The client's forwarding fields, a Via of its own and a request id.
 const CLIENT_FIELDS: [(&str, &str); 6] = [
     ("x-forwarded-for", "6.6.6.6"),
@@ -91,19 +106,8 @@ const CLIENT_FIELDS: [(&str, &str); 6] = [
 #[tokio::test]
 async fn a_route_may_forward_only_x_forwarded_for_and_clients_still_cannot_forge() {
     // The origin names a request id of its own: with ours off, it reaches the client as sent.
-    let o = origin(|_req| async move {
-        let mut r = text(200, "ok");
-        r.headers_mut()
-            .insert("x-request-id", "origin-7".parse().unwrap());
-        r
-    })
-    .await;
-    let gh = proxy(&cfg_route(
-        o.addr,
-        "",
-        r#"forward_headers = ["x-forwarded-for"]"#,
-    ))
-    .await;
+    let o = answering_with("x-request-id", "origin-7", "ok").await;
+    let gh = proxy_route(&o, "", r#"forward_headers = ["x-forwarded-for"]"#).await;
     let r = get_with(web(&gh), "shop.example", "/", &CLIENT_FIELDS).await;
     assert_eq!(r.status, 200);
     let h = o.last().headers;
@@ -126,18 +130,12 @@ async fn a_route_may_forward_only_x_forwarded_for_and_clients_still_cannot_forge
 
 #[tokio::test]
 async fn a_cache_hit_of_such_a_route_adds_no_request_id_or_via_either() {
-    let o = origin(|_req| async move {
-        let mut r = text(200, "cached");
-        r.headers_mut()
-            .insert("cache-control", "max-age=60".parse().unwrap());
-        r
-    })
-    .await;
-    let gh = proxy(&cfg_route(
-        o.addr,
+    let o = answering_with("cache-control", "max-age=60", "cached").await;
+    let gh = proxy_route(
+        &o,
         "",
         "forward_headers = [\"x-forwarded-for\"]\ncache = { enabled = true }",
-    ))
+    )
     .await;
     for _ in 0..2 {
         let r = get_with(web(&gh), "shop.example", "/c", &[]).await;
@@ -153,11 +151,11 @@ async fn a_route_forwarding_no_fields_passes_a_trusted_proxys_as_they_came() {
     let o = named("o").await;
     // The route's request_headers put the fields in the header map rather than lines: both
     // paths are covered between this test and the one above.
-    let gh = proxy(&cfg_route(
-        o.addr,
+    let gh = proxy_route(
+        &o,
         "\"127.0.0.0/8\"",
         "forward_headers = []\nrequest_headers = { set = { \"x-env\" = \"test\" } }",
-    ))
+    )
     .await;
     let r = get_with(web(&gh), "shop.example", "/", &CLIENT_FIELDS).await;
     assert_eq!(r.status, 200);
