@@ -892,10 +892,17 @@ enum Next {
 /// Serves HTTP/1 on a client connection until it ends, is upgraded, or shutdown completes it.
 /// `prefix`: bytes already read from the socket (protocol detection), in the buffer that reads
 /// go on into.
-pub async fn serve<T>(io: T, prefix: BytesMut, settings: &Listener, ctx: Arc<ConnCtx>)
+pub fn serve<T>(
+    io: T,
+    prefix: BytesMut,
+    settings: &Listener,
+    ctx: Arc<ConnCtx>,
+) -> impl Future<Output = ()> + Send + '_
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // The stream goes into the shared wire here, before the future exists: an async fn keeps
+    // its by-value arguments for its whole life, and a TLS stream is 1,216 bytes.
     let wire = Arc::new(Mutex::new(Wire {
         io: Some(io),
         rbuf: prefix,
@@ -905,6 +912,14 @@ where
         generation: 0,
         reader: None,
     }));
+    serve_wire(wire, settings, ctx)
+}
+
+/// [`serve`], from the wire on.
+async fn serve_wire<T>(wire: Arc<Mutex<Wire<T>>>, settings: &Listener, ctx: Arc<ConnCtx>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut conn = Conn {
         wire,
         settings,
@@ -976,7 +991,8 @@ where
     // FIN a shutdown would, one system call sooner. TLS sends its close_notify first, and a
     // connection with bytes unread shuts its side down, then drains them (`linger`).
     let plain_done = ctx.tls.is_none() && !unread;
-    if let Some(mut io) = io.filter(|_| !plain_done) {
+    // Boxed for the last awaits: held inline, the stream would widen the future for its life.
+    if let Some(mut io) = io.filter(|_| !plain_done).map(Box::new) {
         let _ = tokio::time::timeout(
             Duration::from_secs(1),
             tokio::io::AsyncWriteExt::shutdown(&mut io),

@@ -83,8 +83,15 @@ pub async fn serve_tls(
 ) {
     let _ = stream.set_nodelay(true);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
-    let stream =
-        match tokio::time::timeout(settings.client_header_timeout, acceptor.accept(stream)).await {
+    // Boxed: the handshake's state (1,328 bytes) is freed once it is done.
+    let handshake = Box::pin(tokio::time::timeout(
+        settings.client_header_timeout,
+        acceptor.accept(stream),
+    ));
+    // The stream (1,216 bytes) lives in this block only: a local moved out at the await below
+    // would still take its room in this future's state.
+    let serving = {
+        let stream = match handshake.await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::debug!(peer = %ctx.peer, error = %e, "TLS handshake failed");
@@ -95,37 +102,55 @@ pub async fn serve_tls(
                 return;
             }
         };
-    let (_, conn) = stream.get_ref();
-    if conn.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
-        // An ACME tls-alpn-01 validation: the handshake was the answer (RFC 8737 §3).
-        return;
-    }
-    let h2 = conn.alpn_protocol() == Some(b"h2");
-    ctx.tls = Some(Arc::new(tls.info(conn)));
-    serve_io(stream, h2, BytesMut::new(), settings, ctx).await;
+        let (_, conn) = stream.get_ref();
+        if conn.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+            // An ACME tls-alpn-01 validation: the handshake was the answer (RFC 8737 §3).
+            return;
+        }
+        let h2 = conn.alpn_protocol() == Some(b"h2");
+        ctx.tls = Some(Arc::new(tls.info(conn)));
+        serve_io(stream, h2, BytesMut::new(), settings, ctx)
+    };
+    serving.await;
 }
 
 /// Serves a connection whose protocol is known.
 ///
 /// Each path is boxed so that the connection's task stays small while it waits (a task is as
 /// large as its future's largest state, for its whole life).
-async fn serve_io<T>(stream: T, h2: bool, prefix: BytesMut, settings: &Listener, ctx: ConnCtx)
+/// Not an async fn: one would keep `stream` (a TLS stream is 1,216 bytes) in its state for the
+/// connection's life.
+fn serve_io<T>(
+    stream: T,
+    h2: bool,
+    prefix: BytesMut,
+    settings: &Listener,
+    ctx: ConnCtx,
+) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     if h2 {
-        Box::pin(serve_h2(stream, prefix.freeze(), settings, ctx)).await;
+        Box::pin(serve_h2(stream, prefix.freeze(), settings, ctx))
     } else {
-        Box::pin(super::h1::serve(stream, prefix, settings, Arc::new(ctx))).await;
+        Box::pin(super::h1::serve(stream, prefix, settings, Arc::new(ctx)))
     }
 }
 
 /// An HTTP/2 connection, to its end.
-async fn serve_h2<T>(stream: T, prefix: Bytes, settings: &Listener, ctx: ConnCtx)
+///
+/// Not an async fn: one would keep `stream` in its state beside the connection that took it (a
+/// TLS stream is 1,216 bytes). The connection is built here, then driven.
+fn serve_h2<T>(
+    stream: T,
+    prefix: Bytes,
+    settings: &Listener,
+    ctx: ConnCtx,
+) -> impl Future<Output = ()> + Send + 'static
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut shutdown = ctx.shared.shutdown_signal();
+    let shutdown = ctx.shared.shutdown_signal();
     let ctx = Arc::new(ctx);
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let ctx = ctx.clone();
@@ -149,12 +174,17 @@ where
         .max_header_list_size(settings.max_header_size as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let mut conn = b.serve_connection(io, service);
-    let res = until_done(Pin::new(&mut conn), &mut shutdown, |c| {
-        c.graceful_shutdown()
-    })
-    .await;
-    if let Err(e) = res {
-        tracing::debug!(error = %e, "h2 client connection ended with an error");
+    let mut shutdown = shutdown;
+    // A block, not an async fn: a function would move `conn` (1,520 bytes) from its argument
+    // into a local, and keep room for both.
+    async move {
+        let res = until_done(Pin::new(&mut conn), &mut shutdown, |c| {
+            c.graceful_shutdown()
+        })
+        .await;
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "h2 client connection ended with an error");
+        }
     }
 }
 
