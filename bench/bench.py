@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -470,7 +471,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--scenarios", default="keepalive-1k,keepalive-100k,close-1k,h2c-1k,tls-full,tls-resumed,tcp-1g,"
-                    "cache-1k,cache-100k,gzip-100k,br-100k,zstd-100k,latency,idle")
+                    "cache-1k,cache-100k,gzip-100k,br-100k,zstd-100k,latency,idle,idle-tls")
     # 9,000, not 10,000: this sandbox caps open files at 20,000 per process (hard limit, not
     # raisable) and HAProxy reserves two descriptors per connection.
     ap.add_argument("--idle", type=int, default=9000)
@@ -643,20 +644,77 @@ def main():
                 hold.wait(30)
                 held = int(line[1]) if len(line) > 1 else 0
                 failed = int(line[3]) if len(line) > 3 else args.idle
-                results["idle"][n] = {"held": held, "failed": failed,
-                                      "bytes_per_conn": (after - before) * 1024 / max(held, 1),
-                                      "rss_before_kib": before, "rss_after_kib": after}
+                results["idle"][n] = idle_row(held, failed, before, after)
                 time.sleep(2.0)
-            print("\n## idle keep-alive connections: resident memory per connection")
-            print("| proxy | connections | failed | RSS before | RSS after | bytes / connection |")
-            print("|---|---:|---:|---:|---:|---:|")
-            for n, r in results["idle"].items():
-                print(f"| {n} | {r['held']} | {r['failed']} | {r['rss_before_kib']} KiB | {r['rss_after_kib']} KiB | {r['bytes_per_conn']:.0f} |")
+            print_idle("idle keep-alive connections: resident memory per connection", results["idle"])
+        if "idle-tls" in wanted:
+            results["idle-tls"] = {}
+            for n in names:
+                p = proxies[n][0]
+                before = rss_kib(p.pid)
+                held, failed = hold_tls(s.tls_ports[n], IDLE_TLS)
+                time.sleep(1.0)
+                after = rss_kib(p.pid)
+                for t in held:
+                    t.close()
+                results["idle-tls"][n] = idle_row(len(held), failed, before, after)
+                time.sleep(2.0)
+            print_idle(f"idle TLS keep-alive connections ({IDLE_TLS}, HTTP/1.1): resident memory per connection",
+                       results["idle-tls"])
     finally:
         s.stop()
     if args.write_results:
         write_results(results, args)
     shutil.rmtree(work, ignore_errors=True)
+
+
+# TLS connections held by this process (Python's ssl): fewer than the cleartext scenario, whose
+# holder is bench/loadgen.
+IDLE_TLS = 2000
+
+
+def hold_tls(port, n):
+    """Opens n TLS connections, makes one HTTP/1.1 request on each and reads its whole answer;
+    returns the open connections and how many failed."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    held, failed = [], 0
+    for _ in range(n):
+        try:
+            t = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                                server_hostname="bench.example")
+            t.sendall(b"GET /1k HTTP/1.1\r\nHost: bench.example\r\n\r\n")
+            got = b""
+            while True:
+                chunk = t.recv(65536)
+                if not chunk:
+                    raise OSError("closed")
+                got += chunk
+                h = got.find(b"\r\n\r\n")
+                m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", got[:h]) if h >= 0 else None
+                if m and len(got) >= h + 4 + int(m.group(1)):
+                    break
+            if not got.startswith(b"HTTP/1.1 200"):
+                failed += 1
+            held.append(t)
+        except OSError:
+            failed += 1
+    return held, failed
+
+
+def idle_row(held, failed, before, after):
+    return {"held": held, "failed": failed, "bytes_per_conn": (after - before) * 1024 / max(held, 1),
+            "rss_before_kib": before, "rss_after_kib": after}
+
+
+def print_idle(title, rows):
+    print(f"\n## {title}")
+    print("| proxy | connections | failed | RSS before | RSS after | bytes / connection |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for n, r in rows.items():
+        print(f"| {n} | {r['held']} | {r['failed']} | {r['rss_before_kib']} KiB | {r['rss_after_kib']} KiB | {r['bytes_per_conn']:.0f} |")
+    sys.stdout.flush()
 
 
 def ratio(a, b):
