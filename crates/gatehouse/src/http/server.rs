@@ -118,6 +118,7 @@ pub async fn serve_tls(
 ///
 /// Each path is boxed so that the connection's task stays small while it waits (a task is as
 /// large as its future's largest state, for its whole life).
+///
 /// Not an async fn: one would keep `stream` (a TLS stream is 1,216 bytes) in its state for the
 /// connection's life.
 fn serve_io<T>(
