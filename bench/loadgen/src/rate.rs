@@ -213,11 +213,7 @@ pub fn run(plan: Plan) -> io::Result<()> {
                 next = next.min(c.next_due);
             }
             if !c.sent && !c.dead && !c.waiting.is_empty() {
-                c.out.clear();
-                c.out.extend_from_slice(&requests[c.target]);
-                c.out_at = 0;
-                c.sent = true;
-                flush(c, &mut tally);
+                send(c, &requests[c.target], &mut tally);
             }
         }
         let busy = conns.iter().any(|c| !c.dead && !c.waiting.is_empty());
@@ -344,6 +340,15 @@ fn kill(c: &mut Conn, tally: &mut [Tally], why: &str) {
     c.dead = true;
 }
 
+/// Puts the oldest waiting request on the wire.
+fn send(c: &mut Conn, request: &[u8], tally: &mut [Tally]) {
+    c.out.clear();
+    c.out.extend_from_slice(request);
+    c.out_at = 0;
+    c.sent = true;
+    flush(c, tally);
+}
+
 fn flush(c: &mut Conn, tally: &mut [Tally]) {
     while c.out_at < c.out.len() {
         match c.sock.write(&c.out[c.out_at..]) {
@@ -395,11 +400,7 @@ fn read_answers(
                     return kill(c, tally, "the server closed the connection after an answer");
                 }
                 if !c.waiting.is_empty() {
-                    c.out.clear();
-                    c.out.extend_from_slice(&requests[c.target]);
-                    c.out_at = 0;
-                    c.sent = true;
-                    flush(c, tally);
+                    send(c, &requests[c.target], tally);
                 }
             }
         }
