@@ -3,7 +3,7 @@
 //! passed as the origin sent it is one a header map takes (the HTTP/2 and caching paths) and
 //! reads the same copied in runs as written one by one.
 #![no_main]
-use gatehouse::upstream::h1::{FIELDS_LOST, LINES_DIFFER, decode_answer};
+use gatehouse_h1::answer::{FIELDS_LOST, LINES_DIFFER, decode_answer};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

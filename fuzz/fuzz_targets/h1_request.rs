@@ -2,7 +2,7 @@
 //! never panics, and a verdict reached on the first part of the bytes (a complete head, or a
 //! refusal) is the verdict on all of them.
 #![no_main]
-use gatehouse::http::h1::check_head;
+use gatehouse_h1::request::check_head;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

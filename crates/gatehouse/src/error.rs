@@ -6,6 +6,13 @@ use std::fmt;
 /// Boxed error source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The error a request body yields when the client's side of it failed: the client went away
+/// mid-body, framed it badly, or sent more or less than its Content-Length. Not the origin's
+/// failure: the request is answered 400 and the server is not marked down for it.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body failed: {0}")]
+pub struct ClientBodyFailed(pub BoxError);
+
 /// Which side of the proxy failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {

@@ -11,8 +11,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 
-use super::raw_head::RawHead;
-use crate::error::BoxError;
+use crate::error::{BoxError, ClientBodyFailed};
+use gatehouse_h1::RawHead;
 
 /// The body type of every answer to a client.
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -30,13 +30,6 @@ pub struct BodyStats {
 #[derive(Debug, thiserror::Error)]
 #[error("request body exceeds max_body of {0} bytes")]
 pub struct TooLarge(pub u64);
-
-/// The error a request body yields when the client's side of it failed: the client went away
-/// mid-body, framed it badly, or sent more or less than its Content-Length. Not the origin's
-/// failure: the request is answered 400 and the server is not marked down for it.
-#[derive(Debug, thiserror::Error)]
-#[error("the client's request body failed: {0}")]
-pub struct ClientBodyFailed(pub BoxError);
 
 /// A client's request body as the connection delivers it.
 pub enum ClientBody {

@@ -12,11 +12,12 @@ use std::sync::atomic::Ordering;
 use http::{Method, Request, Response, request::Parts};
 use http_body_util::BodyExt;
 
-use super::body::{ClientBodyFailed, TooLarge};
-use super::raw_head::RawHead;
+use super::body::TooLarge;
+use crate::error::ClientBodyFailed;
 use crate::error::{BoxError, ErrorKind, ProxyError};
 use crate::upstream::pool::{self, Conn, UpBody, UpstreamBody};
 use crate::upstream::{PickInput, ServerState, Upstream};
+use gatehouse_h1::RawHead;
 
 /// A successful forward: the response and the server that gave it.
 pub struct Forwarded {
@@ -68,7 +69,7 @@ fn request_of(p: &Parts, lines: &[u8], body: UpBody) -> Request<UpBody> {
     *req.uri_mut() = p.uri.clone();
     *req.version_mut() = p.version;
     *req.headers_mut() = p.headers.clone();
-    super::raw_head::append_lines(req.headers_mut(), lines);
+    gatehouse_h1::raw_head::append_lines(req.headers_mut(), lines);
     req
 }
 

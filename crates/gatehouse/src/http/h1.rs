@@ -20,7 +20,6 @@
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,22 +28,18 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use gatehouse_config::model::Listener;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, StatusCode, Uri, Version};
+use http::{Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::pipeline::{self, ConnCtx};
-use super::raw_head::{Kind, RawHead};
-use crate::error::BoxError;
-use crate::upstream::h1::{
-    Chunk, HeadScan, MAX_CHUNK_LINE, MAX_TRAILERS, Step, chunk_line, decode_chunk, parse_length,
-    put_last_chunk, put_line,
-};
+use gatehouse_h1::chunked::{Step, chunk_line, decode_chunk, overlong, put_last_chunk};
+use gatehouse_h1::encode::{BodyOut, encode_answer};
+use gatehouse_h1::request::{BodyIn, Parsed, Refusal, parse_request};
+use gatehouse_h1::scan::HeadScan;
 
-/// Most header lines in a request head (a larger head answers 431).
-const MAX_HEADERS: usize = 256;
+use super::pipeline::{self, ConnCtx};
+use crate::error::BoxError;
 /// Room made in the read buffer before a read.
 pub(crate) const READ_CHUNK: usize = 8 * 1024;
 /// A parked connection's first read goes to the stack, then into a buffer of its size.
@@ -75,16 +70,6 @@ pub fn parked_total() -> u64 {
 const RESPONSE_408: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-
-/// How the rest of the current request's body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyIn {
-    Length(u64),
-    Chunked(Chunk),
-    Done,
-    /// Cut short or malformed: the connection cannot carry another request.
-    Failed,
-}
 
 /// The socket and what was read from it, shared by the connection loop and the current
 /// request's body.
@@ -197,7 +182,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Wire<T> {
                         return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
                     }
                     Ok(Step::More) => {
-                        if self.rbuf.len() > MAX_TRAILERS + MAX_CHUNK_LINE {
+                        if overlong(self.rbuf.len()) {
                             return self.fail_body("chunk line or trailers too long");
                         }
                     }
@@ -385,197 +370,6 @@ impl ClientUpgrade {
     }
 }
 
-/// A request head, parsed and checked.
-struct Parsed {
-    /// Boxed: it is passed down the pipeline by pointer (see `forward`).
-    parts: Box<http::request::Parts>,
-    body: BodyIn,
-    /// The client asked to close after this request (or HTTP/1.0 without keep-alive).
-    close: bool,
-    expect_continue: bool,
-    upgrade: bool,
-}
-
-/// A request refused before the pipeline: its status and why.
-struct Refusal(StatusCode, &'static str);
-
-/// Parses the request head at the start of `buf` and consumes it: None while incomplete.
-/// The head is copied once out of the read buffer (so that what holds on to a header value
-/// never holds the whole buffer); the target and header values are slices of that copy.
-/// `scan`: how far `buf` was searched for the head's end (see `HeadScan`).
-fn parse_request(
-    buf: &mut BytesMut,
-    scan: &mut HeadScan,
-    max_head: usize,
-) -> Result<Option<Parsed>, Refusal> {
-    if !scan.ready(buf) {
-        return Ok(None);
-    }
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut []);
-    let bad = |why| Refusal(StatusCode::BAD_REQUEST, why);
-    let n = match req.parse_with_uninit_headers(buf, &mut slots) {
-        Ok(httparse::Status::Complete(n)) => {
-            scan.reset();
-            n
-        }
-        // Not all here yet; or an empty line that does not end a head (a bare one before the
-        // request line).
-        Ok(httparse::Status::Partial) => {
-            scan.incomplete(buf);
-            return Ok(None);
-        }
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(Refusal(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "too many header lines",
-            ));
-        }
-        Err(httparse::Error::Version) => {
-            return Err(bad("malformed request line or unsupported version"));
-        }
-        Err(_) => return Err(bad("malformed request head")),
-    };
-    if n > max_head {
-        return Err(Refusal(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request head too large",
-        ));
-    }
-    let head = Bytes::copy_from_slice(&buf[..n]);
-    let base = buf.as_ptr() as usize;
-    // The same bytes in the copy: httparse's slices point into `buf`.
-    let in_head = |part: &[u8]| {
-        let at = (part.as_ptr() as usize).saturating_sub(base);
-        head.slice(at..at + part.len())
-    };
-    let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
-        .map_err(|_| bad("invalid method"))?;
-    let uri = Uri::from_maybe_shared(in_head(req.path.unwrap_or("").as_bytes()))
-        .map_err(|_| bad("invalid request target"))?;
-    let version_byte = req.version;
-    let version = if version_byte == Some(0) {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    // Room for the few fields the pipeline may add to the map (Host, TE); the forwarding
-    // fields go to an HTTP/1 origin as lines, not into the map. A small map is one small
-    // allocation (the allocator's fast path).
-    let mut headers = HeaderMap::with_capacity(req.headers.len() + 2);
-    let mut length: Option<u64> = None;
-    let mut te: Option<bool> = None; // Some(the codings are exactly "chunked")
-    let (mut te_lines, mut length_values) = (0, 0);
-    let (mut hosts, mut close, mut keep_alive, mut conn_upgrade) = (0, false, false, false);
-    let mut expect_continue = false;
-    for h in req.headers.iter() {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(in_head(h.value))
-            .map_err(|_| bad("invalid header value"))?;
-        if name == header::CONTENT_LENGTH {
-            // A list of identical values is one length (RFC 9110 §8.6); anything else is
-            // refused, never guessed.
-            let s = value.to_str().map_err(|_| bad("invalid Content-Length"))?;
-            for v in s.split(',') {
-                let n = parse_length(v.trim()).ok_or(bad("invalid Content-Length"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(bad("Content-Length values that disagree"));
-                }
-                length = Some(n);
-                length_values += 1;
-            }
-        } else if name == header::TRANSFER_ENCODING {
-            let s = value
-                .to_str()
-                .map_err(|_| bad("invalid Transfer-Encoding"))?;
-            te_lines += 1;
-            for coding in s.split(',').map(str::trim).filter(|c| !c.is_empty()) {
-                if te.is_some() {
-                    // chunked must be the one and last coding; anything after it, or chunked
-                    // twice, is faulty framing (RFC 9112 §6.1).
-                    return Err(bad("Transfer-Encoding with more than one coding"));
-                }
-                te = Some(coding.eq_ignore_ascii_case("chunked"));
-            }
-        } else if name == header::HOST {
-            hosts += 1;
-        } else if name == header::CONNECTION {
-            for tok in value.to_str().unwrap_or("").split(',').map(str::trim) {
-                close |= tok.eq_ignore_ascii_case("close");
-                keep_alive |= tok.eq_ignore_ascii_case("keep-alive");
-                conn_upgrade |= tok.eq_ignore_ascii_case("upgrade");
-            }
-        } else if name == header::EXPECT {
-            if !value.as_bytes().eq_ignore_ascii_case(b"100-continue") {
-                return Err(Refusal(
-                    StatusCode::EXPECTATION_FAILED,
-                    "unsupported expectation",
-                ));
-            }
-            expect_continue = version == Version::HTTP_11;
-        }
-        headers.append(name, value);
-    }
-    if te_lines > 0 && te.is_none() {
-        // Present but empty: chunked is not its final coding (RFC 9112 §6.3).
-        return Err(bad("empty Transfer-Encoding"));
-    }
-    if length_values > 1
-        && let Some(n) = length
-    {
-        // One length goes on, not the list: the next hop parses it as strictly as we do.
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-    }
-    if hosts > 1 {
-        // RFC 9112 §3.2: more than one Host is a 400.
-        return Err(bad("more than one Host header"));
-    }
-    let body = match (te, length) {
-        // RFC 9112 §6.3: both is an attempt at smuggling or a broken client; refused.
-        (Some(_), Some(_)) => {
-            return Err(bad(
-                "request carries both Content-Length and Transfer-Encoding",
-            ));
-        }
-        (Some(_), None) if version == Version::HTTP_10 => {
-            return Err(bad("HTTP/1.0 request with Transfer-Encoding"));
-        }
-        (Some(true), None) => BodyIn::Chunked(Chunk::Size),
-        (Some(false), None) => {
-            return Err(Refusal(
-                StatusCode::NOT_IMPLEMENTED,
-                "transfer coding other than chunked",
-            ));
-        }
-        (None, Some(0)) => BodyIn::Done,
-        (None, Some(n)) => BodyIn::Length(n),
-        (None, None) => BodyIn::Done,
-    };
-    if method == Method::CONNECT {
-        return Err(Refusal(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "CONNECT is not served by this proxy",
-        ));
-    }
-    let close = close || (version == Version::HTTP_10 && !keep_alive);
-    let upgrade =
-        version == Version::HTTP_11 && conn_upgrade && headers.contains_key(header::UPGRADE);
-    buf.advance(n);
-    let mut parts = Box::new(Request::new(()).into_parts().0);
-    parts.method = method;
-    parts.uri = uri;
-    parts.version = version;
-    parts.headers = headers;
-    Ok(Some(Parsed {
-        parts,
-        expect_continue: expect_continue && body != BodyIn::Done,
-        body,
-        close,
-        upgrade,
-    }))
-}
-
 /// Answer bytes waiting to be written: small pieces gathered in `tail`, large body frames
 /// queued as they came.
 #[derive(Default)]
@@ -591,6 +385,14 @@ impl Out {
     fn small(&mut self, b: &[u8]) {
         self.tail.extend_from_slice(b);
         self.len += b.len();
+    }
+
+    /// Lets `f` append to the small pieces (an answer's head).
+    fn extend<R>(&mut self, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        let before = self.tail.len();
+        let r = f(&mut self.tail);
+        self.len += self.tail.len() - before;
+        r
     }
 
     fn data(&mut self, b: Bytes) {
@@ -666,169 +468,6 @@ impl Out {
             self.tail_at = 0;
         }
     }
-}
-
-/// How the answer's body goes on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyOut {
-    /// No body (HEAD, 1xx, 204, 304).
-    None,
-    Length(u64),
-    Chunked,
-    /// Until the connection closes (an HTTP/1.0 client and a body of unknown length).
-    Close,
-}
-
-thread_local! {
-    static DATE: std::cell::RefCell<(u64, [u8; 29])> = const { std::cell::RefCell::new((0, [0; 29])) };
-}
-
-/// The Date header value for now, formatted at most once a second per thread.
-fn write_date(out: &mut Out) {
-    let now = std::time::SystemTime::now();
-    let secs = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    DATE.with(|d| {
-        let mut d = d.borrow_mut();
-        if d.0 != secs {
-            let s = httpdate::fmt_http_date(now);
-            if s.len() == 29 {
-                d.1.copy_from_slice(s.as_bytes());
-                d.0 = secs;
-            }
-        }
-        out.small(b"date: ");
-        out.small(&d.1);
-        out.small(b"\r\n");
-    });
-}
-
-/// Encodes the answer's head into `out` and says how its body goes: the fields an origin sent
-/// as they came (`raw`, see `raw_head`), then the answer's header map.
-fn encode_head(
-    out: &mut Out,
-    parts: &http::response::Parts,
-    raw: Option<&RawHead>,
-    exact: Option<u64>,
-    head_request: bool,
-    client_10: bool,
-    close: &mut bool,
-) -> BodyOut {
-    let status = parts.status;
-    let h = &parts.headers;
-    let raw_fields = || raw.into_iter().flat_map(RawHead::iter);
-    let header_length = raw_fields()
-        .find(|f| f.2 == Kind::ContentLength)
-        .map(|f| f.1)
-        .or_else(|| h.get(header::CONTENT_LENGTH).map(HeaderValue::as_bytes))
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|s| parse_length(s.trim()));
-    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    let framing = if switching
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-        || head_request
-    {
-        BodyOut::None
-    } else if let Some(n) = exact.or(header_length) {
-        BodyOut::Length(n)
-    } else if client_10 {
-        *close = true;
-        BodyOut::Close
-    } else {
-        BodyOut::Chunked
-    };
-    // A `connection: close` the pipeline set (an unread body) closes the connection.
-    if !switching
-        && h.get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
-        })
-    {
-        *close = true;
-    }
-    // Room for the head and a body small enough to join it, in one allocation on a new
-    // connection (growing from empty took eight).
-    let body_in_tail = exact.filter(|n| *n <= COPY_MAX as u64).unwrap_or(0) as usize;
-    let head_len = raw.map_or(0, RawHead::wire_len) + 64 * h.len() + 160;
-    out.tail.reserve(head_len + body_in_tail);
-    out.small(b"HTTP/1.1 ");
-    out.small(status.as_str().as_bytes());
-    out.small(b" ");
-    out.small(status.canonical_reason().unwrap_or("Unknown").as_bytes());
-    out.small(b"\r\n");
-    // Content-Length is kept as the origin sent it where there is no body to delimit (HEAD,
-    // 304); else written below from the framing.
-    let keep_length = (head_request || status == StatusCode::NOT_MODIFIED)
-        && !status.is_informational()
-        && status != StatusCode::NO_CONTENT;
-    let skip = |kind| match kind {
-        Kind::Connection => !switching,
-        Kind::TransferEncoding => true,
-        Kind::ContentLength => !keep_length,
-        _ => false,
-    };
-    let mut has_date = false;
-    // The origin's fields, then what the proxy added to them, then the header map.
-    if let Some(r) = raw {
-        has_date = r.has(Kind::Date);
-        r.write_lines(&mut |b| out.small(b), skip);
-        out.small(r.added());
-    }
-    for (name, value) in h {
-        let kind = if name == header::CONNECTION {
-            Kind::Connection
-        } else if name == header::TRANSFER_ENCODING {
-            Kind::TransferEncoding
-        } else if name == header::CONTENT_LENGTH {
-            Kind::ContentLength
-        } else if name == header::DATE {
-            Kind::Date
-        } else {
-            Kind::Other
-        };
-        if skip(kind) {
-            continue;
-        }
-        has_date |= kind == Kind::Date;
-        put_line(
-            &mut |b| out.small(b),
-            name.as_str().as_bytes(),
-            value.as_bytes(),
-        );
-    }
-    if !has_date {
-        write_date(out);
-    }
-    let mut digits = itoa::Buffer::new();
-    match framing {
-        BodyOut::Length(n) => {
-            out.small(b"content-length: ");
-            out.small(digits.format(n).as_bytes());
-            out.small(b"\r\n");
-        }
-        BodyOut::Chunked => out.small(b"transfer-encoding: chunked\r\n"),
-        BodyOut::None if head_request && header_length.is_none() => {
-            // A local answer to HEAD: the length a GET would have had.
-            if let Some(n) = exact.filter(|n| *n > 0) {
-                out.small(b"content-length: ");
-                out.small(digits.format(n).as_bytes());
-                out.small(b"\r\n");
-            }
-        }
-        _ => {}
-    }
-    if !switching {
-        if *close {
-            out.small(b"connection: close\r\n");
-        } else if client_10 {
-            out.small(b"connection: keep-alive\r\n");
-        }
-    }
-    out.small(b"\r\n");
-    framing
 }
 
 /// Queues one frame of the answer's body. Err: the body does not fit its framing.
@@ -1328,15 +967,20 @@ where
         let raw = rbody.take_raw();
         let exact = rbody.size_hint().exact();
         let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS && upgrade_tx.is_some();
-        let mut framing = encode_head(
-            &mut self.out,
-            &rparts,
-            raw.as_ref(),
-            exact,
-            head_request,
-            client_10,
-            &mut close,
-        );
+        // A body small enough joins the head in one buffer.
+        let room = exact.filter(|n| *n <= COPY_MAX as u64).unwrap_or(0) as usize;
+        let mut framing = self.out.extend(|tail| {
+            encode_answer(
+                tail,
+                &rparts,
+                raw.as_ref(),
+                exact,
+                room,
+                head_request,
+                client_10,
+                &mut close,
+            )
+        });
         drop((rparts, raw));
         let wire = &self.wire;
         let out = &mut self.out;
@@ -1456,167 +1100,5 @@ where
         tokio::time::timeout(DRAIN_TIME, drain)
             .await
             .unwrap_or(false)
-    }
-}
-
-/// A request head as a client sent it, parsed and checked as the server does: the method, the
-/// body framing ("length N", "chunked", "none"), or the status it is refused with. For the
-/// fuzzer (`fuzz/fuzz_targets/h1_request.rs`) and tests.
-#[doc(hidden)]
-pub fn check_head(wire: &[u8]) -> Result<Option<(String, String)>, u16> {
-    match parse_request(
-        &mut BytesMut::from(wire),
-        &mut HeadScan::default(),
-        64 * 1024,
-    ) {
-        Ok(None) => Ok(None),
-        Ok(Some(p)) => Ok(Some((
-            p.parts.method.to_string(),
-            match p.body {
-                BodyIn::Length(n) => format!("length {n}"),
-                BodyIn::Chunked(_) => "chunked".into(),
-                _ => "none".into(),
-            },
-        ))),
-        Err(Refusal(s, _)) => Err(s.as_u16()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check(wire: &str) -> Result<Option<(String, String)>, u16> {
-        check_head(wire.as_bytes())
-    }
-
-    #[test]
-    fn request_framing() {
-        assert_eq!(
-            check("GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
-            Ok(Some(("GET".into(), "none".into())))
-        );
-        assert_eq!(
-            check("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"),
-            Ok(Some(("POST".into(), "length 5".into())))
-        );
-        assert_eq!(
-            check("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n"),
-            Ok(Some(("POST".into(), "length 5".into())))
-        );
-        assert_eq!(
-            check("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n"),
-            Ok(Some(("POST".into(), "chunked".into())))
-        );
-        assert_eq!(
-            check("PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"),
-            Ok(Some(("PUT".into(), "none".into())))
-        );
-        assert_eq!(check("GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
-        let mut buf =
-            BytesMut::from("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello");
-        let p = parse_request(&mut buf, &mut HeadScan::default(), 1024)
-            .ok()
-            .flatten()
-            .expect("parsed");
-        let lengths: Vec<_> = p
-            .parts
-            .headers
-            .get_all(header::CONTENT_LENGTH)
-            .iter()
-            .collect();
-        assert_eq!(lengths, ["5"], "a list of lengths goes on as one");
-        assert_eq!(&buf[..], b"hello", "the body stays in the buffer");
-    }
-
-    #[test]
-    fn ambiguous_requests_are_refused() {
-        for (wire, status) in [
-            (
-                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
-                501,
-            ),
-            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-            (
-                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n",
-                400,
-            ),
-            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
-            (
-                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ,\r\nContent-Length: 5\r\n\r\n",
-                400,
-            ),
-            ("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400),
-            (
-                "GET / HTTP/1.1\r\nHost: a\r\nExpect: something\r\n\r\n",
-                417,
-            ),
-            ("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 405),
-            ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", 400),
-            ("GET /\r\n\r\n", 400),
-        ] {
-            assert_eq!(check(wire), Err(status), "{wire:?}");
-        }
-    }
-
-    #[test]
-    fn answer_heads() {
-        let mut out = Out::default();
-        let mut parts = http::Response::new(()).into_parts().0;
-        parts
-            .headers
-            .insert(header::DATE, HeaderValue::from_static("x"));
-        let mut close = false;
-        let f = encode_head(&mut out, &parts, None, Some(3), false, false, &mut close);
-        assert_eq!(f, BodyOut::Length(3));
-        assert_eq!(
-            String::from_utf8_lossy(&out.tail),
-            "HTTP/1.1 200 OK\r\ndate: x\r\ncontent-length: 3\r\n\r\n"
-        );
-        let mut out = Out::default();
-        let f = encode_head(&mut out, &parts, None, None, false, true, &mut close);
-        assert_eq!(f, BodyOut::Close);
-        assert!(close);
-        let mut out = Out::default();
-        let mut f = BodyOut::Chunked;
-        encode_frame(
-            &mut out,
-            &mut f,
-            Frame::data(Bytes::from_static(b"hello world, 26 bytes long")),
-        )
-        .unwrap();
-        encode_end(&mut out, f).unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.tail),
-            "1a\r\nhello world, 26 bytes long\r\n0\r\n\r\n"
-        );
     }
 }

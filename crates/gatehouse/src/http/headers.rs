@@ -195,7 +195,7 @@ impl NewFields<'_> {
                 }
                 let name = name.as_str().as_bytes();
                 lines.reserve(name.len() + value.len() + 4);
-                crate::upstream::h1::put_line(&mut |b| lines.extend_from_slice(b), name, value);
+                gatehouse_h1::encode::put_line(&mut |b| lines.extend_from_slice(b), name, value);
             }
             None => {
                 if let Ok(v) = HeaderValue::from_bytes(value) {
@@ -217,12 +217,7 @@ impl NewFields<'_> {
     }
 }
 
-/// Whether `value` may be a field value as `HeaderValue` takes them: no control byte but HTAB.
-pub fn valid_value(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-}
+pub use gatehouse_h1::valid_value;
 
 /// Sets X-Forwarded-For/-Proto/-Host, Forwarded and Via, those of them `on` holds. From an
 /// untrusted peer the incoming values are replaced: a client cannot forge its address to the

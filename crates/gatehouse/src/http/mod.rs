@@ -7,7 +7,6 @@ pub mod forward;
 pub mod h1;
 pub mod headers;
 pub mod pipeline;
-pub mod raw_head;
 pub mod respond;
 pub mod router;
 pub mod server;

@@ -30,11 +30,11 @@ use http_body_util::BodyExt;
 use super::body::{BodyStats, ClientBody, Observed, OnEnd, RequestBody};
 use super::forward::{ActiveGuard, forward};
 use super::headers::{self, ClientInfo, LocationMap};
-use super::raw_head::{Kind, RawHead};
 use super::{ProxyBody, respond, router};
 use crate::error::{ErrorKind, ProxyError};
 use crate::runtime::{Shared, Snapshot};
 use crate::upstream::{PickInput, Upstream, fnv1a};
+use gatehouse_h1::{Kind, RawHead};
 
 /// What a client connection tells each of its requests.
 pub struct ConnCtx {

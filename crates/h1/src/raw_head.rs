@@ -128,15 +128,12 @@ impl RawHead {
     /// Adds a field after the origin's. `name` is a lowercase token and `value` a valid field
     /// value (no control byte but HTAB): the proxy's own, or one from a parsed header.
     pub fn add(&mut self, name: &'static str, value: &[u8]) {
-        debug_assert!(
-            crate::http::headers::valid_value(value),
-            "{name}: {value:?}"
-        );
+        debug_assert!(crate::valid_value(value), "{name}: {value:?}");
         if self.added.capacity() == 0 {
             // Room for what a plain answer gets (Via, the request id): one allocation.
             self.added.reserve(128);
         }
-        crate::upstream::h1::put_line(
+        crate::encode::put_line(
             &mut |b| self.added.extend_from_slice(b),
             name.as_bytes(),
             value,
@@ -180,7 +177,7 @@ impl RawHead {
                 (start, end) = (name_at, value_end + 2);
             } else {
                 (start, end) = (0, 0);
-                crate::upstream::h1::put_line(put, self.bytes(f.name), self.bytes(f.value));
+                crate::encode::put_line(put, self.bytes(f.name), self.bytes(f.value));
             }
         }
         if end > start {
