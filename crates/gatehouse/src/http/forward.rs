@@ -12,9 +12,10 @@ use std::sync::atomic::Ordering;
 use http::{Method, Request, Response, request::Parts};
 use http_body_util::BodyExt;
 
+use gatehouse_config::model::Upstream as UpstreamModel;
+
 use super::body::TooLarge;
-use crate::error::ClientBodyFailed;
-use crate::error::{BoxError, ErrorKind, ProxyError};
+use crate::error::{BoxError, ClientBodyFailed, ErrorKind, ProxyError};
 use crate::upstream::pool::{self, Conn, UpBody, UpstreamBody};
 use crate::upstream::{PickInput, ServerState, Upstream};
 use gatehouse_h1::RawHead;
@@ -28,6 +29,20 @@ pub struct Forwarded {
     pub raw: Option<RawHead>,
     /// The server.
     pub server: Arc<ServerState>,
+}
+
+impl Forwarded {
+    fn new(
+        response: Response<UpstreamBody>,
+        raw: Option<RawHead>,
+        server: Arc<ServerState>,
+    ) -> Self {
+        Forwarded {
+            response,
+            raw,
+            server,
+        }
+    }
 }
 
 /// Keeps a server's in-flight count up while alive.
@@ -131,35 +146,10 @@ pub async fn forward(
     let replayable =
         m.retries > 0 && idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
     let mut body = Some(body);
-    let mut tried = Tried::default();
-    let mut last: Option<ProxyError> = None;
-    let mut fresh_retry: Option<usize> = None;
-    let mut attempts = 0;
-    while attempts <= m.retries {
-        let (i, reuse_ok) = match fresh_retry.take() {
-            Some(i) => (i, false),
-            None => {
-                let input = PickInput {
-                    exclude: tried.as_slice(),
-                    ..pick
-                };
-                let Some(i) = up.pick(&input).or_else(|| {
-                    // Every server was tried: go round again rather than fail early.
-                    if tried.is_empty() {
-                        None
-                    } else {
-                        up.pick(&PickInput {
-                            exclude: &[],
-                            ..input
-                        })
-                    }
-                }) else {
-                    break;
-                };
-                attempts += 1;
-                tried.push(i);
-                (i, true)
-            }
+    let mut tries = Attempts::default();
+    while tries.attempts <= m.retries {
+        let Some((i, reuse_ok)) = tries.next_server(up, &pick) else {
+            break;
         };
         let server = up.servers[i].clone();
         let Some(b) = body.take().or_else(|| replayable.then(empty_body)) else {
@@ -176,20 +166,13 @@ pub async fn forward(
             None => match Box::pin(pool::connect(&server, m.connect_timeout, proxy)).await {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(upstream = %m.name, server = %server.spec.address, error = %e, "connect failed");
-                    server.record_failure(m.passive.as_ref());
-                    last = Some(
-                        ProxyError::new(ErrorKind::ConnectFailed)
-                            .with(e)
-                            .retryable(true),
-                    );
+                    tries.connect_failed(&server, m, e);
                     body = Some(b);
                     continue;
                 }
             },
         };
-        type Sent = (Response<UpstreamBody>, Option<RawHead>);
-        let sent: Result<Sent, (Option<UpBody>, BoxError)> = match conn {
+        let sent: Result<Sent, Unsent> = match conn {
             Conn::H1(c) => {
                 let fut = c.send(
                     parts,
@@ -205,63 +188,129 @@ pub async fn forward(
                     Err(e) => Err((e.body, e.error)),
                 }
             }
-            Conn::H2(mut sender) => {
-                let fut = sender.try_send_request(request_of(parts, lines, b));
-                match tokio::time::timeout(m.response_timeout, fut).await {
-                    Ok(Ok(resp)) => Ok((resp.map(UpstreamBody::H2), None)),
-                    Ok(Err(mut e)) => Err((
-                        e.take_message().map(|r| r.into_body()),
-                        e.into_error().into(),
-                    )),
-                    Err(_) => return Err(timed_out(&server, m)),
+            Conn::H2(sender) => {
+                match send_h2(sender, request_of(parts, lines, b), m.response_timeout).await {
+                    Some(sent) => sent,
+                    None => return Err(timed_out(&server, m)),
                 }
             }
         };
-        match sent {
-            Ok((response, raw)) => {
-                return Ok((
-                    Forwarded {
-                        response,
-                        raw,
-                        server,
-                    },
-                    guard,
-                ));
-            }
-            Err((given_back, err)) => {
-                drop(guard);
-                if caused_by::<TooLarge>(&*err) {
-                    return Err(ProxyError::new(ErrorKind::BodyTooLarge).with(err));
-                }
-                if caused_by::<ClientBodyFailed>(&*err) {
-                    // The client's doing: not counted against the server, not retried.
-                    return Err(ProxyError::new(ErrorKind::BadRequest).with(err));
-                }
-                tracing::debug!(upstream = %m.name, server = %server.spec.address, reused, error = %err, "send failed");
-                let replay = given_back.or_else(|| replayable.then(empty_body));
-                if reused && replay.is_some() {
-                    // A pooled connection the origin had closed: try once more on a new one.
-                    fresh_retry = Some(i);
-                    body = replay;
-                    continue;
-                }
-                server.record_failure(m.passive.as_ref());
-                last = Some(ProxyError::new(ErrorKind::UpstreamReset).with(err));
-                match replay {
-                    Some(r) => body = Some(r),
-                    None => break,
-                }
-            }
+        let (given_back, err) = match sent {
+            Ok((response, raw)) => return Ok((Forwarded::new(response, raw, server), guard)),
+            Err(failed) => failed,
+        };
+        drop(guard);
+        let replay = given_back.or_else(|| replayable.then(empty_body));
+        match tries.send_failed(&server, m, i, reused, err, replay.is_some())? {
+            true => body = replay,
+            false => break,
         }
     }
-    Err(last.unwrap_or_else(|| {
+    Err(tries.last.unwrap_or_else(|| {
         ProxyError::new(ErrorKind::NoHealthyServer).with(format!("upstream `{}`", m.name))
     }))
 }
 
+/// An answer and, from an HTTP/1 origin, its fields as sent.
+type Sent = (Response<UpstreamBody>, Option<RawHead>);
+/// A send that failed: the body when it was given back untouched, and why.
+type Unsent = (Option<UpBody>, BoxError);
+
+/// Sends a request on an HTTP/2 connection; None: no answer within `timeout`.
+async fn send_h2(
+    mut sender: hyper::client::conn::http2::SendRequest<UpBody>,
+    req: Request<UpBody>,
+    timeout: std::time::Duration,
+) -> Option<Result<Sent, Unsent>> {
+    match tokio::time::timeout(timeout, sender.try_send_request(req)).await {
+        Ok(Ok(resp)) => Some(Ok((resp.map(UpstreamBody::H2), None))),
+        Ok(Err(mut e)) => Some(Err((
+            e.take_message().map(|r| r.into_body()),
+            e.into_error().into(),
+        ))),
+        Err(_) => None,
+    }
+}
+
+/// The servers a request has tried, and why the last try failed.
+#[derive(Default)]
+struct Attempts {
+    tried: Tried,
+    last: Option<ProxyError>,
+    /// A server to try again at once on a new connection (its pooled one was closed).
+    fresh_retry: Option<usize>,
+    attempts: u32,
+}
+
+impl Attempts {
+    /// The next server to try and whether a pooled connection may serve: the one whose pooled
+    /// connection failed, on a new one; else a pick among those not tried yet, or among all
+    /// once every server was tried (go round again rather than fail early).
+    fn next_server(&mut self, up: &Upstream, pick: &PickInput<'_>) -> Option<(usize, bool)> {
+        if let Some(i) = self.fresh_retry.take() {
+            return Some((i, false));
+        }
+        let input = PickInput {
+            exclude: self.tried.as_slice(),
+            ..*pick
+        };
+        let i = up.pick(&input).or_else(|| {
+            if self.tried.is_empty() {
+                None
+            } else {
+                up.pick(&PickInput {
+                    exclude: &[],
+                    ..input
+                })
+            }
+        })?;
+        self.attempts += 1;
+        self.tried.push(i);
+        Some((i, true))
+    }
+
+    /// A connection could not be made: counted against the server, retryable.
+    fn connect_failed(&mut self, server: &ServerState, m: &UpstreamModel, e: BoxError) {
+        tracing::warn!(upstream = %m.name, server = %server.spec.address, error = %e, "connect failed");
+        server.record_failure(m.passive.as_ref());
+        let err = ProxyError::new(ErrorKind::ConnectFailed).with(e);
+        self.last = Some(err.retryable(true));
+    }
+
+    /// A send of server `i` failed with `err`: the client's own failure ends the request; a
+    /// pooled connection the origin had closed is retried once on a new one; otherwise the
+    /// failure counts against the server. Ok(true): try again (`can_replay`: the body is still
+    /// there to send).
+    fn send_failed(
+        &mut self,
+        server: &ServerState,
+        m: &UpstreamModel,
+        i: usize,
+        reused: bool,
+        err: BoxError,
+        can_replay: bool,
+    ) -> Result<bool, ProxyError> {
+        if caused_by::<TooLarge>(&*err) {
+            return Err(ProxyError::new(ErrorKind::BodyTooLarge).with(err));
+        }
+        if caused_by::<ClientBodyFailed>(&*err) {
+            // The client's doing: not counted against the server, not retried.
+            return Err(ProxyError::new(ErrorKind::BadRequest).with(err));
+        }
+        tracing::debug!(upstream = %m.name, server = %server.spec.address, reused, error = %err, "send failed");
+        if reused && can_replay {
+            self.fresh_retry = Some(i);
+            return Ok(true);
+        }
+        server.record_failure(m.passive.as_ref());
+        self.last = Some(ProxyError::new(ErrorKind::UpstreamReset).with(err));
+        Ok(can_replay)
+    }
+}
+
 /// The answer did not come within `response_timeout`: counted against the server, not retried
 /// (the origin may still be working on it).
-fn timed_out(server: &ServerState, m: &gatehouse_config::model::Upstream) -> ProxyError {
+fn timed_out(server: &ServerState, m: &UpstreamModel) -> ProxyError {
     server.record_failure(m.passive.as_ref());
     ProxyError::new(ErrorKind::UpstreamTimeout).with(format!(
         "no response from {} within {:?}",

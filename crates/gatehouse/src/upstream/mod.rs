@@ -147,6 +147,16 @@ impl ServerState {
         now_ms() < self.down_until.load(Ordering::Relaxed)
     }
 
+    /// Passive health: an answer from the server counts against it when it is a 5xx, for it
+    /// otherwise.
+    pub fn record_answer(&self, status: http::StatusCode, passive: Option<&model::Passive>) {
+        if status.is_server_error() {
+            self.record_failure(passive);
+        } else {
+            self.record_success();
+        }
+    }
+
     /// Records a success for passive checks.
     pub fn record_success(&self) {
         if self.passive_failures.load(Ordering::Relaxed) != 0 {
