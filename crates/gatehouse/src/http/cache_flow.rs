@@ -19,6 +19,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
+use gatehouse_cache::entry::vary_key;
+use gatehouse_cache::policy::{self, Directives, RangeAnswer, RouteRules, Use};
+use gatehouse_cache::{Cache, Entry, Flight, FlightGuard, Lookup};
 use gatehouse_config::model::RouteCache;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
@@ -29,9 +32,6 @@ use http_body_util::{BodyExt, Full};
 use super::ProxyBody;
 use super::body::BodyStats;
 use super::pipeline::{Fetched, Finish, Origin};
-use crate::cache::entry::vary_key;
-use crate::cache::policy::{self, Directives, RangeAnswer, RouteRules, Use};
-use crate::cache::{Cache, Entry, Flight, FlightGuard, Lookup};
 use crate::error::{BoxError, ErrorKind, ProxyError};
 use crate::upstream::pool::UpBody;
 
