@@ -2,8 +2,8 @@
 //! HTTP-dates of requests and answers, conditionals and ranges against a stored answer, and the
 //! disk form of an entry. None may panic; a decoded entry must encode back to the same bytes.
 #![no_main]
-use gatehouse::cache::entry::{Entry, decode_head};
-use gatehouse::cache::policy;
+use gatehouse_cache::entry::{Entry, decode_head};
+use gatehouse_cache::policy;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 

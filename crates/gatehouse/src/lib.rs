@@ -6,7 +6,6 @@
 pub mod access_log;
 pub mod acme;
 pub mod admin;
-pub mod cache;
 pub mod demo;
 pub mod error;
 pub mod http;

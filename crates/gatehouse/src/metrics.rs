@@ -85,7 +85,7 @@ pub struct Metrics {
     server_failures: Family<ServerLabels, Gauge>,
     reloads: Family<Vec<(String, String)>, Counter>,
     /// Cache counters, shared with the store.
-    pub cache: crate::cache::CacheCounters,
+    pub cache: gatehouse_cache::CacheCounters,
     cache_bytes: Family<Vec<(String, String)>, Gauge>,
     udp_flows: Family<ListenerLabels, Gauge>,
     udp_datagrams: Family<DirectionLabels, Counter>,
@@ -170,7 +170,7 @@ impl Metrics {
             "Config reloads by result",
             reloads.clone(),
         );
-        let cache = crate::cache::CacheCounters::default();
+        let cache = gatehouse_cache::CacheCounters::default();
         for (name, help, c) in [
             ("cache_hits", "Answers served from the cache", &cache.hits),
             (
@@ -205,7 +205,7 @@ impl Metrics {
         let evictions_disk = evictions
             .get_or_create(&vec![("tier".to_string(), "disk".to_string())])
             .clone();
-        let cache = crate::cache::CacheCounters {
+        let cache = gatehouse_cache::CacheCounters {
             evictions_memory,
             evictions_disk,
             ..cache

@@ -8,6 +8,7 @@ use async_compression::Level;
 use async_compression::tokio::bufread::{BrotliEncoder, GzipEncoder, ZstdEncoder};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
+use gatehouse_cache::policy::Directives;
 use gatehouse_config::model::{Coding, Compress};
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
@@ -16,7 +17,6 @@ use http_body_util::{BodyExt, StreamBody};
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use super::ProxyBody;
-use crate::cache::policy::Directives;
 
 /// The q-value of `coding` in an Accept-Encoding value: explicit, else `*`'s, else 0.
 fn qvalue(accept: &str, coding: &str) -> f32 {

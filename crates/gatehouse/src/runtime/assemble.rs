@@ -33,7 +33,7 @@ pub struct Snapshot {
     /// Route names as shared labels, by route index.
     pub route_names: Vec<Arc<str>>,
     /// The HTTP cache store, when a route caches.
-    pub cache: Option<Arc<crate::cache::Cache>>,
+    pub cache: Option<Arc<gatehouse_cache::Cache>>,
 }
 
 impl Snapshot {
@@ -71,8 +71,8 @@ pub(super) fn assemble(
     config: Config,
     servers: &mut HashMap<String, Weak<ServerState>>,
     prev_log: Option<&Arc<AccessLogger>>,
-    prev_cache: Option<&Arc<crate::cache::Cache>>,
-    counters: &crate::cache::CacheCounters,
+    prev_cache: Option<&Arc<gatehouse_cache::Cache>>,
+    counters: &gatehouse_cache::CacheCounters,
     challenges: &Arc<crate::acme::Challenges>,
 ) -> Result<Snapshot, Vec<String>> {
     // The store survives a reload that leaves `[cache]` as it was.
@@ -81,7 +81,7 @@ pub(super) fn assemble(
         Some(m) => match prev_cache {
             Some(c) if c.model == *m => Some(c.clone()),
             _ => Some(Arc::new(
-                crate::cache::Cache::open(m, counters.clone()).map_err(|e| vec![e])?,
+                gatehouse_cache::Cache::open(m, counters.clone()).map_err(|e| vec![e])?,
             )),
         },
     };

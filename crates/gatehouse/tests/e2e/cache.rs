@@ -181,15 +181,15 @@ async fn private_answers_are_never_stored() {
 async fn freshness_from_expires_heuristic_and_default_ttl() {
     let o = origin(|req| async move {
         let now = std::time::SystemTime::now();
-        let date = gatehouse::cache::policy::fmt_date(now);
+        let date = gatehouse_cache::policy::fmt_date(now);
         match req.uri().path() {
             "/expires" => {
-                let exp = gatehouse::cache::policy::fmt_date(now + Duration::from_secs(3600));
+                let exp = gatehouse_cache::policy::fmt_date(now + Duration::from_secs(3600));
                 resp(200, &[("date", &date), ("expires", &exp)], "e")
             }
             "/expired" => resp(200, &[("expires", "0")], "e"),
             "/heuristic" => {
-                let lm = gatehouse::cache::policy::fmt_date(now - Duration::from_secs(86_400 * 10));
+                let lm = gatehouse_cache::policy::fmt_date(now - Duration::from_secs(86_400 * 10));
                 resp(200, &[("date", &date), ("last-modified", &lm)], "h")
             }
             "/redirect" => resp(302, &[("location", "/x")], ""),
@@ -1096,7 +1096,7 @@ async fn a_304_from_the_store_matches_what_compression_sent() {
     assert_eq!(g.header("vary"), Some("accept-encoding"));
     // A date If-Range from a client that gets gzip: the whole (encoded) answer, never identity
     // bytes to splice into its gzip copy.
-    let lm = gatehouse::cache::policy::fmt_date(std::time::SystemTime::now());
+    let lm = gatehouse_cache::policy::fmt_date(std::time::SystemTime::now());
     let g = get_h(
         a,
         "/z",

@@ -13,8 +13,8 @@ use http_body_util::BodyExt;
 use tokio::sync::mpsc::{Sender, error::TrySendError};
 
 use super::super::ProxyBody;
-use crate::cache::{Cache, Entry, FlightGuard};
 use crate::error::BoxError;
+use gatehouse_cache::{Cache, Entry, FlightGuard};
 
 type FrameResult = Result<Frame<Bytes>, BoxError>;
 

@@ -27,10 +27,10 @@ use http_body_util::{BodyExt, Full};
 use super::body::BodyStats;
 use super::pipeline::{Fetched, Origin};
 use super::record::Finish;
-use crate::cache::policy::{self, Directives, RangeAnswer, RouteRules, Use};
-use crate::cache::{Cache, Entry, Flight, FlightGuard, Lookup};
 use crate::error::{ErrorKind, ProxyError};
 use crate::upstream::pool::UpBody;
+use gatehouse_cache::policy::{self, Directives, RangeAnswer, RouteRules, Use};
+use gatehouse_cache::{Cache, Entry, Flight, FlightGuard, Lookup};
 
 mod fill;
 mod origin;

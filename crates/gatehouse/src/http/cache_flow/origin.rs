@@ -18,11 +18,11 @@ use super::super::pipeline::Fetched;
 use super::super::record::Finish;
 use super::fill::{Pending, fill};
 use super::{Ctx, Outcome, cache_key, empty_body, head_of};
-use crate::cache::entry::vary_key;
-use crate::cache::policy::{self, Directives, RouteRules};
-use crate::cache::{Entry, FlightGuard};
 use crate::error::ProxyError;
 use crate::upstream::pool::UpBody;
+use gatehouse_cache::entry::vary_key;
+use gatehouse_cache::policy::{self, Directives, RouteRules};
+use gatehouse_cache::{Entry, FlightGuard};
 
 /// When the origin was asked and when it answered (RFC 9111 §4.2.3).
 type Times = (SystemTime, SystemTime);

@@ -4,8 +4,10 @@
 //! without pushing out what is used again). Stored answers go to both tiers (write-through); a
 //! disk hit is promoted to memory. `flight` coalesces concurrent misses for one URL.
 //!
-//! What may be stored and served is decided in `policy`; the request flow is in
-//! `http::cache_flow`.
+//! What may be stored and served is decided in `policy`; the request flow is in the binary's
+//! `http::cache_flow`. A crate of its own so the store cannot reach into the proxy: it knows
+//! the config model and HTTP types, nothing of listeners, routes or upstream pools.
+#![deny(missing_docs)]
 
 pub mod entry;
 pub mod policy;
@@ -110,6 +112,18 @@ impl Lifecycle<Arc<str>, DiskVariants> for DiskLife {
 struct Disk {
     dir: PathBuf,
     index: QCache<Arc<str>, DiskVariants, DiskWeight, DefaultHashBuilder, DiskLife>,
+}
+
+/// FNV-1a, 64 bit, to spread URLs over the purge-epoch slots. The store's own copy (the
+/// binary's `upstream::fnv1a` is the same function) so this crate depends on nothing of the
+/// proxy; the slot only has to be stable within a run, so nothing outside need agree with it.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// Variants kept per URL at most (each distinct Vary value set is one).
@@ -305,12 +319,12 @@ impl Cache {
     /// invalidated. A store that began under one epoch is dropped if it ends under another, so
     /// an answer fetched before a purge cannot land after it.
     pub fn epoch(&self, key: &str) -> u64 {
-        let slot = crate::upstream::fnv1a(key.as_bytes()) as usize % self.epochs.len();
+        let slot = fnv1a(key.as_bytes()) as usize % self.epochs.len();
         self.epochs[slot].load(Ordering::Acquire) + self.global_epoch.load(Ordering::Acquire)
     }
 
     fn bump(&self, key: &str) {
-        let slot = crate::upstream::fnv1a(key.as_bytes()) as usize % self.epochs.len();
+        let slot = fnv1a(key.as_bytes()) as usize % self.epochs.len();
         self.epochs[slot].fetch_add(1, Ordering::AcqRel);
     }
 
