@@ -20,9 +20,11 @@
 //! because it owns the buffer: drop what follows a STARTTLS line (RFC 3207 §4.2), and not read
 //! past a DATA line until the 354 is sent.
 
+mod line;
 mod reply;
 mod reply_reader;
 
+pub use line::{Line, LineFault, LineRead, LineReader};
 pub use reply::{EnhancedCode, Reply};
 pub use reply_reader::{ReplyError, ReplyRead, ReplyReader};
 
