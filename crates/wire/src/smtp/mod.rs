@@ -20,11 +20,17 @@
 //! because it owns the buffer: drop what follows a STARTTLS line (RFC 3207 §4.2), and not read
 //! past a DATA line until the 354 is sent.
 
+mod address;
+mod command;
 mod line;
+mod params;
 mod reply;
 mod reply_reader;
 
+pub use address::{ForwardPath, Mailbox, ReversePath};
+pub use command::{Command, ParseError};
 pub use line::{Line, LineFault, LineRead, LineReader};
+pub use params::{Body, MailParams, Notify, Orcpt, RcptParams, Ret};
 pub use reply::{EnhancedCode, Reply};
 pub use reply_reader::{ReplyError, ReplyRead, ReplyReader};
 
