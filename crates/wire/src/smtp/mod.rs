@@ -22,6 +22,7 @@
 
 mod address;
 mod command;
+mod data;
 mod line;
 mod params;
 mod reply;
@@ -29,6 +30,7 @@ mod reply_reader;
 
 pub use address::{ForwardPath, Mailbox, ReversePath};
 pub use command::{Command, ParseError};
+pub use data::{DataReader, Progress, Refusal, Verdict};
 pub use line::{Line, LineFault, LineRead, LineReader};
 pub use params::{Body, MailParams, Notify, Orcpt, RcptParams, Ret};
 pub use reply::{EnhancedCode, Reply};
