@@ -23,18 +23,22 @@
 mod address;
 mod command;
 mod data;
+mod ehlo;
 mod line;
 mod params;
 mod reply;
 mod reply_reader;
+mod session;
 
 pub use address::{ForwardPath, Mailbox, ReversePath};
 pub use command::{Command, ParseError};
 pub use data::{DataReader, Progress, Refusal, Verdict};
+pub use ehlo::{EhloOffer, Extensions, ehlo_reply};
 pub use line::{Line, LineFault, LineRead, LineReader};
 pub use params::{Body, MailParams, Notify, Orcpt, RcptParams, Ret};
 pub use reply::{EnhancedCode, Reply};
 pub use reply_reader::{ReplyError, ReplyRead, ReplyReader};
+pub use session::{Session, State};
 
 /// Longest command line, CRLF included: RFC 5321 §4.5.3.1.4's 512, raised for what extensions
 /// add to MAIL and RCPT (§4.5.3.1.4 allows it; Postfix and Exchange accept 1,000 and more).
@@ -49,3 +53,49 @@ pub const REPLY_LINE_MAX: usize = 4096;
 
 /// Most lines in one reply from an origin (an EHLO reply has about twenty).
 pub const REPLY_MAX_LINES: usize = 256;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One buffer through the proxy's loop: pipelined commands, the message, and the QUIT the
+    /// client sent in the same packet as the end of data.
+    #[test]
+    fn a_pipelined_session_over_one_buffer() {
+        let mut buf =
+            b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n"
+                .to_vec();
+        let (mut lines, mut session) = (LineReader::new(), Session::new());
+        let mut forwarded = Vec::new();
+        for reply in [250, 250, 250, 354] {
+            let r = lines.read(&buf);
+            let Some(Line::Command(line)) = r.line else {
+                panic!("a command line");
+            };
+            let cmd = Command::parse(line).expect("valid");
+            let consumed = r.consumed;
+            buf.drain(..consumed);
+            session.check(&cmd).expect("in sequence");
+            cmd.encode(&mut forwarded);
+            session.on_reply(&cmd, &Reply::new(reply, "ok"));
+        }
+        assert_eq!(session.state(), State::Data);
+        assert!(buf.is_empty());
+
+        buf.extend_from_slice(b"Subject: hi\r\n\r\n..dots\r\n.\r\nQUIT\r\n");
+        let mut data = DataReader::new(1000);
+        let mut message = Vec::new();
+        let p = data.feed(&buf, &mut message);
+        assert_eq!(p.done, Some(Verdict::Ok { size: 22 }));
+        assert_eq!(message, b"Subject: hi\r\n\r\n..dots\r\n.\r\n");
+        buf.drain(..p.consumed);
+        session.message_done();
+
+        let r = lines.read(&buf);
+        assert_eq!(r.line, Some(Line::Command(b"QUIT")));
+        assert_eq!(
+            String::from_utf8_lossy(&forwarded),
+            "EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n"
+        );
+    }
+}
