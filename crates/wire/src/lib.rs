@@ -4,4 +4,5 @@
 #![deny(missing_docs)]
 
 pub mod proxy_protocol;
+pub mod smtp;
 pub mod tls_hello;
