@@ -58,6 +58,7 @@ pub fn put_line(put: &mut impl FnMut(&[u8]), name: &[u8], value: &[u8]) {
 }
 
 /// A Content-Length value: 1*DIGIT (RFC 9110 §8.6), no sign, no list.
+#[inline]
 pub fn parse_length(s: &str) -> Option<u64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -44,6 +44,7 @@ impl From<String> for Error {
 }
 
 /// Whether `value` is a valid field value: no control byte but HTAB (RFC 9110 §5.5).
+#[inline]
 pub fn valid_value(value: &[u8]) -> bool {
     value
         .iter()

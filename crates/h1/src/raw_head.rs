@@ -42,6 +42,7 @@ pub enum Kind {
 
 impl Kind {
     /// The kind of a field named `name` (any case).
+    #[inline]
     pub fn of(name: &[u8]) -> Kind {
         let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
         match name.len() {
@@ -108,17 +109,20 @@ impl RawHead {
         self.fields.push(field);
     }
 
+    #[inline]
     fn bytes(&self, (at, len): (u32, u32)) -> &[u8] {
         let (at, len) = (at as usize, len as usize);
         self.head.get(at..at + len).unwrap_or_default()
     }
 
     /// Whether a field of this kind is passed on.
+    #[inline]
     pub fn has(&self, kind: Kind) -> bool {
         self.fields.iter().any(|f| f.live && f.kind == kind)
     }
 
     /// Stops passing on the fields of this kind.
+    #[inline]
     pub fn remove(&mut self, kind: Kind) {
         for f in self.fields.iter_mut().filter(|f| f.kind == kind) {
             f.live = false;
@@ -127,6 +131,7 @@ impl RawHead {
 
     /// Adds a field after the origin's. `name` is a lowercase token and `value` a valid field
     /// value (no control byte but HTAB): the proxy's own, or one from a parsed header.
+    #[inline]
     pub fn add(&mut self, name: &'static str, value: &[u8]) {
         debug_assert!(crate::valid_value(value), "{name}: {value:?}");
         if self.added.capacity() == 0 {
@@ -142,11 +147,13 @@ impl RawHead {
 
     /// At most how many bytes the fields take as header lines: the origin's head and the added
     /// lines.
+    #[inline]
     pub fn wire_len(&self) -> usize {
         self.head.len() + self.added.len()
     }
 
     /// The fields the proxy added, as header lines.
+    #[inline]
     pub fn added(&self) -> &[u8] {
         &self.added
     }
@@ -186,6 +193,7 @@ impl RawHead {
     }
 
     /// The fields passed on, in order: name (as sent), value, kind.
+    #[inline]
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8], Kind)> {
         self.fields
             .iter()

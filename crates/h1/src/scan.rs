@@ -30,6 +30,7 @@ pub struct HeadScan {
 
 impl HeadScan {
     /// Whether to try parsing the head at the start of `buf`.
+    #[inline]
     pub fn ready(&self, buf: &[u8]) -> bool {
         // A buffer shorter than what was searched is not the one searched: try it.
         if self.searched == 0 || self.searched > buf.len() {
@@ -40,11 +41,13 @@ impl HeadScan {
     }
 
     /// A try found the head in `buf` incomplete.
+    #[inline]
     pub fn incomplete(&mut self, buf: &[u8]) {
         self.searched = buf.len();
     }
 
     /// A head was taken from the buffer: the next one is tried at once.
+    #[inline]
     pub fn reset(&mut self) {
         self.searched = 0;
     }

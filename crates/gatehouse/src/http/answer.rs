@@ -22,6 +22,7 @@ use crate::upstream::{ServerState, Upstream};
 /// Puts the origin's fields in the answer's map unless they may pass as sent: the caller reads
 /// none (`keep_raw`) and nothing on the way rewrites them (a Location to map back, a Connection
 /// naming other fields, a protocol switch).
+#[inline]
 pub(crate) fn settle_fields<B>(
     resp: &mut Response<B>,
     raw: Option<RawHead>,
@@ -43,6 +44,7 @@ pub(crate) fn settle_fields<B>(
 
 /// The answer's head for the client: hop-by-hop fields out, Location and Content-Location
 /// mapped back to the public host, Via added when the route sets it.
+#[inline]
 pub(crate) fn rewrite_head(
     o: &Origin,
     server: &ServerState,
@@ -84,6 +86,7 @@ pub(crate) fn rewrite_head(
 }
 
 /// The server id to set in the sticky cookie, when the client does not have it yet.
+#[inline]
 pub(crate) fn sticky_out(
     up: &Upstream,
     server: &ServerState,
@@ -162,6 +165,7 @@ pub(crate) fn tunnel<B>(
 
 /// The last touches on an upstream's answer, on every path (origin or cache): the sticky
 /// cookie of the server that served, then the route's header changes.
+#[inline]
 pub(crate) fn finish_upstream(
     mut resp: Response<ProxyBody>,
     up: &Upstream,
@@ -184,6 +188,7 @@ pub(crate) fn finish_upstream(
 /// The fields gatehouse sets on every answer, replacing the origin's (in its fields kept as
 /// sent too): the request id (`echo_id`), Cache-Status of a caching route, and the listener's
 /// HSTS on TLS.
+#[inline]
 pub(crate) fn own_fields<B>(
     conn: &ConnCtx,
     fin: &Finish,

@@ -65,7 +65,12 @@ pub async fn handle(
     let snapshot = conn.shared.snapshot();
     let request_id = headers::request_id(&parts.headers);
     let mut pending = Unanswered::new(Finish::open(&conn, &snapshot, &parts, &request_id, started));
-    let result = proxy(&conn, &snapshot, &mut parts, body, pending.record()).await;
+    let fin = pending.record();
+    let result = match proxy(&conn, &snapshot, &mut parts, fin) {
+        Ok(Action::Answer(resp)) => Ok((resp, None)),
+        Ok(Action::Upstream(origin)) => upstream(&origin, &mut parts, body, fin).await,
+        Err(e) => Err(e),
+    };
     let mut fin = pending.answered();
     // Our own error answers always name the request id: it points into our log.
     let (mut resp, mut raw, echo_id) = match result {
@@ -78,16 +83,25 @@ pub async fn handle(
     Response::from_parts(head, Observed::new(body, fin).with_raw(raw))
 }
 
-/// From the request's head to its answer: the phases before the action, then the action.
-async fn proxy(
+/// What the phases before the action decided.
+enum Action {
+    /// An answer of gatehouse's own (ACME, respond, redirect).
+    Answer(Response<ProxyBody>),
+    /// To the route's upstream.
+    Upstream(Origin),
+}
+
+/// The phases before the action, and the action of the route: an answer, or the origin to
+/// ask. Not async: the upstream's exchange is awaited by `handle` itself, one future level
+/// fewer for every request.
+fn proxy(
     conn: &Arc<ConnCtx>,
     snap: &Arc<Snapshot>,
     parts: &mut Parts,
-    body: ClientBody,
     fin: &mut Finish,
-) -> Result<Answer, ProxyError> {
+) -> Result<Action, ProxyError> {
     if let Some(answer) = acme_http01(conn, parts) {
-        return Ok((answer, None));
+        return Ok(Action::Answer(answer));
     }
     let Some(listener) = snap.listener(&conn.listener) else {
         return Err(ProxyError::new(ErrorKind::NoRoute).with("listener removed by a reload"));
@@ -105,15 +119,12 @@ async fn proxy(
     fin.echo_request_id = route.forward_headers.request_id;
     limits(route, parts)?;
     match &route.action {
-        RouteAction::Respond { status, body } => Ok((
-            respond::text(
-                StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
-                body.clone(),
-            ),
-            None,
-        )),
+        RouteAction::Respond { status, body } => Ok(Action::Answer(respond::text(
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
+            body.clone(),
+        ))),
         RouteAction::Redirect { to, status } => {
-            Ok((redirect(conn, parts, &host, to, *status)?, None))
+            Ok(Action::Answer(redirect(conn, parts, &host, to, *status)?))
         }
         RouteAction::Upstream(i) => {
             let client = canonical_ip(conn.peer.ip());
@@ -128,12 +139,13 @@ async fn proxy(
                 request_id: fin.request_id.clone(),
             };
             fin.upstream = origin.up.name.clone();
-            upstream(&origin, parts, body, fin).await
+            Ok(Action::Upstream(origin))
         }
     }
 }
 
 /// ACME http-01 answers come before any route (RFC 8555 §8.3), on cleartext listeners.
+#[inline]
 fn acme_http01(conn: &ConnCtx, parts: &Parts) -> Option<Response<ProxyBody>> {
     if conn.tls.is_some() {
         return None;
@@ -148,6 +160,7 @@ fn acme_http01(conn: &ConnCtx, parts: &Parts) -> Option<Response<ProxyBody>> {
 
 /// The request's Host, with any port: HTTP/1.1 requires one (RFC 9112 §3.2); HTTP/2 carries
 /// it as :authority; HTTP/1.0 may have none.
+#[inline]
 fn request_host(parts: &Parts) -> Result<String, ProxyError> {
     match router::request_host(parts) {
         Some(h) => Ok(h),
@@ -158,6 +171,7 @@ fn request_host(parts: &Parts) -> Result<String, ProxyError> {
 
 /// No domain fronting across certificates: the Host must be a name the served certificate
 /// covers (RFC 9110 §15.5.20: 421 Misdirected Request).
+#[inline]
 fn certificate_covers(conn: &ConnCtx, host: &str) -> Result<(), ProxyError> {
     match &conn.tls {
         Some(tls) if !host.is_empty() && !crate::tls::covers(&tls.names, host) => {
@@ -170,6 +184,7 @@ fn certificate_covers(conn: &ConnCtx, host: &str) -> Result<(), ProxyError> {
 }
 
 /// The index of the route that serves the request (the listener's routes, first match).
+#[inline]
 fn route(
     conn: &ConnCtx,
     snap: &Snapshot,
@@ -192,6 +207,7 @@ fn route(
 }
 
 /// Limits known from the head: a declared body over the route's `max_body` (413).
+#[inline]
 fn limits(route: &Route, parts: &Parts) -> Result<(), ProxyError> {
     if let (Some(max), Some(len)) = (route.max_body, content_length(parts))
         && len > max

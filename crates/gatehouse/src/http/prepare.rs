@@ -31,6 +31,7 @@ pub(crate) struct Prepared {
 }
 
 /// Rewrites `parts` for the origin of `o` (see the module's documentation).
+#[inline]
 pub(crate) fn request(o: &Origin, parts: &mut Parts) -> Result<Prepared, ProxyError> {
     let route = o.route_model();
     let upgrade = if parts.version == Version::HTTP_11 {
@@ -61,6 +62,7 @@ pub(crate) fn request(o: &Origin, parts: &mut Parts) -> Result<Prepared, ProxyEr
 /// The header fields: hop-by-hop out, TE and the upgrade's fields back, the forwarding fields,
 /// the request id and the client certificate's fields in. Returns the lines that go after the
 /// map's fields (empty when the new fields went into the map).
+#[inline]
 fn fields(o: &Origin, route: &Route, parts: &mut Parts, upgrade: Option<&HeaderValue>) -> Vec<u8> {
     let conn = &*o.conn;
     let up = &o.up;
@@ -115,6 +117,7 @@ fn fields(o: &Origin, route: &Route, parts: &mut Parts, upgrade: Option<&HeaderV
 }
 
 /// The client certificate's fields: a client's own are removed, ours set from the handshake.
+#[inline]
 fn client_cert(conn: &ConnCtx, f: &mut headers::NewFields<'_>, present: bool) {
     if present {
         f.map.remove(headers::CLIENT_CERT_SUBJECT);
@@ -132,6 +135,7 @@ fn client_cert(conn: &ConnCtx, f: &mut headers::NewFields<'_>, present: bool) {
 
 /// The request target and version for the origin's protocol. An HTTP/1.1 origin gets the
 /// target as the client sent it when nothing rewrites it: no copy, no second parse.
+#[inline]
 fn target(
     protocol: UpstreamProtocol,
     route: &Route,
@@ -186,6 +190,7 @@ fn target(
 }
 
 /// The sticky cookie's server id the client sent, if the upstream has sticky sessions.
+#[inline]
 pub(crate) fn sticky_in(o: &Origin, parts: &Parts) -> Option<String> {
     o.up.model
         .sticky_cookie
@@ -195,6 +200,7 @@ pub(crate) fn sticky_in(o: &Origin, parts: &Parts) -> Option<String> {
 }
 
 /// The request's hash key for the `hash` balancer.
+#[inline]
 pub(crate) fn hash_input(key: &HashKey, parts: &Parts, client: IpAddr) -> Option<u64> {
     match key {
         HashKey::ClientIp => Some(match client {
@@ -209,6 +215,7 @@ pub(crate) fn hash_input(key: &HashKey, parts: &Parts, client: IpAddr) -> Option
 
 /// Who the client is, for a PROXY header or a transparent source address; None when the
 /// upstream needs neither.
+#[inline]
 pub(crate) fn proxy_header(o: &Origin) -> Option<ProxyHeader> {
     let m = &o.up.model;
     let conn = &*o.conn;

@@ -42,14 +42,15 @@ pub(crate) struct Finish {
 
 impl Finish {
     /// The record of a request that starts now: labels for what is known yet.
+    #[inline]
     pub(crate) fn open(
         conn: &ConnCtx,
         snapshot: &Arc<Snapshot>,
         parts: &Parts,
         request_id: &Arc<str>,
         started: Instant,
-    ) -> Finish {
-        Finish {
+    ) -> Box<Finish> {
+        Box::new(Finish {
             shared: conn.shared.clone(),
             snapshot: snapshot.clone(),
             started,
@@ -67,7 +68,7 @@ impl Finish {
             guard: None,
             cache_status: None,
             echo_request_id: true,
-        }
+        })
     }
 
     /// A record for a request made on the side (a background revalidation): same labels,
@@ -140,8 +141,9 @@ pub(crate) struct Unanswered(Option<Box<Finish>>);
 impl Unanswered {
     /// Holds `fin` (boxed now, not when the answer takes it: the request's future stays
     /// smaller) until the answer takes it.
-    pub(crate) fn new(fin: Finish) -> Self {
-        Unanswered(Some(Box::new(fin)))
+    #[inline]
+    pub(crate) fn new(fin: Box<Finish>) -> Self {
+        Unanswered(Some(fin))
     }
 
     /// The record, still open.
