@@ -3,7 +3,7 @@
 //! without a new order.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,22 +13,14 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 
 use crate::common::*;
-
-struct Procs(Vec<Child>, PathBuf);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
+use crate::peer::{Peer, require};
 
 /// Starts challtestsrv and Pebble validating on `http_port` / `tls_port`; returns the
-/// directory URL, the CA file that signs Pebble's own HTTPS, and the processes.
-async fn pebble(dir: &Path, http_port: u16, tls_port: u16) -> (String, PathBuf, Procs) {
+/// directory URL, the CA file that signs Pebble's own HTTPS, and the processes, whose directory
+/// is the test's.
+async fn pebble(http_port: u16, tls_port: u16) -> (String, PathBuf, Peer) {
+    let mut peer = Peer::new("acme");
+    let dir = peer.dir().to_path_buf();
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -57,7 +49,8 @@ async fn pebble(dir: &Path, http_port: u16, tls_port: u16) -> (String, PathBuf, 
         "externalAccountBindingRequired": false
     }});
     std::fs::write(dir.join("pebble.json"), cfg.to_string()).unwrap();
-    let chall = Command::new("pebble-challtestsrv")
+    let mut chall = Command::new("pebble-challtestsrv");
+    chall
         .args([
             "-dns01",
             &format!("127.0.0.1:{dns}"),
@@ -75,31 +68,20 @@ async fn pebble(dir: &Path, http_port: u16, tls_port: u16) -> (String, PathBuf, 
             "127.0.0.1",
             "-defaultIPv6",
             "",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pebble-challtestsrv");
-    let peb = Command::new("pebble")
-        .args(["-config"])
+        ]);
+    let mut peb = Command::new("pebble");
+    peb.args(["-config"])
         .arg(dir.join("pebble.json"))
         .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
         .env("PEBBLE_VA_NOSLEEP", "1")
         .env("PEBBLE_WFE_NONCEREJECT", "0")
-        .env("PEBBLE_AUTHZREUSE", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pebble");
-    let up = eventually(Duration::from_secs(10), async || {
-        TcpStream::connect(("127.0.0.1", api)).await.is_ok()
-    })
-    .await;
-    assert!(up, "pebble did not start");
+        .env("PEBBLE_AUTHZREUSE", "0");
+    peer.spawn(&mut chall).spawn(&mut peb);
+    peer.wait_tcp(api, Duration::from_secs(10)).await;
     (
         format!("https://127.0.0.1:{api}/dir"),
         dir.join("api-ca.pem"),
-        Procs(vec![chall, peb], dir.to_path_buf()),
+        peer,
     )
 }
 
@@ -131,15 +113,9 @@ async fn obtain_with(challenge: &str) {
     if !require("pebble") || !require("pebble-challtestsrv") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!(
-        "gatehouse-acme-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
     let (http_port, tls_port) = (free_port(), free_port());
-    let (directory, api_ca, _procs) = pebble(&dir, http_port, tls_port).await;
-    let storage = dir.join("storage");
+    let (directory, api_ca, peers) = pebble(http_port, tls_port).await;
+    let storage = peers.path("storage");
     let name = "acme-test.example";
     let cfg = format!(
         r#"

@@ -4,31 +4,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::common::*;
+use crate::config::{Config, Upstream};
 
-fn cfg(servers: &str, extra: &str) -> String {
-    format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[[routes]]
-upstream = "app"
-[upstreams.app]
-servers = [{servers}]
-{extra}
-"#
-    )
+fn cfg(u: Upstream) -> String {
+    Config::web_to(u).toml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn round_robin_is_even_across_threads_and_weighted() {
     let (a, b, c) = (named("a").await, named("b").await, named("c").await);
-    let gh = proxy(&cfg(
-        &format!("\"{}\", \"{}\", \"{}\"", a.addr, b.addr, c.addr),
-        "",
-    ))
-    .await;
+    let gh = proxy(&cfg(Upstream::servers([a.addr, b.addr, c.addr]))).await;
     let addr = web(&gh);
     let mut tasks = Vec::new();
     for _ in 0..10 {
@@ -48,11 +33,7 @@ async fn round_robin_is_even_across_threads_and_weighted() {
 
     let (w1, w3) = (named("w1").await, named("w3").await);
     let gh = proxy(&cfg(
-        &format!(
-            "\"{}\", {{ address = \"{}\", weight = 3 }}",
-            w1.addr, w3.addr
-        ),
-        "",
+        Upstream::servers([w1.addr]).server_with(w3.addr, "weight = 3")
     ))
     .await;
     let addr = web(&gh);
@@ -82,8 +63,7 @@ async fn least_conn_prefers_the_server_with_fewer_requests_in_flight() {
     let a = holding("a", rx.clone()).await;
     let b = holding("b", rx).await;
     let gh = proxy(&cfg(
-        &format!("\"{}\", \"{}\"", a.addr, b.addr),
-        "balance = \"least_conn\"",
+        Upstream::servers([a.addr, b.addr]).balance("least_conn")
     ))
     .await;
     let addr = web(&gh);
@@ -114,8 +94,7 @@ async fn least_conn_prefers_the_server_with_fewer_requests_in_flight() {
 async fn random_two_spreads_load() {
     let (a, b, c) = (named("a").await, named("b").await, named("c").await);
     let gh = proxy(&cfg(
-        &format!("\"{}\", \"{}\", \"{}\"", a.addr, b.addr, c.addr),
-        "balance = \"random_two\"",
+        Upstream::servers([a.addr, b.addr, c.addr]).balance("random_two")
     ))
     .await;
     let addr = web(&gh);
@@ -136,15 +115,12 @@ async fn hash_is_consistent_and_moves_few_keys_when_a_server_goes() {
         named("d").await,
     ];
     let names = ["a", "b", "c", "d"];
-    let list = |n: usize| {
-        origins[..n]
-            .iter()
-            .map(|o| format!("\"{}\"", o.addr))
-            .collect::<Vec<_>>()
-            .join(", ")
+    let hashed = |n: usize| {
+        cfg(Upstream::servers(origins[..n].iter().map(|o| o.addr))
+            .balance("hash")
+            .raw(r#"hash_key = "header:x-user""#))
     };
-    let extra = "balance = \"hash\"\nhash_key = \"header:x-user\"";
-    let gh = proxy(&cfg(&list(4), extra)).await;
+    let gh = proxy(&hashed(4)).await;
     let addr = web(&gh);
     let mut before = HashMap::new();
     for k in 0..200 {
@@ -158,7 +134,7 @@ async fn hash_is_consistent_and_moves_few_keys_when_a_server_goes() {
         let share = before.values().filter(|v| *v == n).count();
         assert!(share > 20, "server {n} got {share} of 200 keys");
     }
-    gh.apply(gatehouse_config::parse(&cfg(&list(3), extra), "t").unwrap())
+    gh.apply(gatehouse_config::parse(&hashed(3), "t").unwrap())
         .await
         .unwrap();
     let mut moved = 0;
@@ -182,8 +158,7 @@ async fn hash_is_consistent_and_moves_few_keys_when_a_server_goes() {
 async fn sticky_cookie_pins_a_client_to_its_server_without_naming_it() {
     let (a, b, c) = (named("a").await, named("b").await, named("c").await);
     let gh = proxy(&cfg(
-        &format!("\"{}\", \"{}\", \"{}\"", a.addr, b.addr, c.addr),
-        "sticky = { cookie = \"GH_SRV\" }",
+        Upstream::servers([a.addr, b.addr, c.addr]).raw(r#"sticky = { cookie = "GH_SRV" }"#)
     ))
     .await;
     let addr = web(&gh);

@@ -10,6 +10,7 @@ use http::Request;
 use hyper::body::Incoming;
 
 use crate::common::*;
+use crate::config::{Config, Listener, Route, Upstream, quoted};
 
 fn resp(status: u16, headers: &[(&str, &str)], body: &str) -> http::Response<Body> {
     let mut r = text(status, body.to_string());
@@ -22,23 +23,21 @@ fn resp(status: u16, headers: &[(&str, &str)], body: &str) -> http::Response<Bod
     r
 }
 
-fn cfg(origin: SocketAddr, route_cache: &str, extra: &str) -> String {
-    format!(
-        r#"
-[global]
-access_log = "off"
-[admin]
-bind = "127.0.0.1:0"
-[listeners.web]
-bind = "127.0.0.1:0"
-{extra}
-[[routes]]
-upstream = "app"
-cache = {{ {route_cache} }}
-[upstreams.app]
-servers = ["{origin}"]
-"#
-    )
+/// The admin API (for purges) and one route, `route`, to `origin` as upstream `app`.
+fn proxy_config(origin: SocketAddr, route: Route) -> Config {
+    Config::web()
+        .admin()
+        .route(route)
+        .upstream("app", Upstream::servers([origin]))
+}
+
+/// A route's `cache = { ROUTE_CACHE }` line.
+fn caching(route_cache: &str) -> String {
+    format!("cache = {{ {route_cache} }}")
+}
+
+fn cfg(origin: SocketAddr, route_cache: &str) -> String {
+    proxy_config(origin, Route::to("app").raw(caching(route_cache))).toml()
 }
 
 async fn get_h(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Got {
@@ -75,7 +74,7 @@ fn gets_on(o: &Origin, path: &str) -> usize {
 #[tokio::test]
 async fn fresh_answers_come_from_the_store_with_age_and_cache_status() {
     let o = origin(|_req| async { resp(200, &[("cache-control", "max-age=60")], "v1") }).await;
-    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
+    let gh = proxy(&cfg(o.addr, "enabled = true")).await;
     let a = web(&gh);
     let first = get_h(a, "/a?b=1", &[]).await;
     assert_eq!(first.text(), "v1");
@@ -123,7 +122,7 @@ async fn private_answers_are_never_stored() {
         }
     })
     .await;
-    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
+    let gh = proxy(&cfg(o.addr, "enabled = true")).await;
     let a = web(&gh);
     for path in ["/no-store", "/private", "/cookie"] {
         for _ in 0..2 {
@@ -169,7 +168,7 @@ async fn private_answers_are_never_stored() {
     assert_eq!(hits_on(&o, "/post"), 2);
 
     // cookies = true stores answers that set cookies.
-    let gh2 = proxy(&cfg(o.addr, "cookies = true", "")).await;
+    let gh2 = proxy(&cfg(o.addr, "cookies = true")).await;
     for _ in 0..2 {
         let g = get_h(web(&gh2), "/cookie", &[]).await;
         assert_eq!(g.header("set-cookie"), Some("sid=secret"));
@@ -197,8 +196,8 @@ async fn freshness_from_expires_heuristic_and_default_ttl() {
         }
     })
     .await;
-    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
-    let ttl = proxy(&cfg(o.addr, "default_ttl = \"60s\"", "")).await;
+    let gh = proxy(&cfg(o.addr, "enabled = true")).await;
+    let ttl = proxy(&cfg(o.addr, "default_ttl = \"60s\"")).await;
     for path in ["/expires", "/heuristic"] {
         get_h(web(&gh), path, &[]).await;
         let g = get_h(web(&gh), path, &[]).await;
@@ -254,7 +253,7 @@ async fn validating_origin(cc: &'static str) -> (Origin, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn zero_freshness_with_a_validator_is_revalidated_on_every_use() {
     let (o, version) = validating_origin("no-cache").await;
-    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
+    let gh = proxy(&cfg(o.addr, "enabled = true")).await;
     let a = web(&gh);
     assert_eq!(get_h(a, "/r", &[]).await.text(), "body v1");
     let g = get_h(a, "/r", &[]).await;
@@ -310,7 +309,7 @@ async fn a_304_refreshes_the_stored_headers() {
         }
     })
     .await;
-    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
+    let gh = proxy(&cfg(o.addr, "enabled = true")).await;
     let a = web(&gh);
     get_h(a, "/p", &[]).await;
     let g = get_h(a, "/p", &[]).await; // stale (max-age=0): validated, 304 makes it fresh
@@ -340,7 +339,7 @@ async fn vary_keeps_variants_apart_and_star_never_matches() {
         )
     })
     .await;
-    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
+    let gh = proxy(&cfg(o.addr, "enabled = true")).await;
     let a = web(&gh);
     for _ in 0..2 {
         assert_eq!(
@@ -364,7 +363,7 @@ async fn vary_keeps_variants_apart_and_star_never_matches() {
 #[tokio::test]
 async fn request_directives_are_honoured() {
     let (o, _v) = validating_origin("max-age=60").await;
-    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
+    let gh = proxy(&cfg(o.addr, "enabled = true")).await;
     let a = web(&gh);
     // only-if-cached on a miss: 504, origin untouched.
     let g = get_h(a, "/d", &[("cache-control", "only-if-cached")]).await;
@@ -408,7 +407,7 @@ async fn stale_answers_only_where_allowed() {
         resp(200, &[("cache-control", cc)], "x")
     })
     .await;
-    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
+    let gh = proxy(&cfg(o.addr, "enabled = true")).await;
     let a = web(&gh);
     get_h(a, "/s", &[]).await;
     get_h(a, "/mr", &[]).await;
@@ -448,7 +447,7 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_behind() {
         }
     })
     .await;
-    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
+    let gh = proxy(&cfg(o.addr, "enabled = true")).await;
     let a = web(&gh);
     assert_eq!(get_h(a, "/w", &[]).await.text(), "v0");
     tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -490,7 +489,7 @@ async fn stale_if_error_stands_in_for_a_failing_origin() {
         }
     })
     .await;
-    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
+    let gh = proxy(&cfg(o.addr, "enabled = true")).await;
     let a = web(&gh);
     get_h(a, "/e", &[]).await;
     get_h(a, "/plain", &[]).await;
@@ -526,7 +525,7 @@ async fn unsafe_methods_invalidate_the_target_and_its_locations() {
         }
     })
     .await;
-    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
+    let gh = proxy(&cfg(o.addr, "enabled = true")).await;
     let a = web(&gh);
     let warm = async |path: &str| {
         get_h(a, path, &[]).await;
@@ -572,7 +571,7 @@ async fn a_thousand_concurrent_misses_make_one_origin_request() {
         resp(200, &[("cache-control", "max-age=60")], &"z".repeat(20_000))
     })
     .await;
-    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
+    let gh = proxy(&cfg(o.addr, "enabled = true")).await;
     let a = web(&gh);
     let mut tasks = Vec::new();
     for _ in 0..1000 {
@@ -605,7 +604,7 @@ async fn slow_first_origin(delay: Duration) -> Origin {
 #[tokio::test]
 async fn waiters_go_to_the_origin_after_lock_timeout() {
     let o = slow_first_origin(Duration::from_secs(2)).await;
-    let gh = proxy(&cfg(o.addr, "lock_timeout = \"200ms\"", "")).await;
+    let gh = proxy(&cfg(o.addr, "lock_timeout = \"200ms\"")).await;
     let a = web(&gh);
     let slow = tokio::spawn(async move { get_h(a, "/l", &[]).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -641,7 +640,7 @@ async fn ranges_are_served_from_a_complete_entry() {
         )
     })
     .await;
-    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
+    let gh = proxy(&cfg(o.addr, "enabled = true")).await;
     let a = web(&gh);
     // A miss with Range goes to the origin; its 206 is not stored.
     let g = get_h(a, "/f", &[("range", "bytes=0-1")]).await;
@@ -686,7 +685,7 @@ async fn purge_by_url_and_by_prefix() {
         )
     })
     .await;
-    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
+    let gh = proxy(&cfg(o.addr, "enabled = true")).await;
     let (a, admin) = (web(&gh), gh.admin_addr().unwrap());
     for p in ["/a?b=1", "/img/1", "/img/2", "/other"] {
         get_h(a, p, &[("accept-language", "fr")]).await;
@@ -737,11 +736,13 @@ async fn the_disk_tier_survives_a_restart_and_never_serves_a_damaged_file() {
         resp(200, &[("cache-control", "max-age=600")], &body)
     })
     .await;
-    let extra = format!(
-        "[cache]\nmemory = \"8MiB\"\ndisk = {{ path = \"{}\", size = \"64MiB\" }}\n",
-        dir.display()
-    );
-    let config = cfg(o.addr, "enabled = true", &extra);
+    let config = proxy_config(o.addr, Route::to("app").raw(caching("enabled = true")))
+        .cache(r#"memory = "8MiB""#)
+        .cache(format!(
+            r#"disk = {{ path = {}, size = "64MiB" }}"#,
+            quoted(dir.display())
+        ))
+        .toml();
     let gh = proxy(&config).await;
     for p in ["/one", "/two"] {
         get_h(web(&gh), p, &[]).await;
@@ -826,11 +827,12 @@ async fn memory_stays_within_its_bound_and_the_hot_set_survives_a_scan() {
         )
     })
     .await;
-    let gh = proxy(&cfg(
-        o.addr,
-        "enabled = true",
-        "[cache]\nmemory = \"1MiB\"\nmax_object = \"64KiB\"\n",
-    ))
+    let gh = proxy(
+        &proxy_config(o.addr, Route::to("app").raw(caching("enabled = true")))
+            .cache(r#"memory = "1MiB""#)
+            .cache(r#"max_object = "64KiB""#)
+            .toml(),
+    )
     .await;
     let a = web(&gh);
     // A hot set of 20 objects (~200 KiB), used repeatedly...
@@ -920,29 +922,24 @@ async fn one_route_never_serves_another_routes_entries() {
         origin(|_r| async { resp(200, &[("cache-control", "max-age=60")], "from A") }).await;
     let b_origin =
         origin(|_r| async { resp(200, &[("cache-control", "max-age=60")], "from B") }).await;
-    let gh = proxy(&format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.a]
-bind = "127.0.0.1:0"
-[listeners.b]
-bind = "127.0.0.1:0"
-[[routes]]
-listeners = ["a"]
-upstream = "a"
-cache = {{ enabled = true }}
-[[routes]]
-listeners = ["b"]
-upstream = "b"
-cache = {{ enabled = true }}
-[upstreams.a]
-servers = ["{}"]
-[upstreams.b]
-servers = ["{}"]
-"#,
-        a_origin.addr, b_origin.addr
-    ))
+    let gh = proxy(
+        &Config::new()
+            .listener("a", Listener::http())
+            .listener("b", Listener::http())
+            .route(
+                Route::to("a")
+                    .listeners(["a"])
+                    .raw(caching("enabled = true")),
+            )
+            .route(
+                Route::to("b")
+                    .listeners(["b"])
+                    .raw(caching("enabled = true")),
+            )
+            .upstream("a", Upstream::servers([a_origin.addr]))
+            .upstream("b", Upstream::servers([b_origin.addr]))
+            .toml(),
+    )
     .await;
     let (la, lb) = (gh.listener_addrs("a")[0], gh.listener_addrs("b")[0]);
     // The same Host and path on both listeners: the same URL, stored once per route.
@@ -975,7 +972,7 @@ async fn answers_varying_on_headers_the_proxy_sets_are_not_stored() {
         resp(200, &[("cache-control", "max-age=60"), ("vary", vary)], "x")
     })
     .await;
-    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
+    let gh = proxy(&cfg(o.addr, "enabled = true")).await;
     for path in ["/cert", "/xff"] {
         for _ in 0..2 {
             // The client's own copy of the header is replaced before the origin sees it.
@@ -1006,7 +1003,7 @@ async fn a_304_that_makes_the_answer_private_or_sets_a_cookie_drops_it() {
         .await;
         (o, ())
     };
-    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
+    let gh = proxy(&cfg(o.addr, "enabled = true")).await;
     let a = web(&gh);
     for path in ["/c", "/p"] {
         get_h(a, path, &[]).await; // stored (max-age=0 with a validator)
@@ -1033,7 +1030,7 @@ async fn empty_answers_are_stored_too() {
         resp(status, &[("cache-control", "max-age=60")], "")
     })
     .await;
-    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
+    let gh = proxy(&cfg(o.addr, "enabled = true")).await;
     for path in ["/empty", "/204"] {
         get_h(web(&gh), path, &[]).await;
         let g = get_h(web(&gh), path, &[]).await;
@@ -1045,7 +1042,7 @@ async fn empty_answers_are_stored_too() {
 #[tokio::test]
 async fn a_purge_during_a_fetch_wins_over_the_fetch() {
     let o = slow_first_origin(Duration::from_millis(400)).await;
-    let gh = proxy(&cfg(o.addr, "enabled = true", "")).await;
+    let gh = proxy(&cfg(o.addr, "enabled = true")).await;
     let (a, admin) = (web(&gh), gh.admin_addr().unwrap());
     let slow = tokio::spawn(async move { get_h(a, "/race", &[]).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1072,11 +1069,15 @@ async fn a_304_from_the_store_matches_what_compression_sent() {
         )
     })
     .await;
-    let gh = proxy(&cfg(
-        o.addr,
-        "enabled = true }\ncompress = { min_size = \"10\"",
-        "",
-    ))
+    let gh = proxy(
+        &proxy_config(
+            o.addr,
+            Route::to("app")
+                .raw(caching("enabled = true"))
+                .raw(r#"compress = { min_size = "10" }"#),
+        )
+        .toml(),
+    )
     .await;
     let a = web(&gh);
     let g = get_h(a, "/z", &[("accept-encoding", "gzip")]).await;
@@ -1120,11 +1121,15 @@ async fn the_store_fills_at_the_origins_pace_not_the_first_clients() {
     let o =
         origin(|_req| async { resp(200, &[("cache-control", "max-age=60")], &"y".repeat(SIZE)) })
             .await;
-    let gh = proxy(&cfg(
-        o.addr,
-        "lock_timeout = \"10s\"",
-        "[cache]\nmemory = \"64MiB\"\nmax_object = \"32MiB\"\n",
-    ))
+    let gh = proxy(
+        &proxy_config(
+            o.addr,
+            Route::to("app").raw(caching(r#"lock_timeout = "10s""#)),
+        )
+        .cache(r#"memory = "64MiB""#)
+        .cache(r#"max_object = "32MiB""#)
+        .toml(),
+    )
     .await;
     let a = web(&gh);
     // The first client reads the head and a little, then stops reading for 3 s.

@@ -1,11 +1,7 @@
 //! The command line: check (ok / every error located, exit 1), schema, version, and every file
 //! in examples/ passing check.
 
-use std::process::Command;
-
-fn gatehouse() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-}
+use crate::peer::gatehouse_command as gatehouse;
 
 #[test]
 fn check_accepts_every_example() {

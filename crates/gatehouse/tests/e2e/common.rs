@@ -258,20 +258,3 @@ pub async fn eventually(within: Duration, mut f: impl AsyncFnMut() -> bool) -> b
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
-
-/// Whether a required peer binary is missing: loud skip locally, failure under CI.
-pub fn require(bin: &str) -> bool {
-    let found = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {bin} || test -x /usr/sbin/{bin}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{bin} is required under CI=true but is not installed");
-        }
-        eprintln!("\n\n*** SKIPPING: {bin} is not installed (install it to run this test) ***\n\n");
-    }
-    found
-}

@@ -5,6 +5,7 @@ use http::Request;
 use tokio::io::AsyncReadExt;
 
 use crate::common::*;
+use crate::config::{Config, Route, Upstream};
 
 fn page() -> String {
     (0..2000)
@@ -57,20 +58,12 @@ async fn setup(route_extra: &str) -> (Origin, gatehouse::Gatehouse) {
         r
     })
     .await;
-    let gh = proxy(&format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[[routes]]
-upstream = "app"
-{route_extra}
-[upstreams.app]
-servers = ["{}"]
-"#,
-        o.addr
-    ))
+    let gh = proxy(
+        &Config::web()
+            .route(Route::to("app").raw(route_extra))
+            .upstream("app", Upstream::servers([o.addr]))
+            .toml(),
+    )
     .await;
     (o, gh)
 }

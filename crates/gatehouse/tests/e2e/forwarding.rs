@@ -5,6 +5,7 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 
 use crate::common::*;
+use crate::config::{Config, Listener, Route, Upstream};
 
 fn cfg(origin: std::net::SocketAddr, trusted: &str) -> String {
     cfg_route(origin, trusted, "")
@@ -17,20 +18,14 @@ async fn proxy_route(o: &Origin, trusted: &str, route: &str) -> gatehouse::Gateh
 
 /// [`cfg`] with more keys on the route.
 fn cfg_route(origin: std::net::SocketAddr, trusted: &str, route: &str) -> String {
-    format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-trusted_proxies = [{trusted}]
-[[routes]]
-upstream = "app"
-{route}
-[upstreams.app]
-servers = ["{origin}"]
-"#
-    )
+    Config::new()
+        .listener(
+            "web",
+            Listener::http().raw(format!("trusted_proxies = [{trusted}]")),
+        )
+        .route(Route::to("app").raw(route))
+        .upstream("app", Upstream::servers([origin]))
+        .toml()
 }
 
 /// An origin that answers with the request body length and echoes a few request facts.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 use crate::common::*;
+use crate::config::{Config, Route, Upstream};
 
 async fn switchable(name: &'static str) -> (Origin, Arc<AtomicU16>) {
     let health = Arc::new(AtomicU16::new(200));
@@ -41,20 +42,12 @@ async fn active_checks_take_servers_down_and_up_and_backups_step_in() {
     let (a, ha) = switchable("a").await;
     let (b, hb) = switchable("b").await;
     let (backup, _) = switchable("backup").await;
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[[routes]]
-upstream = "app"
-[upstreams.app]
-servers = ["{}", "{}", {{ address = "{}", backup = true }}]
-health_check = {{ path = "/healthz", interval = "100ms", timeout = "500ms", rise = 2, fall = 2 }}
-"#,
-        a.addr, b.addr, backup.addr
-    );
+    let cfg = Config::web_to(
+        Upstream::servers([a.addr, b.addr])
+            .backup(backup.addr)
+            .raw(r#"health_check = { path = "/healthz", interval = "100ms", timeout = "500ms", rise = 2, fall = 2 }"#),
+    )
+    .toml();
     let gh = proxy(&cfg).await;
     let addr = web(&gh);
     for _ in 0..4 {
@@ -99,20 +92,11 @@ health_check = {{ path = "/healthz", interval = "100ms", timeout = "500ms", rise
 async fn no_healthy_server_is_503() {
     let (a, ha) = switchable("a").await;
     ha.store(500, Ordering::SeqCst);
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[[routes]]
-upstream = "app"
-[upstreams.app]
-servers = ["{}"]
-health_check = {{ path = "/healthz", interval = "50ms", fall = 1 }}
-"#,
-        a.addr
-    );
+    let cfg = Config::web_to(
+        Upstream::servers([a.addr])
+            .raw(r#"health_check = { path = "/healthz", interval = "50ms", fall = 1 }"#),
+    )
+    .toml();
     let gh = proxy(&cfg).await;
     let addr = web(&gh);
     assert!(
@@ -130,20 +114,10 @@ health_check = {{ path = "/healthz", interval = "50ms", fall = 1 }}
 async fn passive_ejection_after_consecutive_failures() {
     let bad = origin(|_| async { text(500, "bad") }).await;
     let good = named("good").await;
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[[routes]]
-upstream = "app"
-[upstreams.app]
-servers = ["{}", "{}"]
-passive = {{ fall = 3, cooldown = "30s" }}
-"#,
-        bad.addr, good.addr
-    );
+    let cfg = Config::web_to(
+        Upstream::servers([bad.addr, good.addr]).raw(r#"passive = { fall = 3, cooldown = "30s" }"#),
+    )
+    .toml();
     let gh = proxy(&cfg).await;
     let addr = web(&gh);
     for _ in 0..6 {
@@ -164,21 +138,12 @@ passive = {{ fall = 3, cooldown = "30s" }}
 /// ("got N"), ejected by passive health at its first failure; the origin's address.
 async fn reading_origin_behind_passive_health() -> (Origin, gatehouse::Gatehouse, String) {
     let app = body_counting_origin().await;
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[[routes]]
-upstream = "app"
-[upstreams.app]
-servers = ["{}"]
-retries = 1
-passive = {{ fall = 1, cooldown = "30s" }}
-"#,
-        app.addr
-    );
+    let cfg = Config::web_to(
+        Upstream::servers([app.addr])
+            .raw("retries = 1")
+            .raw(r#"passive = { fall = 1, cooldown = "30s" }"#),
+    )
+    .toml();
     let gh = proxy(&cfg).await;
     let server = app.addr.to_string();
     (app, gh, server)
@@ -270,26 +235,20 @@ async fn retries_go_to_another_server_only_when_safe() {
     let good = named("good").await;
     let closed = free_port();
     let (reset, _t) = resetter().await;
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[[routes]]
-path_prefix = "/refused"
-upstream = "refused"
-[[routes]]
-upstream = "resets"
-[upstreams.refused]
-servers = ["127.0.0.1:{closed}", "{}"]
-retries = 1
-[upstreams.resets]
-servers = ["{reset}", "{}"]
-retries = 1
-"#,
-        good.addr, good.addr
-    );
+    let cfg = Config::web()
+        .route(Route::to("refused").path_prefix("/refused"))
+        .route(Route::to("resets"))
+        .upstream(
+            "refused",
+            Upstream::servers([format!("127.0.0.1:{closed}")])
+                .and([good.addr])
+                .raw("retries = 1"),
+        )
+        .upstream(
+            "resets",
+            Upstream::servers([reset, good.addr]).raw("retries = 1"),
+        )
+        .toml();
     let gh = proxy(&cfg).await;
     let addr = web(&gh);
     // Connection refused: retried for any method, body or not.
@@ -333,25 +292,15 @@ async fn connect_failure_is_502_and_slow_origin_is_504() {
     })
     .await;
     let closed = free_port();
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[[routes]]
-path_prefix = "/slow"
-upstream = "slow"
-[[routes]]
-upstream = "dead"
-[upstreams.slow]
-servers = ["{}"]
-response_timeout = "300ms"
-[upstreams.dead]
-servers = ["127.0.0.1:{closed}"]
-"#,
-        slow.addr
-    );
+    let cfg = Config::web()
+        .route(Route::to("slow").path_prefix("/slow"))
+        .route(Route::to("dead"))
+        .upstream(
+            "slow",
+            Upstream::servers([slow.addr]).raw(r#"response_timeout = "300ms""#),
+        )
+        .upstream("dead", Upstream::servers([format!("127.0.0.1:{closed}")]))
+        .toml();
     let gh = proxy(&cfg).await;
     let addr = web(&gh);
     let r = get(addr, "x", "/dead").await;
@@ -373,20 +322,7 @@ async fn each_request_on_a_pooled_connection_gets_its_whole_timeout() {
         text(200, "ok")
     })
     .await;
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[[routes]]
-upstream = "app"
-[upstreams.app]
-servers = ["{}"]
-response_timeout = "1s"
-"#,
-        o.addr
-    );
+    let cfg = Config::web_to(Upstream::servers([o.addr]).raw(r#"response_timeout = "1s""#)).toml();
     let gh = proxy(&cfg).await;
     let addr = web(&gh);
     assert_eq!(get(addr, "x", "/0").await.status, 200);

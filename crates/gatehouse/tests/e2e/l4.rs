@@ -7,6 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::common::*;
+use crate::config::{Config, Listener, Route, Upstream};
 
 /// A TCP origin: reads until the client's FIN, then answers `NAME got N bytes` (and, with a
 /// PROXY header first, who it said the client was) and closes.
@@ -54,31 +55,29 @@ async fn exchange(addr: std::net::SocketAddr, payload: &[u8]) -> String {
 async fn tcp_pipe_half_close_routing_and_failover() {
     let (a, b) = (tcp_origin("a").await, tcp_origin("b").await);
     let dead = free_port();
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.turn]
-bind = ["127.0.0.1:0", "127.0.0.2:0"]
-protocol = "tcp"
-upstream = "default"
-[[routes]]
-listeners = ["turn"]
-sources = ["10.0.0.0/8"]
-upstream = "never"
-[[routes]]
-listeners = ["turn"]
-destinations = ["127.0.0.2/32"]
-upstream = "second"
-[upstreams.default]
-servers = ["127.0.0.1:{dead}", "{a}"]
-retries = 1
-[upstreams.second]
-servers = ["{b}"]
-[upstreams.never]
-servers = ["127.0.0.1:{dead}"]
-"#
-    );
+    let dead = format!("127.0.0.1:{dead}");
+    let cfg = Config::new()
+        .listener(
+            "turn",
+            Listener::tcp("default").binds(["127.0.0.1:0", "127.0.0.2:0"]),
+        )
+        .route(
+            Route::to("never")
+                .listeners(["turn"])
+                .raw(r#"sources = ["10.0.0.0/8"]"#),
+        )
+        .route(
+            Route::to("second")
+                .listeners(["turn"])
+                .raw(r#"destinations = ["127.0.0.2/32"]"#),
+        )
+        .upstream(
+            "default",
+            Upstream::servers([&dead]).and([a]).raw("retries = 1"),
+        )
+        .upstream("second", Upstream::servers([b]))
+        .upstream("never", Upstream::servers([&dead]))
+        .toml();
     let gh = proxy(&cfg).await;
     let addrs = gh.listener_addrs("turn");
     let one = *addrs
@@ -107,20 +106,15 @@ servers = ["127.0.0.1:{dead}"]
 #[tokio::test]
 async fn tcp_idle_timeout_and_proxy_header() {
     let a = tcp_origin("a").await;
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.db]
-bind = "127.0.0.1:0"
-protocol = "tcp"
-upstream = "db"
-[upstreams.db]
-servers = ["{a}"]
-idle_timeout = "300ms"
-proxy_protocol = "v1"
-"#
-    );
+    let cfg = Config::new()
+        .listener("db", Listener::tcp("db"))
+        .upstream(
+            "db",
+            Upstream::servers([a])
+                .raw(r#"idle_timeout = "300ms""#)
+                .raw(r#"proxy_protocol = "v1""#),
+        )
+        .toml();
     let gh = proxy(&cfg).await;
     let addr = gh.listener_addrs("db")[0];
     let reply = exchange(addr, b"select 1").await;
@@ -185,30 +179,22 @@ async fn peer_origin() -> std::net::SocketAddr {
 #[tokio::test]
 async fn source_address_fixed_and_client() {
     let o = peer_origin().await;
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[listeners.public]
-bind = "127.0.0.1:0"
-proxy_protocol = "v1"
-trusted_proxies = ["127.0.0.0/8"]
-[[routes]]
-listeners = ["web"]
-upstream = "fixed"
-[[routes]]
-listeners = ["public"]
-upstream = "transparent"
-[upstreams.fixed]
-servers = ["{o}"]
-source_address = "127.0.0.2"
-[upstreams.transparent]
-servers = ["{o}"]
-source_address = "client"
-"#
-    );
+    let cfg = Config::web()
+        .listener(
+            "public",
+            Listener::http().proxy_protocol_from_loopback("v1"),
+        )
+        .route(Route::to("fixed").listeners(["web"]))
+        .route(Route::to("transparent").listeners(["public"]))
+        .upstream(
+            "fixed",
+            Upstream::servers([o]).raw(r#"source_address = "127.0.0.2""#),
+        )
+        .upstream(
+            "transparent",
+            Upstream::servers([o]).raw(r#"source_address = "client""#),
+        )
+        .toml();
     let gh = proxy(&cfg).await;
     assert_eq!(
         get(gh.listener_addrs("web")[0], "x", "/").await.text(),
@@ -246,19 +232,13 @@ async fn udp_flows_per_client_answers_from_the_listener_and_idle_expiry() {
             let _ = origin.send_to(&buf[..n].to_ascii_uppercase(), from).await;
         }
     });
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.stun]
-bind = "127.0.0.1:0"
-protocol = "udp"
-upstream = "stun"
-udp_idle_timeout = "300ms"
-[upstreams.stun]
-servers = ["{origin_addr}"]
-"#
-    );
+    let cfg = Config::new()
+        .listener(
+            "stun",
+            Listener::udp("stun").raw(r#"udp_idle_timeout = "300ms""#),
+        )
+        .upstream("stun", Upstream::servers([origin_addr]))
+        .toml();
     let gh = proxy(&cfg).await;
     let listener = gh.listener_addrs("stun")[0];
     async fn ask(
@@ -299,20 +279,16 @@ servers = ["{origin_addr}"]
 async fn tcp_connect_health_checks() {
     let alive = tcp_origin("alive").await;
     let dead = free_port();
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.t]
-bind = "127.0.0.1:0"
-protocol = "tcp"
-upstream = "u"
-[upstreams.u]
-servers = ["127.0.0.1:{dead}", "{alive}"]
-retries = 0
-health_check = {{ type = "tcp", interval = "100ms", fall = 1, rise = 1 }}
-"#
-    );
+    let cfg = Config::new()
+        .listener("t", Listener::tcp("u"))
+        .upstream(
+            "u",
+            Upstream::servers([format!("127.0.0.1:{dead}")])
+                .and([alive])
+                .raw("retries = 0")
+                .raw(r#"health_check = { type = "tcp", interval = "100ms", fall = 1, rise = 1 }"#),
+        )
+        .toml();
     let gh = proxy(&cfg).await;
     let down = eventually(Duration::from_secs(3), async || {
         let snap = gh.shared().snapshot();
@@ -355,9 +331,12 @@ async fn one_gib_through_a_tcp_pipe_with_a_checksum() {
             let _ = s.write_all(format!("{h:016x}").as_bytes()).await;
         }
     });
-    let gh = proxy(&format!(
-        "[global]\naccess_log = \"off\"\n[listeners.t]\nbind = \"127.0.0.1:0\"\nprotocol = \"tcp\"\nupstream = \"u\"\n[upstreams.u]\nservers = [\"{origin}\"]\n"
-    ))
+    let gh = proxy(
+        &Config::new()
+            .listener("t", Listener::tcp("u"))
+            .upstream("u", Upstream::servers([origin]))
+            .toml(),
+    )
     .await;
     let mut s = TcpStream::connect(gh.listener_addrs("t")[0]).await.unwrap();
     let mut want: u64 = 0xcbf2_9ce4_8422_2325;
@@ -416,26 +395,15 @@ async fn tcp_and_udp_share_a_port_and_bridge_ipv4_clients_to_ipv6_origins() {
     });
     // One port for both protocols (TURN listens on 5349 for TCP/TLS and UDP alike).
     let port = free_port();
-    let gh = proxy(&format!(
-        r#"
-[global]
-access_log = "off"
-[admin]
-bind = "127.0.0.1:0"
-[listeners.turn]
-bind = "127.0.0.1:{port}"
-protocol = "tcp"
-upstream = "tcp6"
-[listeners.turn_udp]
-bind = "127.0.0.1:{port}"
-protocol = "udp"
-upstream = "udp6"
-[upstreams.tcp6]
-servers = ["{tcp6}"]
-[upstreams.udp6]
-servers = ["{udp6}"]
-"#
-    ))
+    let gh = proxy(
+        &Config::new()
+            .admin()
+            .listener("turn", Listener::tcp("tcp6").port(port))
+            .listener("turn_udp", Listener::udp("udp6").port(port))
+            .upstream("tcp6", Upstream::servers([tcp6]))
+            .upstream("udp6", Upstream::servers([udp6]))
+            .toml(),
+    )
     .await;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     assert_eq!(gh.listener_addrs("turn")[0], addr);

@@ -3,7 +3,6 @@
 //! the real binary with bounded memory.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -13,6 +12,8 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 
 use crate::common::*;
+use crate::config::{Config, Listener, Route, Upstream};
+use crate::peer::Peer;
 
 fn temp_file(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -47,31 +48,17 @@ async fn slow_and_named(name: &'static str) -> Origin {
 }
 
 fn two_route_cfg(admin: bool, upstream: std::net::SocketAddr, extra_listener: bool) -> String {
-    format!(
-        r#"
-[global]
-access_log = "off"
-{}
-[listeners.web]
-bind = "127.0.0.1:0"
-{}
-[[routes]]
-name = "main"
-upstream = "app"
-[upstreams.app]
-servers = ["{upstream}"]
-"#,
-        if admin {
-            "[admin]\nbind = \"127.0.0.1:0\""
-        } else {
-            ""
-        },
-        if extra_listener {
-            "[listeners.extra]\nbind = \"127.0.0.1:0\""
-        } else {
-            ""
-        },
-    )
+    let mut cfg = Config::new();
+    if admin {
+        cfg = cfg.admin();
+    }
+    cfg = cfg.listener("web", Listener::http());
+    if extra_listener {
+        cfg = cfg.listener("extra", Listener::http());
+    }
+    cfg.route(Route::to("app").name("main"))
+        .upstream("app", Upstream::servers([upstream]))
+        .toml()
 }
 
 async fn admin_call(addr: std::net::SocketAddr, method: &str, path: &str) -> Got {
@@ -210,82 +197,36 @@ async fn metrics_and_status() {
     );
 }
 
-/// The gatehouse binary, running a config file.
-struct Proc {
-    child: Child,
-    dir: PathBuf,
+/// The gatehouse binary running `cfg`, once it listens on `port`.
+async fn binary(cfg: &str, port: u16) -> Peer {
+    let mut p = Peer::gatehouse(cfg);
+    p.wait_tcp(port, Duration::from_secs(10)).await;
+    p
 }
 
-impl Proc {
-    fn start(cfg: &str) -> Proc {
-        let path = temp_file("gatehouse.toml", cfg);
-        let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-            .args(["run", "-c"])
-            .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        Proc { child, dir: path }
-    }
-    fn signal(&self, sig: &str) {
-        Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-    }
-    fn hwm_kib(&self) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        s.lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.dir);
-    }
-}
-
-async fn wait_listening(port: u16) {
-    let ok = eventually(Duration::from_secs(10), async || {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-    })
-    .await;
-    assert!(ok, "gatehouse did not start listening on {port}");
+/// The peak resident memory of process `pid` (VmHWM), in KiB.
+fn hwm_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
 }
 
 fn proc_cfg(port: u16, upstream: std::net::SocketAddr, grace: &str) -> String {
-    format!(
-        r#"
-[global]
-threads = 2
-access_log = "off"
-grace_period = "{grace}"
-[listeners.web]
-bind = "127.0.0.1:{port}"
-[[routes]]
-upstream = "app"
-[upstreams.app]
-servers = ["{upstream}"]
-response_timeout = "60s"
-"#
-    )
+    Config::web_to(Upstream::servers([upstream]).raw(r#"response_timeout = "60s""#))
+        .global("threads = 2")
+        .global(format!(r#"grace_period = "{grace}""#))
+        .listener("web", Listener::http().port(port))
+        .toml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let o = slow_and_named("o").await;
     let port = free_port();
-    let mut p = Proc::start(&proc_cfg(port, o.addr, "10s"));
-    wait_listening(port).await;
+    let mut p = binary(&proc_cfg(port, o.addr, "10s"), port).await;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let in_flight = tokio::spawn(async move { get(addr, "x", "/slow").await });
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -297,9 +238,7 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     );
     let r = in_flight.await.unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "o"));
-    let status = tokio::task::spawn_blocking(move || p.child.wait().unwrap())
-        .await
-        .unwrap();
+    let status = p.exit_status(Duration::from_secs(30)).await;
     assert!(status.success(), "exit status {status:?}");
 }
 
@@ -308,11 +247,10 @@ async fn sighup_reloads_the_file() {
     let a = named("a").await;
     let b = named("b").await;
     let port = free_port();
-    let p = Proc::start(&proc_cfg(port, a.addr, "1s"));
-    wait_listening(port).await;
+    let p = binary(&proc_cfg(port, a.addr, "1s"), port).await;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     assert_eq!(get(addr, "x", "/").await.text(), "a");
-    std::fs::write(&p.dir, proc_cfg(port, b.addr, "1s")).unwrap();
+    std::fs::write(p.path("gatehouse.toml"), proc_cfg(port, b.addr, "1s")).unwrap();
     p.signal("-HUP");
     assert!(
         eventually(Duration::from_secs(5), async || get(addr, "x", "/")
@@ -322,7 +260,7 @@ async fn sighup_reloads_the_file() {
         .await
     );
     // A broken file on SIGHUP changes nothing.
-    std::fs::write(&p.dir, "this is not toml").unwrap();
+    std::fs::write(p.path("gatehouse.toml"), "this is not toml").unwrap();
     p.signal("-HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(get(addr, "x", "/").await.text(), "b");
@@ -360,10 +298,9 @@ async fn a_256_mib_body_streams_both_ways_in_bounded_memory() {
     })
     .await;
     let port = free_port();
-    let p = Proc::start(&proc_cfg(port, o.addr, "1s"));
-    wait_listening(port).await;
+    let p = binary(&proc_cfg(port, o.addr, "1s"), port).await;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let base = p.hwm_kib();
+    let base = hwm_kib(p.pid());
 
     let chunk = Bytes::from(vec![b'u'; 64 * 1024]);
     let up = futures_util::stream::iter(
@@ -398,7 +335,7 @@ async fn a_256_mib_body_streams_both_ways_in_bounded_memory() {
         total += f.unwrap().into_data().map(|d| d.len() as u64).unwrap_or(0);
     }
     assert_eq!(total, BIG);
-    let grown = p.hwm_kib().saturating_sub(base);
+    let grown = hwm_kib(p.pid()).saturating_sub(base);
     assert!(
         grown < 48 * 1024,
         "peak memory grew by {grown} KiB for 2 x 256 MiB"

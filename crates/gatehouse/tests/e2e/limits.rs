@@ -6,28 +6,25 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::*;
+use crate::config::{Config, Listener, Route, Upstream};
 
 async fn setup() -> (Origin, gatehouse::Gatehouse) {
     let o = body_counting_origin().await;
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-max_header_size = "16KiB"
-client_header_timeout = "300ms"
-[[routes]]
-path_prefix = "/upload"
-max_body = "1KiB"
-upstream = "app"
-[[routes]]
-upstream = "app"
-[upstreams.app]
-servers = ["{}"]
-"#,
-        o.addr
-    );
+    let cfg = Config::new()
+        .listener(
+            "web",
+            Listener::http()
+                .raw(r#"max_header_size = "16KiB""#)
+                .raw(r#"client_header_timeout = "300ms""#),
+        )
+        .route(
+            Route::to("app")
+                .path_prefix("/upload")
+                .raw(r#"max_body = "1KiB""#),
+        )
+        .route(Route::to("app"))
+        .upstream("app", Upstream::servers([o.addr]))
+        .toml();
     let gh = proxy(&cfg).await;
     (o, gh)
 }
@@ -209,10 +206,14 @@ async fn idle_keep_alive_connections_are_parked_and_keep_every_rule() {
 #[tokio::test]
 async fn parked_connections_end_at_keepalive_timeout() {
     let o = named("k").await;
-    let gh = proxy(&format!(
-        "[global]\naccess_log = \"off\"\n[listeners.web]\nbind = \"127.0.0.1:0\"\nkeepalive_timeout = \"800ms\"\n[[routes]]\nupstream = \"app\"\n[upstreams.app]\nservers = [\"{}\"]\n",
-        o.addr
-    ))
+    let gh = proxy(
+        &Config::web_to(Upstream::servers([o.addr]))
+            .listener(
+                "web",
+                Listener::http().raw(r#"keepalive_timeout = "800ms""#),
+            )
+            .toml(),
+    )
     .await;
     let mut s = TcpStream::connect(web(&gh)).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -240,12 +241,13 @@ async fn a_body_still_arriving_is_never_taken_for_the_next_request() {
     // itself stops keep-alive for a body left unread, so this guards the behaviour as a whole;
     // the parking check on an open body is a second line for bodies hyper drains.)
     let o = named("origin").await;
-    let gh = proxy(&format!(
-        "[global]\naccess_log = \"off\"\n[listeners.web]\nbind = \"127.0.0.1:0\"\n\
-         [[routes]]\npath_prefix = \"/form\"\nrespond = {{ status = 200, body = \"thanks\" }}\n\
-         [[routes]]\nupstream = \"app\"\n[upstreams.app]\nservers = [\"{}\"]\n",
-        o.addr
-    ))
+    let gh = proxy(
+        &Config::web()
+            .route(Route::respond(200, "thanks").path_prefix("/form"))
+            .route(Route::to("app"))
+            .upstream("app", Upstream::servers([o.addr]))
+            .toml(),
+    )
     .await;
     let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut s = TcpStream::connect(web(&gh)).await.unwrap();

@@ -1,12 +1,13 @@
 //! IPv4 <-> IPv6 bridging, server names, the access log file, max_connections, and the demo.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::*;
+use crate::config::{Config, Listener, Route, Upstream, quoted};
+use crate::peer::{Peer, gatehouse_command};
 
 fn ipv6_loopback() -> bool {
     std::net::TcpListener::bind("[::1]:0").is_ok()
@@ -39,24 +40,13 @@ async fn ipv4_clients_reach_ipv6_servers_and_back() {
         )
     })
     .await;
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = ["127.0.0.1:0", "[::1]:0"]
-[[routes]]
-path_prefix = "/six"
-upstream = "six"
-[[routes]]
-upstream = "four"
-[upstreams.six]
-servers = ["{}"]
-[upstreams.four]
-servers = ["{}"]
-"#,
-        v6.addr, v4.addr
-    );
+    let cfg = Config::new()
+        .listener("web", Listener::http().binds(["127.0.0.1:0", "[::1]:0"]))
+        .route(Route::to("six").path_prefix("/six"))
+        .route(Route::to("four"))
+        .upstream("six", Upstream::servers([v6.addr]))
+        .upstream("four", Upstream::servers([v4.addr]))
+        .toml();
     let gh = proxy(&cfg).await;
     let addrs = gh.listener_addrs("web");
     let (l4, l6) = (
@@ -73,19 +63,7 @@ servers = ["{}"]
 #[tokio::test]
 async fn servers_may_be_host_names() {
     let o = named("by-name").await;
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[[routes]]
-upstream = "app"
-[upstreams.app]
-servers = ["localhost:{}"]
-"#,
-        o.addr.port()
-    );
+    let cfg = Config::web_to(Upstream::servers([format!("localhost:{}", o.addr.port())])).toml();
     let gh = proxy(&cfg).await;
     // localhost may resolve to ::1 first where the origin is not listening: the next address is tried.
     assert_eq!(get(web(&gh), "x", "/").await.text(), "by-name");
@@ -98,20 +76,11 @@ async fn proxy_logging(origin: std::net::SocketAddr) -> (gatehouse::Gatehouse, s
         std::process::id(),
         free_port()
     ));
-    let cfg = format!(
-        r#"
-[global]
-access_log = "{}"
-[listeners.web]
-bind = "127.0.0.1:0"
-[[routes]]
-name = "main"
-upstream = "app"
-[upstreams.app]
-servers = ["{origin}"]
-"#,
-        path.display(),
-    );
+    let cfg = Config::web()
+        .global(format!("access_log = {}", quoted(path.display())))
+        .route(Route::to("app").name("main"))
+        .upstream("app", Upstream::servers([origin]))
+        .toml();
     (proxy(&cfg).await, path)
 }
 
@@ -188,20 +157,9 @@ async fn a_request_whose_client_left_is_logged_as_499() {
 #[tokio::test]
 async fn max_connections_holds_extra_clients_in_the_backlog() {
     let o = named("o").await;
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-max_connections = 1
-[[routes]]
-upstream = "app"
-[upstreams.app]
-servers = ["{}"]
-"#,
-        o.addr
-    );
+    let cfg = Config::web_to(Upstream::servers([o.addr]))
+        .listener("web", Listener::http().raw("max_connections = 1"))
+        .toml();
     let gh = proxy(&cfg).await;
     let addr = web(&gh);
     let mut first = TcpStream::connect(addr).await.unwrap();
@@ -228,25 +186,16 @@ servers = ["{}"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_balances_three_origins() {
     let (port, admin) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args([
-            "demo",
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut demo = Peer::new("demo");
+    demo.spawn(gatehouse_command().args([
+        "demo",
+        "--bind",
+        &format!("127.0.0.1:{port}"),
+        "--admin",
+        &format!("127.0.0.1:{admin}"),
+    ]));
+    demo.wait_tcp(port, Duration::from_secs(10)).await;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), async || TcpStream::connect(addr)
-            .await
-            .is_ok())
-        .await
-    );
     let mut origins = std::collections::HashSet::new();
     for _ in 0..3 {
         let r = get(addr, "anything.example", "/hello").await;
@@ -266,12 +215,7 @@ async fn the_demo_balances_three_origins() {
         "{}",
         status.text()
     );
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let code = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    demo.signal("-INT");
+    let code = demo.exit_status(Duration::from_secs(30)).await;
     assert!(code.success());
 }

@@ -1,43 +1,24 @@
 //! nginx as a real origin: static files over pooled keep-alive, forwarding headers as nginx sees
 //! them, and nginx's own redirects mapped back to the public host.
 
-use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::common::*;
+use crate::config::{Config, Listener, Route, Upstream};
+use crate::peer::{Peer, program, require};
 
 struct Nginx {
-    child: Child,
-    dir: PathBuf,
+    /// One process (master_process off): ending it leaves no orphan worker holding our pipes.
+    _peer: Peer,
     port: u16,
     /// A server that expects a PROXY header and answers with the address it carried.
     pp_port: u16,
 }
 
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // One process (master_process off): killing it leaves no orphan worker holding our pipes.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn nginx_bin() -> &'static str {
-    if std::path::Path::new("/usr/sbin/nginx").exists() {
-        "/usr/sbin/nginx"
-    } else {
-        "nginx"
-    }
-}
-
 async fn start_nginx() -> Nginx {
-    let dir = std::env::temp_dir().join(format!(
-        "gatehouse-nginx-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
+    let mut peer = Peer::new("nginx");
+    let dir = peer.dir().to_path_buf();
     std::fs::create_dir_all(dir.join("www/dir")).unwrap();
     std::fs::write(dir.join("www/index.html"), "x".repeat(1024)).unwrap();
     std::fs::write(dir.join("www/dir/index.html"), "in dir").unwrap();
@@ -78,30 +59,19 @@ http {{
 }}
 "#
     );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let child = Command::new(nginx_bin())
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .arg("-p")
-        .arg(&dir)
-        .arg("-e")
-        .arg(dir.join("error.log"))
-        .spawn()
-        .expect("start nginx");
-    let ok = eventually(Duration::from_secs(10), async || {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-    })
-    .await;
-    assert!(
-        ok,
-        "nginx did not start: {}",
-        std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+    let conf = peer.write("nginx.conf", conf);
+    peer.log(dir.join("error.log")).spawn(
+        Command::new(program("nginx"))
+            .arg("-c")
+            .arg(conf)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-e")
+            .arg(dir.join("error.log")),
     );
+    peer.wait_tcp(port, Duration::from_secs(10)).await;
     Nginx {
-        child,
-        dir,
+        _peer: peer,
         port,
         pp_port,
     }
@@ -113,25 +83,21 @@ async fn nginx_as_a_real_origin() {
         return;
     }
     let n = start_nginx().await;
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[[routes]]
-path_prefix = "/internal"
-upstream = "nginx"
-strip_prefix = "/internal"
-set_host = "127.0.0.1:{port}"
-[[routes]]
-upstream = "nginx"
-[upstreams.nginx]
-servers = ["127.0.0.1:{port}"]
-health_check = {{ path = "/index.html", interval = "1s" }}
-"#,
-        port = n.port
-    );
+    let port = n.port;
+    let cfg = Config::web()
+        .route(
+            Route::to("nginx")
+                .path_prefix("/internal")
+                .raw(r#"strip_prefix = "/internal""#)
+                .raw(format!(r#"set_host = "127.0.0.1:{port}""#)),
+        )
+        .route(Route::to("nginx"))
+        .upstream(
+            "nginx",
+            Upstream::servers([format!("127.0.0.1:{port}")])
+                .raw(r#"health_check = { path = "/index.html", interval = "1s" }"#),
+        )
+        .toml();
     let gh = proxy(&cfg).await;
     let addr = web(&gh);
     let r = get(addr, "www.example.com", "/index.html").await;
@@ -181,24 +147,18 @@ async fn nginx_reads_the_proxy_header_gatehouse_sends() {
     }
     let n = start_nginx().await;
     for version in ["v1", "v2"] {
-        let cfg = format!(
-            r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[listeners.public]
-bind = "127.0.0.1:0"
-proxy_protocol = "any"
-trusted_proxies = ["127.0.0.0/8"]
-[[routes]]
-upstream = "nginx"
-[upstreams.nginx]
-servers = ["127.0.0.1:{}"]
-proxy_protocol = "{version}"
-"#,
-            n.pp_port
-        );
+        let cfg = Config::web()
+            .listener(
+                "public",
+                Listener::http().proxy_protocol_from_loopback("any"),
+            )
+            .route(Route::to("nginx"))
+            .upstream(
+                "nginx",
+                Upstream::servers([format!("127.0.0.1:{}", n.pp_port)])
+                    .raw(format!(r#"proxy_protocol = "{version}""#)),
+            )
+            .toml();
         let gh = proxy(&cfg).await;
         assert_eq!(
             get(gh.listener_addrs("web")[0], "x", "/").await.text(),

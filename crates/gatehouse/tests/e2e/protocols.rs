@@ -12,21 +12,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::*;
+use crate::config::{Config, Upstream};
 
 fn cfg(origin: std::net::SocketAddr, protocol: &str) -> String {
-    format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[[routes]]
-upstream = "app"
-[upstreams.app]
-servers = ["{origin}"]
-protocol = "{protocol}"
-"#
-    )
+    Config::web_to(Upstream::servers([origin]).raw(format!(r#"protocol = "{protocol}""#))).toml()
 }
 
 /// An origin that accepts `Upgrade: echo` with 101 and then echoes bytes back in upper case;

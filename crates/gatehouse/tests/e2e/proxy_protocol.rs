@@ -7,26 +7,22 @@ use std::time::Duration;
 use gatehouse_wire::proxy_protocol::{encode_v1, encode_v2, tlv};
 
 use crate::common::*;
+use crate::config::{Config, Listener, Route, Upstream};
+use crate::peer::{Peer, program, require};
 
 fn cfg(origin: std::net::SocketAddr, expect: &str, trusted: &str) -> String {
-    format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.public]
-bind = "127.0.0.1:0"
-proxy_protocol = "{expect}"
-trusted_proxies = [{trusted}]
-client_header_timeout = "500ms"
-[[routes]]
-sources = ["192.168.1.0/24"]
-respond = {{ status = 200, body = "zone" }}
-[[routes]]
-upstream = "app"
-[upstreams.app]
-servers = ["{origin}"]
-"#
-    )
+    Config::new()
+        .listener(
+            "public",
+            Listener::http()
+                .raw(format!(r#"proxy_protocol = "{expect}""#))
+                .raw(format!("trusted_proxies = [{trusted}]"))
+                .raw(r#"client_header_timeout = "500ms""#),
+        )
+        .route(Route::respond(200, "zone").raw(r#"sources = ["192.168.1.0/24"]"#))
+        .route(Route::to("app"))
+        .upstream("app", Upstream::servers([origin]))
+        .toml()
 }
 
 async fn xff_origin() -> Origin {
@@ -239,24 +235,19 @@ async fn proxy_headers_are_sent_upstream_and_connections_never_shared() {
     let (origin_addr, seen) = proxy_aware_origin().await;
     for version in ["v1", "v2"] {
         seen.lock().unwrap().clear();
-        let cfg = format!(
-            r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[listeners.public]
-bind = "127.0.0.1:0"
-proxy_protocol = "v1"
-trusted_proxies = ["127.0.0.0/8"]
-[[routes]]
-upstream = "app"
-[upstreams.app]
-servers = ["{origin_addr}"]
-proxy_protocol = "{version}"
-health_check = {{ path = "/healthz", interval = "100ms", fall = 1 }}
-"#
-        );
+        let cfg = Config::web()
+            .listener(
+                "public",
+                Listener::http().proxy_protocol_from_loopback("v1"),
+            )
+            .route(Route::to("app"))
+            .upstream(
+                "app",
+                Upstream::servers([origin_addr])
+                    .raw(format!(r#"proxy_protocol = "{version}""#))
+                    .raw(r#"health_check = { path = "/healthz", interval = "100ms", fall = 1 }"#),
+            )
+            .toml();
         let gh = proxy(&cfg).await;
         let web = gh.listener_addrs("web")[0];
         let public = gh.listener_addrs("public")[0];
@@ -330,38 +321,23 @@ async fn haproxy_in_front_sends_proxy_v1_and_v2() {
     let gh = proxy(&cfg(o.addr, "any", "\"127.0.0.0/8\"")).await;
     let g = gh.listener_addrs("public")[0];
     let (h1, h2) = (free_port(), free_port());
-    let dir = std::env::temp_dir().join(format!("gatehouse-haproxy-{}-{h1}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("haproxy.cfg");
-    std::fs::write(
-        &conf,
+    let mut haproxy = Peer::new("haproxy");
+    let conf = haproxy.write(
+        "haproxy.cfg",
         format!(
             "global\n  nbthread 1\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
              frontend fe1\n  bind 127.0.0.1:{h1}\n  default_backend be1\nbackend be1\n  server gh {g} send-proxy\n\
              frontend fe2\n  bind 127.0.0.1:{h2}\n  default_backend be2\nbackend be2\n  server gh {g} send-proxy-v2\n"
         ),
-    )
-    .unwrap();
-    let bin = if std::path::Path::new("/usr/sbin/haproxy").exists() {
-        "/usr/sbin/haproxy"
-    } else {
-        "haproxy"
-    };
-    let mut child = std::process::Command::new(bin)
-        .args(["-db", "-f"])
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("haproxy");
-    let up = eventually(Duration::from_secs(10), async || {
-        tokio::net::TcpStream::connect(("127.0.0.1", h2))
-            .await
-            .is_ok()
-    })
-    .await;
+    );
+    haproxy.spawn(
+        std::process::Command::new(program("haproxy"))
+            .args(["-db", "-f"])
+            .arg(conf),
+    );
+    // HAProxy binds both frontends before it serves either.
+    haproxy.wait_tcp(h2, Duration::from_secs(10)).await;
     for port in [h1, h2] {
-        assert!(up, "haproxy did not start");
         // The client comes from 127.0.0.5; HAProxy's own connection to gatehouse from 127.0.0.1.
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
         sock.bind("127.0.0.5:0".parse().unwrap()).unwrap();
@@ -375,7 +351,4 @@ async fn haproxy_in_front_sends_proxy_v1_and_v2() {
         let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_string(&mut out)).await;
         assert!(out.ends_with("xff=127.0.0.5"), "port {port}: {out}");
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,6 +1,7 @@
 //! Routes: match fields, first match wins, actions, path and host rewriting, header operations.
 
 use crate::common::*;
+use crate::config::{Config, Route, Upstream};
 
 #[tokio::test]
 async fn routes_match_on_every_field_and_first_match_wins() {
@@ -8,42 +9,36 @@ async fn routes_match_on_every_field_and_first_match_wins() {
     let wild = named("wild").await;
     let canary = named("canary").await;
     let zone = named("zone").await;
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[[routes]]
-hosts = ["app.example.com"]
-path_prefix = "/api/"
-methods = ["GET", "POST"]
-headers = {{ "x-canary" = "1" }}
-upstream = "canary"
-[[routes]]
-hosts = ["app.example.com"]
-path_prefix = "/api/"
-methods = ["GET", "POST"]
-upstream = "api"
-[[routes]]
-hosts = ["*.example.com"]
-sources = ["10.0.0.0/8"]
-upstream = "zone"
-[[routes]]
-hosts = ["*.example.com"]
-sources = ["127.0.0.0/8"]
-upstream = "wild"
-[upstreams.api]
-servers = ["{}"]
-[upstreams.wild]
-servers = ["{}"]
-[upstreams.canary]
-servers = ["{}"]
-[upstreams.zone]
-servers = ["{}"]
-"#,
-        api.addr, wild.addr, canary.addr, zone.addr
-    );
+    let methods = r#"methods = ["GET", "POST"]"#;
+    let cfg = Config::web()
+        .route(
+            Route::to("canary")
+                .hosts(["app.example.com"])
+                .path_prefix("/api/")
+                .raw(methods)
+                .raw(r#"headers = { "x-canary" = "1" }"#),
+        )
+        .route(
+            Route::to("api")
+                .hosts(["app.example.com"])
+                .path_prefix("/api/")
+                .raw(methods),
+        )
+        .route(
+            Route::to("zone")
+                .hosts(["*.example.com"])
+                .raw(r#"sources = ["10.0.0.0/8"]"#),
+        )
+        .route(
+            Route::to("wild")
+                .hosts(["*.example.com"])
+                .raw(r#"sources = ["127.0.0.0/8"]"#),
+        )
+        .upstream("api", Upstream::servers([api.addr]))
+        .upstream("wild", Upstream::servers([wild.addr]))
+        .upstream("canary", Upstream::servers([canary.addr]))
+        .upstream("zone", Upstream::servers([zone.addr]))
+        .toml();
     let gh = proxy(&cfg).await;
     let a = web(&gh);
     assert_eq!(get(a, "app.example.com", "/api/x").await.text(), "api");
@@ -89,17 +84,13 @@ servers = ["{}"]
 #[tokio::test]
 async fn redirect_and_respond_actions() {
     let gh = proxy(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[[routes]]
-path_prefix = "/maintenance"
-respond = { status = 503, body = "down for maintenance" }
-[[routes]]
-redirect = { to = "https://{host}{path_and_query}", status = 308 }
-"#,
+        &Config::web()
+            .route(Route::respond(503, "down for maintenance").path_prefix("/maintenance"))
+            .route(
+                Route::new()
+                    .raw(r#"redirect = { to = "https://{host}{path_and_query}", status = 308 }"#),
+            )
+            .toml(),
     )
     .await;
     let a = web(&gh);
@@ -129,27 +120,21 @@ async fn prefixes_host_and_header_operations() {
         r
     })
     .await;
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[[routes]]
-path_prefix = "/api/"
-upstream = "app"
-strip_prefix = "/api"
-add_prefix = "/v1"
-set_host = "app.internal"
-request_headers  = {{ set = {{ "x-env" = "prod" }}, remove = ["x-debug"] }}
-response_headers = {{ set = {{ "x-frame-options" = "DENY" }}, remove = ["server", "x-powered-by"] }}
-[[routes]]
-upstream = "app"
-[upstreams.app]
-servers = ["{}"]
-"#,
-        o.addr
-    );
+    let cfg = Config::web()
+        .route(
+            Route::to("app")
+                .path_prefix("/api/")
+                .raw(r#"strip_prefix = "/api""#)
+                .raw(r#"add_prefix = "/v1""#)
+                .raw(r#"set_host = "app.internal""#)
+                .raw(r#"request_headers = { set = { "x-env" = "prod" }, remove = ["x-debug"] }"#)
+                .raw(
+                    r#"response_headers = { set = { "x-frame-options" = "DENY" }, remove = ["server", "x-powered-by"] }"#,
+                ),
+        )
+        .route(Route::to("app"))
+        .upstream("app", Upstream::servers([o.addr]))
+        .toml();
     let gh = proxy(&cfg).await;
     let a = web(&gh);
     let r = get_with(a, "www.example.com", "/api/users?id=7", &[("x-debug", "1")]).await;
@@ -177,22 +162,15 @@ async fn location_headers_are_mapped_back_to_the_public_host_and_prefix() {
         r
     })
     .await;
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[[routes]]
-upstream = "app"
-strip_prefix = "/api"
-add_prefix = "/v1"
-set_host = "app.internal"
-[upstreams.app]
-servers = ["{}"]
-"#,
-        o.addr
-    );
+    let cfg = Config::web()
+        .route(
+            Route::to("app")
+                .raw(r#"strip_prefix = "/api""#)
+                .raw(r#"add_prefix = "/v1""#)
+                .raw(r#"set_host = "app.internal""#),
+        )
+        .upstream("app", Upstream::servers([o.addr]))
+        .toml();
     let gh = proxy(&cfg).await;
     let a = web(&gh);
     assert_eq!(

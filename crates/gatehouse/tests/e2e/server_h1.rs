@@ -8,6 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::*;
+use crate::config::{Config, Route, Upstream};
 
 async fn setup() -> (Origin, gatehouse::Gatehouse) {
     let o = origin(|req| async move {
@@ -27,26 +28,16 @@ async fn setup() -> (Origin, gatehouse::Gatehouse) {
         text(200, format!("got {n}"))
     })
     .await;
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[[routes]]
-path_prefix = "/upload"
-max_body = "1KiB"
-upstream = "app"
-[[routes]]
-path_prefix = "/static"
-respond = {{ status = 200, body = "static" }}
-[[routes]]
-upstream = "app"
-[upstreams.app]
-servers = ["{}"]
-"#,
-        o.addr
-    );
+    let cfg = Config::web()
+        .route(
+            Route::to("app")
+                .path_prefix("/upload")
+                .raw(r#"max_body = "1KiB""#),
+        )
+        .route(Route::respond(200, "static").path_prefix("/static"))
+        .route(Route::to("app"))
+        .upstream("app", Upstream::servers([o.addr]))
+        .toml();
     let gh = proxy(&cfg).await;
     (o, gh)
 }
@@ -264,11 +255,7 @@ async fn a_client_that_leaves_cancels_its_upstream_request() {
         }
     })
     .await;
-    let gh = proxy(&format!(
-        "[global]\naccess_log = \"off\"\n[listeners.web]\nbind = \"127.0.0.1:0\"\n[[routes]]\nupstream = \"app\"\n[upstreams.app]\nservers = [\"{}\"]\n",
-        o.addr
-    ))
-    .await;
+    let gh = proxy(&Config::web_to(Upstream::servers([o.addr])).toml()).await;
     let mut s = TcpStream::connect(web(&gh)).await.unwrap();
     s.write_all(b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n")
         .await

@@ -12,6 +12,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 
 use crate::common::*;
+use crate::config::{Config, Listener, Route, Upstream, quoted};
+use crate::peer::{gatehouse_command, require};
 
 /// A test PKI: one CA and leaf certificates it signs, written to a temp directory.
 struct Pki {
@@ -155,33 +157,27 @@ async fn get_over(
     }
 }
 
-fn https_cfg(pki: &Pki, certs: &[&Leaf], origin: std::net::SocketAddr, tls_extra: &str) -> String {
-    let list: Vec<String> = certs
-        .iter()
-        .map(|l| {
-            format!(
-                "{{ cert = \"{}\", key = \"{}\" }}",
-                l.cert.display(),
-                l.key.display()
-            )
-        })
-        .collect();
-    let _ = pki;
+/// A `certificates` entry for `l`.
+fn certificate(l: &Leaf) -> String {
     format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.websecure]
-bind = "127.0.0.1:0"
-protocol = "https"
-tls = {{ certificates = [{}], hsts = "max-age=63072000; includeSubDomains"{tls_extra} }}
-[[routes]]
-upstream = "app"
-[upstreams.app]
-servers = ["{origin}"]
-"#,
-        list.join(", ")
+        "{{ cert = {}, key = {} }}",
+        quoted(l.cert.display()),
+        quoted(l.key.display())
     )
+}
+
+fn https_cfg(pki: &Pki, certs: &[&Leaf], origin: std::net::SocketAddr, tls_extra: &str) -> String {
+    let list: Vec<String> = certs.iter().map(|l| certificate(l)).collect();
+    let _ = pki;
+    let tls = format!(
+        r#"tls = {{ certificates = [{}], hsts = "max-age=63072000; includeSubDomains"{tls_extra} }}"#,
+        list.join(", ")
+    );
+    Config::new()
+        .listener("websecure", Listener::https().raw(tls))
+        .route(Route::to("app"))
+        .upstream("app", Upstream::servers([origin]))
+        .toml()
 }
 
 async fn echo_origin() -> Origin {
@@ -424,20 +420,15 @@ async fn tls_origin_with(
 }
 
 fn upstream_cfg(origin: std::net::SocketAddr, tls: &str) -> String {
-    format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.web]
-bind = "127.0.0.1:0"
-[[routes]]
-upstream = "secure"
-[upstreams.secure]
-servers = ["{origin}"]
-retries = 0
-tls = {{ {tls} }}
-"#
-    )
+    Config::web()
+        .route(Route::to("secure"))
+        .upstream(
+            "secure",
+            Upstream::servers([origin])
+                .raw("retries = 0")
+                .raw(format!("tls = {{ {tls} }}")),
+        )
+        .toml()
 }
 
 #[tokio::test]
@@ -523,7 +514,7 @@ respond = {{ status = 200 }}
     );
     let path = pki.dir.join("bad.toml");
     std::fs::write(&path, cfg).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+    let out = gatehouse_command()
         .args(["check", "-c"])
         .arg(&path)
         .output()
@@ -752,24 +743,17 @@ async fn the_ocsp_file_is_stapled() {
     let ocsp = pki.dir.join("a.ocsp.der");
     std::fs::write(&ocsp, b"stapled-ocsp-response-bytes").unwrap();
     let o = named("o").await;
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.websecure]
-bind = "127.0.0.1:0"
-protocol = "https"
-tls = {{ certificates = [{{ cert = "{}", key = "{}", ocsp = "{}" }}] }}
-[[routes]]
-upstream = "app"
-[upstreams.app]
-servers = ["{}"]
-"#,
-        a.cert.display(),
-        a.key.display(),
-        ocsp.display(),
-        o.addr
+    let tls = format!(
+        "tls = {{ certificates = [{{ cert = {}, key = {}, ocsp = {} }}] }}",
+        quoted(a.cert.display()),
+        quoted(a.key.display()),
+        quoted(ocsp.display())
     );
+    let cfg = Config::new()
+        .listener("websecure", Listener::https().raw(tls))
+        .route(Route::to("app"))
+        .upstream("app", Upstream::servers([o.addr]))
+        .toml();
     let gh = proxy(&cfg).await;
     let spy = Arc::new(AcceptAny::default());
     let mut c = (*client_config(&pki, &["http/1.1"], None)).clone();
@@ -796,24 +780,16 @@ async fn tls_listeners_route_on_sni_and_pass_tls_through_untouched() {
     );
     let (hpb_addr, _t1) = tls_origin(&hpb).await;
     let (fallback_addr, _t2) = tls_origin(&other).await;
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.sni]
-bind = "127.0.0.1:0"
-protocol = "tls"
-upstream = "fallback"
-[[routes]]
-listeners = ["sni"]
-sni = ["hpb.example.org"]
-upstream = "hpb"
-[upstreams.hpb]
-servers = ["{hpb_addr}"]
-[upstreams.fallback]
-servers = ["{fallback_addr}"]
-"#
-    );
+    let cfg = Config::new()
+        .listener("sni", Listener::tls("fallback"))
+        .route(
+            Route::to("hpb")
+                .listeners(["sni"])
+                .raw(r#"sni = ["hpb.example.org"]"#),
+        )
+        .upstream("hpb", Upstream::servers([hpb_addr]))
+        .upstream("fallback", Upstream::servers([fallback_addr]))
+        .toml();
     let gh = proxy(&cfg).await;
     let addr = gh.listener_addrs("sni")[0];
     // The certificate the client sees is the origin's own: the TLS session is end to end.
@@ -862,21 +838,16 @@ async fn tcp_listeners_can_terminate_tls_in_front_of_a_byte_pipe() {
             });
         }
     });
-    let cfg = format!(
-        r#"
-[global]
-access_log = "off"
-[listeners.turns]
-bind = "127.0.0.1:0"
-protocol = "tcp"
-upstream = "turn"
-tls = {{ certificates = [{{ cert = "{}", key = "{}" }}] }}
-[upstreams.turn]
-servers = ["{origin}"]
-"#,
-        turn.cert.display(),
-        turn.key.display()
-    );
+    let cfg = Config::new()
+        .listener(
+            "turns",
+            Listener::tcp("turn").raw(format!(
+                "tls = {{ certificates = [{}] }}",
+                certificate(&turn)
+            )),
+        )
+        .upstream("turn", Upstream::servers([origin]))
+        .toml();
     let gh = proxy(&cfg).await;
     let mut s = handshake(
         gh.listener_addrs("turns")[0],

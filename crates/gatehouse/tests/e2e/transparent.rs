@@ -3,8 +3,11 @@
 //! the proxy delivering them to its sockets. The origin must see the client's own address. Needs
 //! root (CAP_NET_ADMIN, CAP_SYS_ADMIN); under CI=true it must run.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use crate::config::{Config, Listener, Route, Upstream};
+use crate::peer::Peer;
 
 fn sh(args: &[&str]) -> bool {
     Command::new(args[0])
@@ -18,15 +21,13 @@ fn sh(args: &[&str]) -> bool {
 
 struct Hosts {
     names: [String; 3],
-    procs: Vec<Child>,
+    /// The origin and gatehouse, ended before their namespaces go.
+    procs: Option<Peer>,
 }
 
 impl Drop for Hosts {
     fn drop(&mut self) {
-        for p in &mut self.procs {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
+        self.procs.take();
         for n in &self.names {
             sh(&["ip", "netns", "del", n]);
         }
@@ -64,7 +65,7 @@ fn the_origin_sees_the_clients_own_address() {
     }
     let mut hosts = Hosts {
         names: [c.clone(), p.clone(), o.clone()],
-        procs: Vec::new(),
+        procs: None,
     };
     let (vc, vpc, vo, vpo) = (
         format!("vc{id}"),
@@ -136,37 +137,34 @@ fn the_origin_sees_the_clients_own_address() {
     for s in &steps {
         assert!(sh(s), "set-up step failed: {}", s.join(" "));
     }
-    let dir = std::env::temp_dir().join(format!("gatehouse-transparent-{id}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("origin.py"), ORIGIN).unwrap();
-    std::fs::write(
-        dir.join("gh.toml"),
-        "[global]\naccess_log = \"off\"\nthreads = 1\n[listeners.web]\nbind = \"10.201.1.1:8080\"\n\
-         [[routes]]\nupstream = \"origin\"\n[upstreams.origin]\nservers = [\"10.201.2.2:9000\"]\nsource_address = \"client\"\n",
-    )
-    .unwrap();
-    let spawn = |ns: &str, args: &[&str]| {
-        Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+    let mut procs = Peer::new("transparent");
+    let origin = procs.write("origin.py", ORIGIN);
+    let cfg = Config::new()
+        .global("threads = 1")
+        .listener("web", Listener::http().bind("10.201.1.1:8080"))
+        .route(Route::to("origin"))
+        .upstream(
+            "origin",
+            Upstream::servers(["10.201.2.2:9000"]).raw(r#"source_address = "client""#),
+        );
+    let cfg = procs.write("gh.toml", cfg.toml());
+    let in_ns = |ns: &str, args: &[&str]| {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).args(args);
+        cmd
     };
-    hosts.procs.push(spawn(
-        &o,
-        &["python3", dir.join("origin.py").to_str().unwrap()],
-    ));
-    hosts.procs.push(spawn(
-        &p,
-        &[
-            env!("CARGO_BIN_EXE_gatehouse"),
-            "run",
-            "-c",
-            dir.join("gh.toml").to_str().unwrap(),
-        ],
-    ));
+    procs
+        .spawn(&mut in_ns(&o, &["python3", origin.to_str().unwrap()]))
+        .spawn(&mut in_ns(
+            &p,
+            &[
+                env!("CARGO_BIN_EXE_gatehouse"),
+                "run",
+                "-c",
+                cfg.to_str().unwrap(),
+            ],
+        ));
+    hosts.procs = Some(procs);
     let mut body = String::new();
     for _ in 0..50 {
         std::thread::sleep(Duration::from_millis(100));
@@ -190,9 +188,10 @@ fn the_origin_sees_the_clients_own_address() {
         }
     }
     assert_eq!(
-        body, "10.201.1.2",
-        "the origin must see the client's address, not the proxy's (10.201.2.1)"
+        body,
+        "10.201.1.2",
+        "the origin must see the client's address, not the proxy's (10.201.2.1)\n{}",
+        hosts.procs.as_ref().map(Peer::logs).unwrap_or_default()
     );
     drop(hosts);
-    let _ = std::fs::remove_dir_all(&dir);
 }

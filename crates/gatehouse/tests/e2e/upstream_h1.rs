@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::common::*;
+use crate::config::{Config, Listener, Route, Upstream};
 
 /// A raw origin: each accepted connection runs `script`; counts connections.
 async fn raw_origin<F, Fut>(script: F) -> (SocketAddr, Arc<AtomicUsize>)
@@ -45,17 +46,11 @@ async fn read_head(s: &mut TcpStream) -> Option<String> {
 }
 
 fn config(origin: SocketAddr) -> String {
-    format!(
-        r#"
-[listeners.web]
-bind = "127.0.0.1:0"
-[upstreams.app]
-servers = ["{origin}"]
-retries = 1
-[[routes]]
-upstream = "app"
-"#
-    )
+    Config::empty()
+        .listener("web", Listener::http())
+        .upstream("app", Upstream::servers([origin]).raw("retries = 1"))
+        .route(Route::to("app"))
+        .toml()
 }
 
 /// Answers every request on a connection with `answer` until the client closes.
