@@ -151,6 +151,8 @@ pub enum ListenerProtocol {
     Tls,
     /// Datagram flows.
     Udp,
+    /// The SMTP proxy.
+    Smtp,
 }
 
 /// A certificate and its key, as files.
@@ -209,6 +211,8 @@ pub struct UpstreamTls {
     pub client_cert: Option<(PathBuf, PathBuf)>,
     /// Accept any certificate.
     pub dangerous_skip_verify: bool,
+    /// smtp: TLS by STARTTLS after the greeting.
+    pub starttls: bool,
 }
 
 /// A listener.
@@ -238,6 +242,42 @@ pub struct Listener {
     pub upstream: Option<usize>,
     /// udp listeners: flow idle timeout.
     pub udp_idle_timeout: Duration,
+    /// smtp listeners: the SMTP proxy's settings.
+    pub smtp: Option<SmtpListener>,
+}
+
+/// STARTTLS on an smtp listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartTls {
+    /// Not offered.
+    Off,
+    /// Offered in the EHLO reply.
+    Offer,
+    /// Offered, and MAIL before it gets 530 5.7.0.
+    Require,
+}
+
+/// An smtp listener's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpListener {
+    /// Name in the greeting and the EHLO reply.
+    pub hostname: String,
+    /// STARTTLS policy.
+    pub starttls: StartTls,
+    /// Largest message in bytes (SIZE).
+    pub max_message_size: u64,
+    /// Recipients per transaction.
+    pub max_recipients: usize,
+    /// Domains RCPT may name (lowercase); empty: any.
+    pub recipient_domains: Vec<String>,
+    /// Extra verbs passed to the origin (uppercase).
+    pub commands: Vec<String>,
+    /// Wait before the greeting.
+    pub greeting_delay: Duration,
+    /// Time for the client's next command.
+    pub command_timeout: Duration,
+    /// Time between reads of a message's data.
+    pub data_timeout: Duration,
 }
 
 /// PROXY protocol versions.
@@ -506,6 +546,17 @@ pub enum UpstreamProtocol {
     H2c,
     /// HTTP/2 over TLS.
     H2,
+    /// SMTP.
+    Smtp,
+}
+
+/// How an smtp upstream learns the client's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAddress {
+    /// It does not (or by `proxy_protocol` / `source_address`).
+    None,
+    /// XCLIENT after each EHLO (Postfix `smtpd_authorized_xclient_hosts`).
+    Xclient,
 }
 
 /// An upstream: a pool of servers.
@@ -541,6 +592,8 @@ pub struct Upstream {
     pub proxy_protocol: Option<ProxyProtocol>,
     /// Local address of connections to the servers.
     pub source_address: Option<SourceAddress>,
+    /// smtp: how the origin learns the client's address.
+    pub client_address: ClientAddress,
 }
 
 /// Where connections to servers come from.

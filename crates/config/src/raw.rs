@@ -154,6 +154,8 @@ pub enum RawListenerProtocol {
     Tls,
     /// Datagram flows keyed by client address and port.
     Udp,
+    /// An SMTP application proxy in front of a mail server.
+    Smtp,
 }
 
 /// `[listeners.NAME]`
@@ -184,8 +186,36 @@ pub struct RawListener {
     pub upstream: Option<String>,
     /// udp listeners: a flow without a datagram either way for this long ends. Default "30s".
     pub udp_idle_timeout: Option<String>,
-    /// TLS settings of an https listener.
+    /// TLS settings of an https listener (and the certificates of an smtp listener's STARTTLS).
     pub tls: Option<RawListenerTls>,
+    /// smtp listeners: the SMTP proxy's settings.
+    pub smtp: Option<RawSmtp>,
+}
+
+/// `[listeners.NAME.smtp]`
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmtp {
+    /// Name in the 220 greeting and the EHLO reply. Default: the machine's host name.
+    pub hostname: Option<String>,
+    /// "offer" | "require" | "off". Default "offer" when `tls` is set, else "off".
+    pub starttls: Option<String>,
+    /// Advertised as SIZE and enforced while DATA streams. Default "25MiB".
+    pub max_message_size: Option<String>,
+    /// Recipients per transaction; the one past it gets 452 4.5.3. Default 100.
+    pub max_recipients: Option<usize>,
+    /// Relay control: RCPT outside these domains gets 550 5.7.1. Empty: any. Default empty.
+    #[serde(default)]
+    pub recipient_domains: Vec<String>,
+    /// Extra verbs passed to the origin (VRFY, EXPN, ETRN). Never XCLIENT or XFORWARD.
+    #[serde(default)]
+    pub commands: Vec<String>,
+    /// Wait before the 220; a client that talks first gets 554. Default "0s".
+    pub greeting_delay: Option<String>,
+    /// Time a client may take for its next command (RFC 5321 §4.5.3.2: 5 minutes). Default "5m".
+    pub command_timeout: Option<String>,
+    /// Time a client may take between two reads of a message's data. Default "3m".
+    pub data_timeout: Option<String>,
 }
 
 /// `{ cert, key, ocsp }`
@@ -255,6 +285,9 @@ pub struct RawUpstreamTls {
     /// Accept any certificate. Loudly logged.
     #[serde(default)]
     pub dangerous_skip_verify: bool,
+    /// smtp upstreams: TLS by STARTTLS after the origin's greeting (else TLS from the start).
+    #[serde(default)]
+    pub starttls: bool,
 }
 
 /// `redirect = { to, status }`
@@ -402,6 +435,8 @@ pub enum RawUpstreamProtocol {
     H2c,
     /// HTTP/2 over TLS (needs `tls`).
     H2,
+    /// SMTP (the origin of smtp listeners).
+    Smtp,
 }
 
 /// `sticky = { cookie }`
@@ -479,4 +514,7 @@ pub struct RawUpstream {
     pub proxy_protocol: Option<String>,
     /// Local address of connections to the servers: "client" (transparent) or an IP address.
     pub source_address: Option<String>,
+    /// smtp upstreams: how the origin learns the client's address: "xclient" | "none".
+    /// Default "none" (a PROXY header instead: `proxy_protocol`).
+    pub client_address: Option<String>,
 }

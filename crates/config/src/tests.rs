@@ -244,3 +244,111 @@ servers = ["127.0.0.1:1"]
         assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
     }
 }
+
+#[test]
+fn smtp_listeners_and_upstreams() {
+    let text = r#"
+[listeners.mx]
+bind = "127.0.0.1:2525"
+protocol = "smtp"
+upstream = "mail"
+
+[listeners.mx.smtp]
+hostname = "mx.example.org"
+max_message_size = "10MiB"
+max_recipients = 5
+recipient_domains = ["Example.org"]
+commands = ["vrfy"]
+
+[[routes]]
+listeners = ["mx"]
+sources = ["10.20.0.0/16"]
+upstream = "internal"
+
+[upstreams.mail]
+servers = ["127.0.0.1:25"]
+protocol = "smtp"
+client_address = "xclient"
+health_check = { interval = "5s" }
+
+[upstreams.internal]
+servers = ["127.0.0.1:26"]
+protocol = "smtp"
+proxy_protocol = "v2"
+"#;
+    let c = parse(text, "smtp.toml").unwrap_or_else(|e| panic!("{e}"));
+    let s = c.listeners[0].smtp.as_ref().expect("smtp settings");
+    assert_eq!(c.listeners[0].protocol, ListenerProtocol::Smtp);
+    assert_eq!(s.hostname, "mx.example.org");
+    assert_eq!(
+        s.starttls,
+        StartTls::Off,
+        "no certificates: no STARTTLS by default"
+    );
+    assert_eq!(s.max_message_size, 10 << 20);
+    assert_eq!(s.max_recipients, 5);
+    assert_eq!(s.recipient_domains, ["example.org"]);
+    assert_eq!(s.commands, ["VRFY"]);
+    assert_eq!(s.command_timeout, std::time::Duration::from_secs(300));
+    assert_eq!(c.upstreams[0].protocol, UpstreamProtocol::Smtp);
+    assert_eq!(c.upstreams[0].client_address, ClientAddress::Xclient);
+    assert!(
+        c.upstreams[0]
+            .health_check
+            .as_ref()
+            .is_some_and(|h| h.tcp_only),
+        "an smtp upstream's check is a tcp check"
+    );
+    assert_eq!(c.routes[0].listeners, [0]);
+}
+
+#[test]
+fn smtp_errors_name_their_keys() {
+    let text = r#"
+[listeners.mx]
+bind = "127.0.0.1:2525"
+protocol = "smtp"
+upstream = "web"
+
+[listeners.mx.smtp]
+starttls = "require"
+commands = ["XCLIENT"]
+max_recipients = 0
+
+[listeners.web]
+bind = "127.0.0.1:8080"
+smtp = { hostname = "x" }
+
+[[routes]]
+listeners = ["web"]
+upstream = "mail"
+
+[upstreams.web]
+servers = ["127.0.0.1:80"]
+client_address = "xclient"
+tls = { starttls = true }
+
+[upstreams.mail]
+servers = ["127.0.0.1:25"]
+protocol = "smtp"
+client_address = "proxy"
+health_check = { type = "http" }
+"#;
+    let errs = parse(text, "bad.toml").unwrap_err().0;
+    let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    let all = all.join("\n");
+    for needle in [
+        "bad.toml:8:12: listeners.mx.smtp.starttls: needs certificates",
+        "listeners.mx.smtp.commands[0]: `XCLIENT` cannot be passed",
+        "listeners.mx.smtp.max_recipients: must be at least 1",
+        "listeners.mx.upstream: `upstream` serves an smtp listener: its upstream needs protocol = \"smtp\"",
+        "listeners.web.smtp: only smtp listeners take `smtp`",
+        "routes[0].upstream: this route serves an http listener: an smtp upstream cannot answer HTTP",
+        "upstreams.web.client_address: only smtp upstreams take `client_address`",
+        "upstreams.web.tls.starttls: only smtp upstreams use STARTTLS",
+        "upstreams.mail.client_address: `proxy` is not one of xclient, none",
+        "upstreams.mail.health_check.type: an smtp upstream is checked by \"tcp\"",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+}

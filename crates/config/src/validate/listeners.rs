@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::Validator;
+use super::smtp::{pairing, smtp_listener};
 use super::tls::listener_tls;
 use crate::locate::KeyPath;
 use crate::model::*;
@@ -35,7 +36,9 @@ pub(super) fn listeners(
         }
         let tls = listener_tls(v, &lp, raw);
         let proxy_protocol = proxy_protocol(v, &lp, raw);
+        let smtp = smtp_listener(v, &lp, raw);
         listener_models.push(Listener {
+            smtp,
             name: name.clone(),
             bind: binds,
             tls,
@@ -52,6 +55,7 @@ pub(super) fn listeners(
                 RawListenerProtocol::Tcp => ListenerProtocol::Tcp,
                 RawListenerProtocol::Tls => ListenerProtocol::Tls,
                 RawListenerProtocol::Udp => ListenerProtocol::Udp,
+                RawListenerProtocol::Smtp => ListenerProtocol::Smtp,
             },
             trusted_proxies: v.cidrs(&lp.key("trusted_proxies"), &raw.trusted_proxies),
             max_header_size: max_header_size.clamp(1024, 16 << 20) as usize,
@@ -139,14 +143,16 @@ fn proxy_protocol(v: &mut Validator, lp: &KeyPath, raw: &RawListener) -> Option<
     proxy_protocol
 }
 
-/// The default upstream of tcp, tls and udp listeners, resolved once the upstreams are known.
+/// The default upstream of tcp, tls, udp and smtp listeners, resolved once the upstreams are
+/// known.
 pub(super) fn listener_upstreams(
     v: &mut Validator,
     root_path: &KeyPath,
     listeners: &[(String, Option<RawListener>)],
     listener_models: &mut [Listener],
-    upstream_index: &impl Fn(&str) -> Option<usize>,
+    upstreams: &[(String, Option<RawUpstream>)],
 ) {
+    let upstream_index = |n: &str| upstreams.iter().position(|(name, _)| name == n);
     // listener_models holds the listeners that deserialized, in file order.
     let parsed = listeners
         .iter()
@@ -156,14 +162,21 @@ pub(super) fn listener_upstreams(
         match (&raw.upstream, raw.protocol) {
             (
                 Some(u),
-                RawListenerProtocol::Tcp | RawListenerProtocol::Tls | RawListenerProtocol::Udp,
+                RawListenerProtocol::Tcp
+                | RawListenerProtocol::Tls
+                | RawListenerProtocol::Udp
+                | RawListenerProtocol::Smtp,
             ) => match upstream_index(u) {
-                Some(i) => model.upstream = Some(i),
+                Some(i) => {
+                    model.upstream = Some(i);
+                    let up = upstreams[i].1.as_ref();
+                    pairing(v, &lp.key("upstream"), raw.protocol, up, "`upstream`");
+                }
                 None => v.at(&lp.key("upstream"), format!("no upstream named `{u}`")),
             },
             (Some(_), _) => v.at(
                 &lp.key("upstream"),
-                "only tcp and tls listeners have a default upstream (http listeners use routes)",
+                "only tcp, tls, udp and smtp listeners have a default upstream (http listeners use routes)",
             ),
             (None, _) => {}
         }

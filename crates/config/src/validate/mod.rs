@@ -9,6 +9,7 @@ mod cache;
 mod global;
 mod listeners;
 mod routes;
+mod smtp;
 mod tls;
 mod upstreams;
 
@@ -255,15 +256,8 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
     let admin_model = global::admin(v, &root_path, admin);
     let mut listener_models = listeners::listeners(v, &root_path, &listeners, admin_model);
     let upstream_models = upstreams::upstreams(v, &root_path, &upstreams);
-    let upstream_index = |n: &str| upstreams.iter().position(|(name, _)| name == n);
-    listeners::listener_upstreams(
-        v,
-        &root_path,
-        &listeners,
-        &mut listener_models,
-        &upstream_index,
-    );
-    let route_models = routes::routes(v, &root_path, &routes, &listeners, &upstream_index);
+    listeners::listener_upstreams(v, &root_path, &listeners, &mut listener_models, &upstreams);
+    let route_models = routes::routes(v, &root_path, &routes, &listeners, &upstreams);
     let acme_model = global::acme(v, &root_path, acme);
     global::acme_listeners(v, &root_path, acme_model.as_ref(), &listener_models);
     let cache_model = cache::cache_model(v, &root_path, cache.as_ref(), &route_models);

@@ -14,8 +14,9 @@ pub(super) fn routes(
     root_path: &KeyPath,
     routes: &[Option<RawRoute>],
     listeners: &[(String, Option<RawListener>)],
-    upstream_index: &impl Fn(&str) -> Option<usize>,
+    upstreams: &[(String, Option<RawUpstream>)],
 ) -> Vec<Route> {
+    let upstream_index = |n: &str| upstreams.iter().position(|(name, _)| name == n);
     let mut route_models = Vec::new();
     let mut names = HashSet::new();
     for (i, raw) in routes.iter().enumerate() {
@@ -28,7 +29,16 @@ pub(super) fn routes(
                 format!("route name `{name}` is used twice"),
             );
         }
-        route_models.push(route(v, &rp, name, raw, listeners, upstream_index));
+        let route = route(v, &rp, name, raw, listeners, &upstream_index);
+        if let RouteAction::Upstream(u) = route.action {
+            for i in &route.listeners {
+                if let Some(l) = &listeners[*i].1 {
+                    let up = upstreams[u].1.as_ref();
+                    super::smtp::pairing(v, &rp.key("upstream"), l.protocol, up, "this route");
+                }
+            }
+        }
+        route_models.push(route);
     }
     route_models
 }
@@ -46,7 +56,10 @@ fn route(
         listeners[*i].1.as_ref().is_some_and(|l| {
             matches!(
                 l.protocol,
-                RawListenerProtocol::Tcp | RawListenerProtocol::Tls | RawListenerProtocol::Udp
+                RawListenerProtocol::Tcp
+                    | RawListenerProtocol::Tls
+                    | RawListenerProtocol::Udp
+                    | RawListenerProtocol::Smtp
             )
         })
     });
@@ -118,7 +131,8 @@ fn route(
     route
 }
 
-/// `listeners`, as indexes; absent: every listener that is not known to be tcp, tls or udp.
+/// `listeners`, as indexes; absent: every listener that is not known to be tcp, tls, udp or
+/// smtp.
 fn route_listeners(
     v: &mut Validator,
     rp: &KeyPath,
@@ -179,7 +193,7 @@ fn sni(v: &mut Validator, rp: &KeyPath, raw: &RawRoute, serves_tls: bool) -> Vec
     sni
 }
 
-/// A route serving a tcp, tls or udp listener sets none of the HTTP-only keys.
+/// A route serving a tcp, tls, udp or smtp listener sets none of the HTTP-only keys.
 fn http_only(v: &mut Validator, rp: &KeyPath, raw: &RawRoute) {
     let http_only = [
         ("hosts", !raw.hosts.is_empty()),
@@ -193,7 +207,7 @@ fn http_only(v: &mut Validator, rp: &KeyPath, raw: &RawRoute) {
         if set {
             v.at(
                 &rp.key(key),
-                "is HTTP-only: this route serves a tcp or tls listener (which match on sources, destinations and, for tls, sni)",
+                "is HTTP-only: this route serves a tcp, tls, udp or smtp listener (which match on sources, destinations and, for tls, sni)",
             );
         }
     }

@@ -31,7 +31,8 @@ pub(super) fn listener_tls(
             RawListenerProtocol::Http
             | RawListenerProtocol::Tcp
             | RawListenerProtocol::Tls
-            | RawListenerProtocol::Udp,
+            | RawListenerProtocol::Udp
+            | RawListenerProtocol::Smtp,
             None,
         ) => {
             if raw.alpn.is_some() {
@@ -43,8 +44,11 @@ pub(super) fn listener_tls(
             v.at(lp, "an https listener needs `tls.certificates`");
             return None;
         }
-        // https, or tcp terminating TLS in front of its byte pipe.
-        (RawListenerProtocol::Https | RawListenerProtocol::Tcp, Some(_)) => {}
+        // https, tcp terminating TLS in front of its byte pipe, smtp's STARTTLS.
+        (
+            RawListenerProtocol::Https | RawListenerProtocol::Tcp | RawListenerProtocol::Smtp,
+            Some(_),
+        ) => {}
     }
     let t = raw.tls.as_ref()?;
     if t.certificates.is_empty() && t.acme.is_empty() {
@@ -207,5 +211,6 @@ pub(super) fn upstream_tls(
             _ => None,
         },
         dangerous_skip_verify: t.dangerous_skip_verify,
+        starttls: t.starttls,
     })
 }

@@ -43,7 +43,11 @@ fn upstream(v: &mut Validator, up: &KeyPath, name: &str, raw: &RawUpstream) -> U
             "is not a valid cookie name",
         );
     }
-    let health_check = raw.health_check.as_ref().map(|h| health_check(v, up, h));
+    let smtp = raw.protocol == RawUpstreamProtocol::Smtp;
+    let health_check = raw
+        .health_check
+        .as_ref()
+        .map(|h| health_check(v, up, h, smtp));
     let passive = raw.passive.as_ref().map(|p| passive(v, up, p));
     Upstream {
         name: name.to_string(),
@@ -78,10 +82,12 @@ fn upstream(v: &mut Validator, up: &KeyPath, name: &str, raw: &RawUpstream) -> U
             RawUpstreamProtocol::Http1 => UpstreamProtocol::Http1,
             RawUpstreamProtocol::H2c => UpstreamProtocol::H2c,
             RawUpstreamProtocol::H2 => UpstreamProtocol::H2,
+            RawUpstreamProtocol::Smtp => UpstreamProtocol::Smtp,
         },
         tls: upstream_tls(v, up, raw),
         proxy_protocol: proxy_protocol(v, up, raw),
         source_address: source_address(v, up, raw),
+        client_address: super::smtp::client_address(v, up, raw),
     }
 }
 
@@ -150,7 +156,8 @@ fn hash_key(v: &mut Validator, up: &KeyPath, raw: &RawUpstream) -> HashKey {
     }
 }
 
-fn health_check(v: &mut Validator, up: &KeyPath, h: &RawHealthCheck) -> HealthCheck {
+/// `health_check`; an smtp upstream's is a tcp check (an HTTP GET is no SMTP).
+fn health_check(v: &mut Validator, up: &KeyPath, h: &RawHealthCheck, smtp: bool) -> HealthCheck {
     let hp = up.key("health_check");
     let path = h.path.clone().unwrap_or_else(|| "/".into());
     if !path.starts_with('/') {
@@ -190,6 +197,11 @@ fn health_check(v: &mut Validator, up: &KeyPath, h: &RawHealthCheck) -> HealthCh
         expect,
         host: h.host.clone(),
         tcp_only: match h.kind.as_deref() {
+            None if smtp => true,
+            Some("http") if smtp => {
+                v.at(&hp.key("type"), "an smtp upstream is checked by \"tcp\"");
+                true
+            }
             None | Some("http") => false,
             Some("tcp") => true,
             Some(x) => {

@@ -160,7 +160,8 @@ fn target(
             pq.to_string()
         };
         let uri = match protocol {
-            UpstreamProtocol::Http1 => new_pq.parse::<Uri>(),
+            // Validation keeps smtp upstreams off HTTP routes.
+            UpstreamProtocol::Http1 | UpstreamProtocol::Smtp => new_pq.parse::<Uri>(),
             UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
                 let authority = if upstream_host.is_empty() {
                     "localhost"
@@ -179,7 +180,7 @@ fn target(
         parts.uri = uri;
     }
     parts.version = match protocol {
-        UpstreamProtocol::Http1 => Version::HTTP_11,
+        UpstreamProtocol::Http1 | UpstreamProtocol::Smtp => Version::HTTP_11,
         UpstreamProtocol::H2c | UpstreamProtocol::H2 => Version::HTTP_2,
     };
     if protocol != UpstreamProtocol::Http1 {

@@ -69,6 +69,8 @@ pub fn client_config(
     };
     config.alpn_protocols = match protocol {
         UpstreamProtocol::H2 => vec![b"h2".to_vec()],
+        // SMTP has no ALPN name of its own (STARTTLS or implicit TLS on 465).
+        UpstreamProtocol::Smtp => Vec::new(),
         _ => vec![b"http/1.1".to_vec()],
     };
     Ok(Arc::new(config))

@@ -92,6 +92,8 @@ impl Pool {
                 }
                 None
             }
+            // SMTP sessions are never pooled.
+            UpstreamProtocol::Smtp => None,
             UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
                 let mut h2 = self.h2.lock().ok()?;
                 match h2.as_ref() {
