@@ -203,42 +203,7 @@ impl H1Conn {
             .checked_add(timeout)
             .unwrap_or_else(|| now + Duration::from_secs(86400 * 365));
         let head_only = req.method == Method::HEAD;
-        let size = if http_body::Body::is_end_stream(&body) {
-            BodySize::Empty
-        } else {
-            http_body::Body::size_hint(&body)
-                .exact()
-                .map_or(BodySize::Unknown, BodySize::Exact)
-        };
-        let (head, out) = match encode_request(req, lines, size) {
-            Ok(x) => x,
-            Err(e) => {
-                return Err(SendError {
-                    error: e.into(),
-                    body: Some(body),
-                    timed_out: false,
-                });
-            }
-        };
-        let empty = http_body::Body::is_end_stream(&body);
-        if empty && matches!(out, Out::Length(n) if n > 0) {
-            return Err(SendError::new(
-                "request body shorter than its Content-Length",
-            ));
-        }
-        let mut queue: VecDeque<Bytes> = VecDeque::with_capacity(4);
-        queue.push_back(head);
-        let mut up = Sending {
-            queue,
-            out,
-            head_written: false,
-            // Chunked framing is chosen only for a body that has not ended.
-            body_done: empty,
-            body: Some(body),
-            body_polled: false,
-            unflushed: false,
-            failed: None,
-        };
+        let mut up = Sending::start(req, lines, body)?;
         let parsed = std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = self.poll_exchange(cx, &mut up) {
                 return Poll::Ready(r);
@@ -267,42 +232,25 @@ impl H1Conn {
                     "origin switched protocols before the request was sent",
                 ));
             }
-            let rest = self.rbuf.split().freeze();
-            let tunnel = OriginUpgrade(Arc::new(Mutex::new(Some((self.io, rest)))));
-            let mut resp = Response::from_parts(parts, H1Body::empty());
-            resp.extensions_mut().insert(tunnel);
-            return Ok((resp, raw));
+            return Ok(self.tunnel(parts, raw));
         }
-        let framing = if head_only
-            || parts.status == StatusCode::NO_CONTENT
-            || parts.status == StatusCode::NOT_MODIFIED
-        {
-            In::Done
-        } else {
-            framing
-        };
-        // The origin answered before the whole request was sent. An error answer, or one that
-        // closes, ends the upload (RFC 9112 §9.6); otherwise the origin may be streaming both
-        // ways, and the body keeps being sent while the answer is read.
-        let upload = (unfinished
-            && up.failed.is_none()
-            && !close
-            && !parts.status.is_client_error()
-            && !parts.status.is_server_error())
-        .then(|| Box::new(up));
+        let framing = body_framing(framing, head_only, parts.status);
+        // The origin answered before the whole request was sent: the body may keep being sent
+        // while the answer is read (`Sending::goes_on`).
+        let upload = (unfinished && up.goes_on(close, parts.status)).then(|| Box::new(up));
         let reuse = pool && !close && !unfinished && framing != In::Close;
-        let mut body = H1Body {
-            conn: Some(self),
-            framing,
-            ret: reuse.then_some(server),
-            trailers: None,
-            upload,
-        };
-        if body.framing == In::Done || body.framing == In::Length(0) {
-            body.framing = In::Done;
-            body.finish();
-        }
+        let body = H1Body::new(self, framing, reuse.then_some(server), upload);
         Ok((Response::from_parts(parts, body), raw))
+    }
+
+    /// The 101 hand-off: the answer carries the socket and the bytes after its head to the
+    /// tunnel (`OriginUpgrade` in its extensions), and has no body.
+    fn tunnel(mut self, parts: http::response::Parts, raw: RawHead) -> (Response<H1Body>, RawHead) {
+        let rest = self.rbuf.split().freeze();
+        let tunnel = OriginUpgrade(Arc::new(Mutex::new(Some((self.io, rest)))));
+        let mut resp = Response::from_parts(parts, H1Body::empty());
+        resp.extensions_mut().insert(tunnel);
+        (resp, raw)
     }
 
     /// One step of sending the request and reading the answer's head, both at once: an origin
@@ -365,6 +313,16 @@ impl H1Conn {
     }
 }
 
+/// The answer's body framing: none after HEAD, a 204 or a 304, whatever the head says
+/// (RFC 9112 §6.3).
+fn body_framing(framing: In, head_only: bool, status: StatusCode) -> In {
+    if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        In::Done
+    } else {
+        framing
+    }
+}
+
 /// The request being sent.
 struct Sending {
     queue: VecDeque<Bytes>,
@@ -383,6 +341,55 @@ struct Sending {
 }
 
 impl Sending {
+    /// Encodes the request's head from `req` and the fields in `lines`, framed for `body`,
+    /// and queues it. Err: the head cannot be encoded (the body is given back), or an ended
+    /// body is shorter than the request's Content-Length.
+    fn start(req: &http::request::Parts, lines: &[u8], body: UpBody) -> Result<Self, SendError> {
+        let size = if http_body::Body::is_end_stream(&body) {
+            BodySize::Empty
+        } else {
+            http_body::Body::size_hint(&body)
+                .exact()
+                .map_or(BodySize::Unknown, BodySize::Exact)
+        };
+        let (head, out) = match encode_request(req, lines, size) {
+            Ok(x) => x,
+            Err(e) => {
+                return Err(SendError {
+                    error: e.into(),
+                    body: Some(body),
+                    timed_out: false,
+                });
+            }
+        };
+        let empty = http_body::Body::is_end_stream(&body);
+        if empty && matches!(out, Out::Length(n) if n > 0) {
+            return Err(SendError::new(
+                "request body shorter than its Content-Length",
+            ));
+        }
+        let mut queue: VecDeque<Bytes> = VecDeque::with_capacity(4);
+        queue.push_back(head);
+        Ok(Sending {
+            queue,
+            out,
+            head_written: false,
+            // Chunked framing is chosen only for a body that has not ended.
+            body_done: empty,
+            body: Some(body),
+            body_polled: false,
+            unflushed: false,
+            failed: None,
+        })
+    }
+
+    /// After an answer that came before the whole request was sent: whether the rest keeps
+    /// being sent. An error answer, or one that closes, ends the upload (RFC 9112 §9.6), as
+    /// does a failed write; otherwise the origin may be streaming both ways.
+    fn goes_on(&self, close: bool, status: StatusCode) -> bool {
+        self.failed.is_none() && !close && !status.is_client_error() && !status.is_server_error()
+    }
+
     /// Everything was sent and flushed.
     fn is_done(&self) -> bool {
         self.body_done && self.queue.is_empty() && !self.unflushed && self.failed.is_none()
@@ -394,51 +401,14 @@ impl Sending {
         let mut progress = false;
         while self.failed.is_none() {
             if !self.queue.is_empty() {
-                let mut slices = [io::IoSlice::new(&[]); 8];
-                let mut n = 0;
-                for (s, b) in slices.iter_mut().zip(self.queue.iter()) {
-                    *s = io::IoSlice::new(b);
-                    n += 1;
-                }
-                match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]) {
-                    Poll::Ready(Ok(0)) => {
-                        self.failed = Some(io::ErrorKind::WriteZero.into());
-                    }
-                    Poll::Ready(Ok(mut w)) => {
-                        progress = true;
-                        self.unflushed = true;
-                        while w > 0 {
-                            let Some(b) = self.queue.front_mut() else {
-                                break;
-                            };
-                            if w >= b.len() {
-                                w -= b.len();
-                                self.queue.pop_front();
-                            } else {
-                                b.advance(w);
-                                w = 0;
-                            }
-                        }
-                        if self.queue.is_empty() {
-                            self.head_written = true;
-                        }
-                    }
-                    Poll::Ready(Err(e)) => self.failed = Some(e),
+                match self.poll_write_queue(io, cx) {
+                    Poll::Ready(wrote) => progress |= wrote,
                     Poll::Pending => break,
                 }
                 continue;
             }
             if self.body_done {
-                if self.unflushed {
-                    match Pin::new(&mut *io).poll_flush(cx) {
-                        Poll::Ready(Ok(())) => {
-                            self.unflushed = false;
-                            progress = true;
-                        }
-                        Poll::Ready(Err(e)) => self.failed = Some(e),
-                        Poll::Pending => {}
-                    }
-                }
+                progress |= self.flush(io, cx);
                 break;
             }
             let Some(body) = self.body.as_mut() else {
@@ -452,33 +422,92 @@ impl Sending {
                 }
                 Poll::Ready(None) => {
                     progress = true;
-                    match self.out {
-                        Out::Length(0) => {}
-                        Out::Length(_) => {
-                            return Err(SendError::new(ClientBodyFailed(
-                                "request body shorter than its Content-Length".into(),
-                            )));
-                        }
-                        Out::Chunked => self.queue.push_back(Bytes::from_static(b"0\r\n\r\n")),
-                    }
-                    self.body_done = true;
-                    self.body = None;
+                    self.end_body()?;
                 }
                 Poll::Ready(Some(Err(e))) => return Err(SendError::new(e)),
                 Poll::Pending => {
                     // Bytes queued before this body frame was awaited go out now.
-                    if self.unflushed {
-                        match Pin::new(&mut *io).poll_flush(cx) {
-                            Poll::Ready(Ok(())) => self.unflushed = false,
-                            Poll::Ready(Err(e)) => self.failed = Some(e),
-                            Poll::Pending => {}
-                        }
-                    }
+                    self.flush(io, cx);
                     break;
                 }
             }
         }
         Ok(progress)
+    }
+
+    /// Writes what is queued, once. Ready(true): bytes went out; Ready(false): writing failed
+    /// (`failed` says why); Pending: the socket is full.
+    fn poll_write_queue(&mut self, io: &mut UpIo, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut slices = [io::IoSlice::new(&[]); 8];
+        let mut n = 0;
+        for (s, b) in slices.iter_mut().zip(self.queue.iter()) {
+            *s = io::IoSlice::new(b);
+            n += 1;
+        }
+        match ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n])) {
+            Ok(0) => {
+                self.failed = Some(io::ErrorKind::WriteZero.into());
+                Poll::Ready(false)
+            }
+            Ok(mut w) => {
+                self.unflushed = true;
+                while w > 0 {
+                    let Some(b) = self.queue.front_mut() else {
+                        break;
+                    };
+                    if w >= b.len() {
+                        w -= b.len();
+                        self.queue.pop_front();
+                    } else {
+                        b.advance(w);
+                        w = 0;
+                    }
+                }
+                if self.queue.is_empty() {
+                    self.head_written = true;
+                }
+                Poll::Ready(true)
+            }
+            Err(e) => {
+                self.failed = Some(e);
+                Poll::Ready(false)
+            }
+        }
+    }
+
+    /// Flushes what was written since the last flush (TLS buffers it). True: flushed now.
+    fn flush(&mut self, io: &mut UpIo, cx: &mut Context<'_>) -> bool {
+        if !self.unflushed {
+            return false;
+        }
+        match Pin::new(&mut *io).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                self.unflushed = false;
+                true
+            }
+            Poll::Ready(Err(e)) => {
+                self.failed = Some(e);
+                false
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    /// The request body ended: its framing's end is queued. Err: it ended short of its
+    /// Content-Length.
+    fn end_body(&mut self) -> Result<(), SendError> {
+        match self.out {
+            Out::Length(0) => {}
+            Out::Length(_) => {
+                return Err(SendError::new(ClientBodyFailed(
+                    "request body shorter than its Content-Length".into(),
+                )));
+            }
+            Out::Chunked => self.queue.push_back(Bytes::from_static(b"0\r\n\r\n")),
+        }
+        self.body_done = true;
+        self.body = None;
+        Ok(())
     }
 
     /// Queues one body frame in the request's framing.
@@ -552,6 +581,28 @@ pub struct H1Body {
 }
 
 impl H1Body {
+    /// The body of an answer framed by `framing` on `conn`, going back to `ret`'s pool at its
+    /// end; one with nothing to read ends (and is pooled) at once.
+    fn new(
+        conn: H1Conn,
+        framing: In,
+        ret: Option<Arc<ServerState>>,
+        upload: Option<Box<Sending>>,
+    ) -> Self {
+        let mut body = H1Body {
+            conn: Some(conn),
+            framing,
+            ret,
+            trailers: None,
+            upload,
+        };
+        if body.framing == In::Done || body.framing == In::Length(0) {
+            body.framing = In::Done;
+            body.finish();
+        }
+        body
+    }
+
     fn empty() -> Self {
         H1Body {
             conn: None,
