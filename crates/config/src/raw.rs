@@ -207,7 +207,7 @@ pub struct RawSmtp {
     /// Relay control: RCPT outside these domains gets 550 5.7.1. Empty: any. Default empty.
     #[serde(default)]
     pub recipient_domains: Vec<String>,
-    /// Extra verbs passed to the origin (VRFY, EXPN, ETRN). Never XCLIENT or XFORWARD.
+    /// Extra verbs passed to the origin: VRFY, EXPN. Never XCLIENT or XFORWARD.
     #[serde(default)]
     pub commands: Vec<String>,
     /// Wait before the 220; a client that talks first gets 554. Default "0s".

@@ -45,10 +45,10 @@ pub struct Entry<'a> {
 }
 
 #[derive(Serialize)]
-struct Line<'a> {
+struct Line<'a, E: Serialize> {
     time: String,
     #[serde(flatten)]
-    entry: &'a Entry<'a>,
+    entry: &'a E,
     duration_ms: f64,
 }
 
@@ -96,12 +96,18 @@ impl AccessLogger {
         &self.target
     }
 
-    /// Queues one line.
+    /// Queues one request's line.
     pub fn write(&self, e: &Entry<'_>) {
+        self.write_any(e, e.duration);
+    }
+
+    /// Queues one line of any engine's record (an SMTP transaction's, say), with the time and
+    /// its duration added.
+    pub fn write_any<E: Serialize>(&self, e: &E, duration: Duration) {
         let line = Line {
             time: rfc3339(SystemTime::now()),
             entry: e,
-            duration_ms: (e.duration.as_secs_f64() * 1e6).round() / 1e3,
+            duration_ms: (duration.as_secs_f64() * 1e6).round() / 1e3,
         };
         let Ok(s) = serde_json::to_string(&line) else {
             return;

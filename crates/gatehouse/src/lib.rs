@@ -14,6 +14,7 @@ mod lazy_timer;
 pub mod listener_proxy;
 pub mod metrics;
 pub mod runtime;
+pub mod smtp;
 pub mod splice;
 pub mod tls;
 pub mod udp;

@@ -92,6 +92,8 @@ pub struct Metrics {
     udp_dropped: Family<ListenerLabels, Counter>,
     l4_connections: Family<ListenerLabels, Counter>,
     l4_bytes: Family<DirectionLabels, Counter>,
+    smtp_transactions: Family<Vec<(String, String)>, Counter>,
+    smtp_refusals: Family<Vec<(String, String)>, Counter>,
     /// Tells this registry's entries apart in the per-thread handle cache.
     id: u64,
 }
@@ -242,6 +244,18 @@ impl Metrics {
             "Bytes relayed by tcp/tls listeners, up (client to server) and down",
             l4_bytes.clone(),
         );
+        let smtp_transactions = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "smtp_transactions",
+            "SMTP mail transactions by listener and result (delivered, refused, aborted, failed)",
+            smtp_transactions.clone(),
+        );
+        let smtp_refusals = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "smtp_refusals",
+            "SMTP commands and messages the proxy refused, by reason",
+            smtp_refusals.clone(),
+        );
         static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Metrics {
             id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -250,6 +264,8 @@ impl Metrics {
             udp_dropped,
             l4_connections,
             l4_bytes,
+            smtp_transactions,
+            smtp_refusals,
             cache,
             cache_bytes,
             registry,
@@ -369,6 +385,23 @@ impl Metrics {
             up,
             down,
         }
+    }
+
+    /// Counts a finished SMTP transaction.
+    pub fn smtp_transaction(&self, listener: &str, result: &str) {
+        let labels = vec![
+            ("listener".to_string(), listener.to_string()),
+            ("result".to_string(), result.to_string()),
+        ];
+        self.smtp_transactions.get_or_create(&labels).inc();
+    }
+
+    /// Counts an SMTP refusal of the proxy's own (`reason`: relay, recipients, size, bare_lf,
+    /// bare_cr, nul, starttls_required, sequence, syntax, command, line_too_long, pregreet,
+    /// no_origin).
+    pub fn smtp_refusal(&self, reason: &str) {
+        let labels = vec![("reason".to_string(), reason.to_string())];
+        self.smtp_refusals.get_or_create(&labels).inc();
     }
 
     /// Counts a reload attempt.

@@ -126,6 +126,13 @@ pub fn bind_http(shared: &Arc<Shared>, l: &Listener, addr: SocketAddr) -> std::i
                             return;
                         }
                     };
+                    if settings.protocol == gatehouse_config::model::ListenerProtocol::Smtp {
+                        Box::pin(crate::smtp::serve(
+                            stream, &settings, tls, shared, &name, peer, local,
+                        ))
+                        .await;
+                        return;
+                    }
                     if settings.protocol != gatehouse_config::model::ListenerProtocol::Http
                         && settings.protocol != gatehouse_config::model::ListenerProtocol::Https
                     {

@@ -1,0 +1,147 @@
+//! The client's side of an SMTP session: its socket (plain, then TLS after STARTTLS), what it
+//! sent and we have not read yet, and the replies we owe it. Replies are queued and written
+//! when the client has nothing more pipelined (RFC 2920 §3.1: one write for a pipelined group).
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use gatehouse_wire::smtp::Reply;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Bytes read from the client at once.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The client's socket.
+pub(super) enum ClientIo {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// During the handshake.
+    Gone,
+}
+
+/// A client connection.
+pub(super) struct Client {
+    io: ClientIo,
+    /// What the client sent that no reader has consumed yet.
+    pub(super) buf: BytesMut,
+    out: Vec<u8>,
+    /// The TLS version, once STARTTLS completed.
+    pub(super) tls: Option<String>,
+}
+
+impl Client {
+    pub(super) fn new(stream: TcpStream) -> Self {
+        Client {
+            io: ClientIo::Plain(stream),
+            buf: BytesMut::new(),
+            out: Vec::new(),
+            tls: None,
+        }
+    }
+
+    /// Whether the client spoke before `delay` was over (the pre-greeting check): a client that
+    /// does not wait for the 220 is a spam engine, not an MTA (RFC 5321 §4.3.1 has the server
+    /// speak first).
+    pub(super) async fn talks_first(&self, delay: Duration) -> bool {
+        let ClientIo::Plain(s) = &self.io else {
+            return false;
+        };
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(delay, s.peek(&mut byte)).await,
+            Ok(Ok(n)) if n > 0
+        )
+    }
+
+    /// Queues a reply.
+    pub(super) fn reply(&mut self, r: &Reply) {
+        r.encode(&mut self.out);
+    }
+
+    /// Writes the queued replies.
+    pub(super) async fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        let r = match &mut self.io {
+            ClientIo::Plain(s) => s.write_all(&out).await,
+            ClientIo::Tls(s) => match s.write_all(&out).await {
+                Ok(()) => s.flush().await,
+                Err(e) => Err(e),
+            },
+            ClientIo::Gone => Err(io::ErrorKind::NotConnected.into()),
+        };
+        self.out = out;
+        self.out.clear();
+        r
+    }
+
+    /// Reads more from the client within `timeout`: the bytes read (0: it closed). Queued
+    /// replies are written first: the client may be waiting for them.
+    pub(super) async fn read_more(&mut self, timeout: Duration) -> io::Result<usize> {
+        self.flush().await?;
+        self.buf.reserve(READ_CHUNK);
+        let read = async {
+            match &mut self.io {
+                ClientIo::Plain(s) => s.read_buf(&mut self.buf).await,
+                ClientIo::Tls(s) => s.read_buf(&mut self.buf).await,
+                ClientIo::Gone => Ok(0),
+            }
+        };
+        match tokio::time::timeout(timeout, read).await {
+            Ok(r) => r,
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    /// Drops `n` bytes the readers consumed.
+    pub(super) fn consume(&mut self, n: usize) {
+        self.buf.advance(n);
+    }
+
+    /// STARTTLS (RFC 3207): the 220 is written, whatever the client pipelined after the command
+    /// is dropped (§4.2, CVE-2011-0411: it must not be read as if it came over TLS), and the
+    /// handshake runs on the same socket.
+    pub(super) async fn start_tls(
+        &mut self,
+        config: Arc<rustls::ServerConfig>,
+        within: Duration,
+    ) -> io::Result<()> {
+        self.flush().await?;
+        self.buf.clear();
+        let ClientIo::Plain(tcp) = std::mem::replace(&mut self.io, ClientIo::Gone) else {
+            return Err(io::ErrorKind::InvalidInput.into());
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let tls = tokio::time::timeout(within, acceptor.accept(tcp))
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        self.tls = tls
+            .get_ref()
+            .1
+            .protocol_version()
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .or_else(|| Some("TLS".into()));
+        self.io = ClientIo::Tls(Box::new(tls));
+        Ok(())
+    }
+
+    /// Ends the connection: queued replies are written, then the socket is shut down.
+    pub(super) async fn close(mut self) {
+        let _ = self.flush().await;
+        match &mut self.io {
+            ClientIo::Plain(s) => {
+                let _ = s.shutdown().await;
+            }
+            ClientIo::Tls(s) => {
+                let _ = s.shutdown().await;
+            }
+            ClientIo::Gone => {}
+        }
+    }
+}
