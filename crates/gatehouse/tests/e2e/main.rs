@@ -21,6 +21,8 @@ mod protocols;
 mod proxy_protocol;
 mod routing;
 mod server_h1;
+mod smtp;
+mod smtp_fake;
 mod tls;
 mod transparent;
 mod upstream_h1;

@@ -16,21 +16,21 @@ use crate::config::{Config, Listener, Route, Upstream, quoted};
 use crate::peer::{gatehouse_command, require};
 
 /// A test PKI: one CA and leaf certificates it signs, written to a temp directory.
-struct Pki {
+pub(crate) struct Pki {
     dir: PathBuf,
-    ca_pem: String,
+    pub(crate) ca_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
-struct Leaf {
-    cert: PathBuf,
-    key: PathBuf,
+pub(crate) struct Leaf {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
     der: Vec<u8>,
     spki_sha256_b64: String,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let dir = std::env::temp_dir().join(format!(
             "gatehouse-pki-{}-{}",
             std::process::id(),
@@ -52,11 +52,18 @@ impl Pki {
         }
     }
 
-    fn ca_path(&self) -> PathBuf {
+    pub(crate) fn ca_path(&self) -> PathBuf {
         self.dir.join("ca.pem")
     }
 
-    fn leaf(&self, file: &str, names: &[&str], cn: &str, self_signed: bool, expired: bool) -> Leaf {
+    pub(crate) fn leaf(
+        &self,
+        file: &str,
+        names: &[&str],
+        cn: &str,
+        self_signed: bool,
+        expired: bool,
+    ) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
@@ -88,7 +95,11 @@ impl Pki {
     }
 }
 
-fn client_config(pki: &Pki, alpn: &[&str], client: Option<&Leaf>) -> Arc<rustls::ClientConfig> {
+pub(crate) fn client_config(
+    pki: &Pki,
+    alpn: &[&str],
+    client: Option<&Leaf>,
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
@@ -158,7 +169,7 @@ async fn get_over(
 }
 
 /// A `certificates` entry for `l`.
-fn certificate(l: &Leaf) -> String {
+pub(crate) fn certificate(l: &Leaf) -> String {
     format!(
         "{{ cert = {}, key = {} }}",
         quoted(l.cert.display()),
