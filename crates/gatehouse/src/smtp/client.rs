@@ -11,8 +11,11 @@ use gatehouse_wire::smtp::Reply;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Bytes read from the client at once.
-const READ_CHUNK: usize = 16 * 1024;
+/// Room for a read while commands are expected: a command line is short, and an idle session
+/// should hold little (a larger buffer left from DATA is let go when empty).
+pub(super) const COMMAND_CHUNK: usize = 1024;
+/// Room for a read during DATA.
+pub(super) const DATA_CHUNK: usize = 16 * 1024;
 
 /// The client's socket.
 pub(super) enum ClientIo {
@@ -80,11 +83,14 @@ impl Client {
         r
     }
 
-    /// Reads more from the client within `timeout`: the bytes read (0: it closed). Queued
-    /// replies are written first: the client may be waiting for them.
-    pub(super) async fn read_more(&mut self, timeout: Duration) -> io::Result<usize> {
+    /// Reads more from the client within `timeout`, with room for `chunk` bytes: the bytes read
+    /// (0: it closed). Queued replies are written first: the client may be waiting for them.
+    pub(super) async fn read_more(&mut self, timeout: Duration, chunk: usize) -> io::Result<usize> {
         self.flush().await?;
-        self.buf.reserve(READ_CHUNK);
+        if self.buf.is_empty() && self.buf.capacity() > chunk {
+            self.buf = BytesMut::new();
+        }
+        self.buf.reserve(chunk);
         let read = async {
             match &mut self.io {
                 ClientIo::Plain(s) => s.read_buf(&mut self.buf).await,

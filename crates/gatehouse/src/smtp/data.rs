@@ -9,7 +9,7 @@
 
 use gatehouse_wire::smtp::{Command, DataReader, Line, Refusal, Reply, Verdict};
 
-use super::client::Client;
+use super::client::{COMMAND_CHUNK, Client, DATA_CHUNK};
 use super::session::{Ctx, Flow, State};
 
 /// DATA: the origin's 354, then the message streamed through the reader, then the verdict.
@@ -83,7 +83,7 @@ async fn stream(
         if let Some(v) = p.done {
             return Some(v);
         }
-        match client.read_more(ctx.cfg.data_timeout).await {
+        match client.read_more(ctx.cfg.data_timeout, DATA_CHUNK).await {
             Ok(n) if n > 0 => {}
             _ => return None,
         }
@@ -197,7 +197,10 @@ async fn sasl_line(ctx: &Ctx<'_>, st: &mut State, client: &mut Client) -> Option
             l.extend_from_slice(b"\r\n");
             return Some(l);
         }
-        match client.read_more(ctx.cfg.command_timeout).await {
+        match client
+            .read_more(ctx.cfg.command_timeout, COMMAND_CHUNK)
+            .await
+        {
             Ok(n) if n > 0 => {}
             _ => return None,
         }

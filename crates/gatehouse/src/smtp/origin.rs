@@ -224,7 +224,11 @@ impl Origin {
                 }
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
             }
-            self.buf.reserve(4096);
+            if self.buf.is_empty() && self.buf.capacity() > 1024 {
+                // An idle session keeps no large buffer.
+                self.buf = BytesMut::new();
+            }
+            self.buf.reserve(1024);
             let n = tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.buf))
                 .await
                 .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;

@@ -11,7 +11,7 @@ use gatehouse_wire::smtp::{
     Command, EhloOffer, EnhancedCode, ForwardPath, Line, LineReader, Reply, Session, ehlo_reply,
 };
 
-use super::client::Client;
+use super::client::{COMMAND_CHUNK, Client};
 use super::origin::{ClientId, Origin};
 use super::record::Transaction;
 use crate::runtime::Shared;
@@ -125,7 +125,10 @@ async fn read_line(ctx: &Ctx<'_>, client: &mut Client, lines: &mut LineReader) -
         if let Some(got) = got {
             return got;
         }
-        match client.read_more(ctx.cfg.command_timeout).await {
+        match client
+            .read_more(ctx.cfg.command_timeout, COMMAND_CHUNK)
+            .await
+        {
             Ok(0) => return Read::Gone,
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Read::TimedOut,
