@@ -245,6 +245,7 @@ impl H1Conn {
 
     /// The 101 hand-off: the answer carries the socket and the bytes after its head to the
     /// tunnel (`OriginUpgrade` in its extensions), and has no body.
+    #[inline]
     fn tunnel(mut self, parts: http::response::Parts, raw: RawHead) -> (Response<H1Body>, RawHead) {
         let rest = self.rbuf.split().freeze();
         let tunnel = OriginUpgrade(Arc::new(Mutex::new(Some((self.io, rest)))));
@@ -315,6 +316,7 @@ impl H1Conn {
 
 /// The answer's body framing: none after HEAD, a 204 or a 304, whatever the head says
 /// (RFC 9112 §6.3).
+#[inline]
 fn body_framing(framing: In, head_only: bool, status: StatusCode) -> In {
     if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         In::Done
@@ -344,6 +346,7 @@ impl Sending {
     /// Encodes the request's head from `req` and the fields in `lines`, framed for `body`,
     /// and queues it. Err: the head cannot be encoded (the body is given back), or an ended
     /// body is shorter than the request's Content-Length.
+    #[inline]
     fn start(req: &http::request::Parts, lines: &[u8], body: UpBody) -> Result<Self, SendError> {
         let size = if http_body::Body::is_end_stream(&body) {
             BodySize::Empty
@@ -386,6 +389,7 @@ impl Sending {
     /// After an answer that came before the whole request was sent: whether the rest keeps
     /// being sent. An error answer, or one that closes, ends the upload (RFC 9112 §9.6), as
     /// does a failed write; otherwise the origin may be streaming both ways.
+    #[inline]
     fn goes_on(&self, close: bool, status: StatusCode) -> bool {
         self.failed.is_none() && !close && !status.is_client_error() && !status.is_server_error()
     }
@@ -437,6 +441,7 @@ impl Sending {
 
     /// Writes what is queued, once. Ready(true): bytes went out; Ready(false): writing failed
     /// (`failed` says why); Pending: the socket is full.
+    #[inline]
     fn poll_write_queue(&mut self, io: &mut UpIo, cx: &mut Context<'_>) -> Poll<bool> {
         let mut slices = [io::IoSlice::new(&[]); 8];
         let mut n = 0;
@@ -476,6 +481,7 @@ impl Sending {
     }
 
     /// Flushes what was written since the last flush (TLS buffers it). True: flushed now.
+    #[inline]
     fn flush(&mut self, io: &mut UpIo, cx: &mut Context<'_>) -> bool {
         if !self.unflushed {
             return false;
@@ -495,6 +501,7 @@ impl Sending {
 
     /// The request body ended: its framing's end is queued. Err: it ended short of its
     /// Content-Length.
+    #[inline]
     fn end_body(&mut self) -> Result<(), SendError> {
         match self.out {
             Out::Length(0) => {}
@@ -583,6 +590,7 @@ pub struct H1Body {
 impl H1Body {
     /// The body of an answer framed by `framing` on `conn`, going back to `ret`'s pool at its
     /// end; one with nothing to read ends (and is pooled) at once.
+    #[inline]
     fn new(
         conn: H1Conn,
         framing: In,

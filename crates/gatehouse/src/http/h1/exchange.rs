@@ -160,6 +160,7 @@ where
     }
 
     /// Polls the request's future; None when the client left before its answer.
+    #[inline]
     fn poll_handling<F: Future<Output = Response<Observed>>>(
         &mut self,
         handling: Pin<&mut F>,
@@ -179,6 +180,7 @@ where
     }
 
     /// The request's body as the pipeline reads it: none, or read from this connection.
+    #[inline]
     fn request_body(&self, body: BodyIn) -> ClientBody {
         if body == BodyIn::Done {
             ClientBody::Empty
@@ -229,6 +231,7 @@ where
 /// Encodes the answer's head into `out` and returns its body's framing (Content-Length,
 /// chunked, or close-delimited with `close` set), with room after it for a body small enough
 /// to join it in one buffer.
+#[inline]
 fn encode_head(
     out: &mut Out,
     parts: &http::response::Parts,
@@ -256,6 +259,7 @@ fn encode_head(
 }
 
 /// Whether the answer went out whole (else why not is logged, and the connection closes).
+#[inline]
 fn sent_whole(written: io::Result<()>, failed: Option<&'static str>) -> bool {
     if let Err(e) = written {
         tracing::debug!(error = %e, "client connection ended while answering");
@@ -288,6 +292,7 @@ impl AnswerBody {
 
     /// Queues the body's frames and writes them, until the body has ended or failed (true) or
     /// is pending with everything queued written and flushed (false).
+    #[inline]
     fn poll_send<T: AsyncWrite + Unpin>(
         &mut self,
         body: &mut Observed,
@@ -315,6 +320,7 @@ impl AnswerBody {
 
     /// Takes the body's frames into `out` until the body is pending, ends or fails, or
     /// `HIGH_WATER` bytes are queued. True: the body is pending (its waker is registered).
+    #[inline]
     fn pump(&mut self, body: &mut Observed, out: &mut Out, cx: &mut Context<'_>) -> bool {
         while !self.done && self.failed.is_none() && out.len() < HIGH_WATER {
             match Pin::new(&mut *body).poll_frame(cx) {

@@ -28,12 +28,14 @@ pub(super) struct Out {
 }
 
 impl Out {
+    #[inline]
     pub(super) fn small(&mut self, b: &[u8]) {
         self.tail.extend_from_slice(b);
         self.len += b.len();
     }
 
     /// Lets `f` append to the small pieces (an answer's head).
+    #[inline]
     pub(super) fn extend<R>(&mut self, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
         let before = self.tail.len();
         let r = f(&mut self.tail);
@@ -122,6 +124,7 @@ impl Out {
 }
 
 /// Queues one frame of the answer's body. Err: the body does not fit its framing.
+#[inline]
 pub(super) fn encode_frame(
     out: &mut Out,
     framing: &mut BodyOut,
@@ -160,6 +163,7 @@ pub(super) fn encode_frame(
 }
 
 /// Ends the answer's body on the wire. Err: it ended short of its Content-Length.
+#[inline]
 pub(super) fn encode_end(out: &mut Out, framing: BodyOut) -> Result<(), &'static str> {
     match framing {
         BodyOut::Length(n) if n > 0 => Err("answer body shorter than its Content-Length"),

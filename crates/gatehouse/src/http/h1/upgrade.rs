@@ -93,6 +93,7 @@ impl ClientUpgrade {
     }
 
     /// Puts a `ClientUpgrade` into a request's extensions; the sender hands it the socket.
+    #[inline]
     pub(super) fn offer(extensions: &mut http::Extensions) -> oneshot::Sender<Upgraded> {
         let (tx, rx) = oneshot::channel();
         extensions.insert(ClientUpgrade(Arc::new(Mutex::new(Some(rx)))));

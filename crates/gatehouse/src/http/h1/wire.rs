@@ -195,6 +195,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> BodySource for Mutex<Wire<T>> {
 impl<T> Wire<T> {
     /// The current request is over: its body handle, wherever it is, reads no more (and a
     /// reader waiting for bytes is woken to hear so).
+    #[inline]
     pub(super) fn end_request(&mut self) {
         self.generation += 1;
         if let Some(w) = self.reader.take() {
@@ -205,6 +206,7 @@ impl<T> Wire<T> {
     /// What is left of the request body keeps the connection from carrying another request:
     /// "100 Continue" owed for a body not read, a failed body, or more left than is drained
     /// (`Conn::finish_body` decides the same way).
+    #[inline]
     pub(super) fn unread_body_closes(&self) -> bool {
         let owed = self.continue_at == Some(0) && self.body != BodyIn::Done;
         owed || self.body == BodyIn::Failed
