@@ -216,103 +216,151 @@ pub async fn serve<C>(
         return;
     };
     drop(snap);
-    let m = &up.model;
-    let hash = client_hash(peer);
-    let mut tried = Vec::new();
-    let mut origin = None;
-    for _ in 0..=m.retries {
-        let input = PickInput {
-            hash: Some(hash),
-            sticky: None,
-            exclude: &tried,
-        };
-        let Some(i) = up.pick(&input) else { break };
-        tried.push(i);
-        let server = up.servers[i].clone();
-        let guard = ActiveGuard::new(server.clone());
-        match crate::upstream::pool::connect_tcp(&server, m.connect_timeout, Some(peer)).await {
-            Ok(mut s) => {
-                if let Some(v) = server.proxy_protocol {
-                    let header = ProxyHeader {
-                        src: peer,
-                        dst: local,
-                        alpn: tls.as_ref().and_then(|t| t.alpn.clone()),
-                        authority: tls.as_ref().and_then(|t| t.sni.clone()),
-                        tls_version: tls.as_ref().and_then(|t| t.version.clone()),
-                    };
-                    if let Err(e) = s.write_all(&header.encode(v)).await {
-                        tracing::warn!(upstream = %m.name, server = %server.spec.address, error = %e, "PROXY header not sent");
-                        server.record_failure(m.passive.as_ref());
-                        continue;
-                    }
-                }
-                server.record_success();
-                origin = Some((s, guard));
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(upstream = %m.name, server = %server.spec.address, error = %e, "connect failed");
-                server.record_failure(m.passive.as_ref());
-            }
-        }
-    }
-    let Some((origin, _guard)) = origin else {
-        tracing::warn!(listener, %peer, upstream = %m.name, "no server reachable: connection closed");
+    let Some((origin, _guard)) = connect_origin(&up, &peer, &local, tls.as_ref()).await else {
+        tracing::warn!(listener, %peer, upstream = %up.model.name, "no server reachable: connection closed");
         return;
     };
+    let m = &up.model;
     let last = Arc::new(AtomicU64::new(now_ms()));
     let idle = m.idle_timeout;
     let counters = shared.metrics.l4(listener);
     counters.connections.inc();
     // Plain TCP on both sides: splice(2), no copy through user space. Otherwise (TLS we
     // terminated) copy through buffers.
-    let copy: Relay<'_> = match client.tcp() {
-        Some(c) => {
-            let last = last.clone();
-            let origin = &origin;
-            let counters = counters.clone();
-            Box::pin(async move {
-                let moved = move |up: bool, n: u64| {
-                    last.store(now_ms(), Ordering::Relaxed);
-                    if up { &counters.up } else { &counters.down }.inc_by(n);
-                };
-                crate::splice::relay(c, origin, &moved).await
-            })
-        }
-        None => Box::pin(async {
-            let mut a = Watched {
-                inner: client,
-                last: last.clone(),
-                read: counters.up.clone(),
-            };
-            let mut b = Watched {
-                inner: origin,
-                last: last.clone(),
-                read: counters.down.clone(),
-            };
-            tokio::io::copy_bidirectional(&mut a, &mut b).await
-        }),
+    let mut copy: Relay<'_> = match client.tcp() {
+        Some(c) => splice_relay(c, &origin, &last, &counters),
+        None => copy_relay(client, origin, &last, &counters),
     };
-    tokio::pin!(copy);
-    let result = loop {
-        let quiet = Duration::from_millis(now_ms().saturating_sub(last.load(Ordering::Relaxed)));
-        if quiet >= idle {
-            break Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "idle timeout",
-            ));
-        }
-        tokio::select! {
-            r = &mut copy => break r,
-            _ = tokio::time::sleep(idle - quiet) => {}
-        }
-    };
-    match result {
+    match until_idle(&mut copy, &last, idle).await {
         Ok((up_bytes, down_bytes)) => {
             tracing::debug!(listener, %peer, upstream = %m.name, up_bytes, down_bytes, "tcp pipe closed")
         }
         Err(e) => {
             tracing::debug!(listener, %peer, upstream = %m.name, error = %e, "tcp pipe ended")
+        }
+    }
+}
+
+/// A connection to a server of `up` for the client `peer`: servers are tried as the balancer
+/// picks them (each at most once, up to `retries` more after the first), a failed connect or
+/// PROXY header counting against the server. With the guard that counts it as active there.
+async fn connect_origin(
+    up: &crate::upstream::Upstream,
+    peer: &SocketAddr,
+    local: &SocketAddr,
+    tls: Option<&TlsSide>,
+) -> Option<(TcpStream, ActiveGuard)> {
+    let hash = client_hash(*peer);
+    let mut tried = Vec::new();
+    for _ in 0..=up.model.retries {
+        let input = PickInput {
+            hash: Some(hash),
+            sticky: None,
+            exclude: &tried,
+        };
+        let i = up.pick(&input)?;
+        tried.push(i);
+        let server = up.servers[i].clone();
+        let guard = ActiveGuard::new(server.clone());
+        match crate::upstream::pool::connect_tcp(&server, up.model.connect_timeout, Some(*peer))
+            .await
+        {
+            Ok(mut s) => {
+                if let Some(v) = server.proxy_protocol {
+                    let header = proxy_header(*peer, *local, tls);
+                    if let Err(e) = s.write_all(&header.encode(v)).await {
+                        tracing::warn!(upstream = %up.model.name, server = %server.spec.address, error = %e, "PROXY header not sent");
+                        server.record_failure(up.model.passive.as_ref());
+                        continue;
+                    }
+                }
+                server.record_success();
+                return Some((s, guard));
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %up.model.name, server = %server.spec.address, error = %e, "connect failed");
+                server.record_failure(up.model.passive.as_ref());
+            }
+        }
+    }
+    None
+}
+
+/// The PROXY header telling a server who the client is and, when we terminated TLS, what the
+/// handshake said.
+fn proxy_header(peer: SocketAddr, local: SocketAddr, tls: Option<&TlsSide>) -> ProxyHeader {
+    ProxyHeader {
+        src: peer,
+        dst: local,
+        alpn: tls.and_then(|t| t.alpn.clone()),
+        authority: tls.and_then(|t| t.sni.clone()),
+        tls_version: tls.and_then(|t| t.version.clone()),
+    }
+}
+
+/// The pipe between two plain TCP sockets, by splice(2): each move stamps `last` and counts
+/// its bytes.
+fn splice_relay<'a>(
+    client: &'a TcpStream,
+    origin: &'a TcpStream,
+    last: &Arc<AtomicU64>,
+    counters: &crate::metrics::L4Counters,
+) -> Relay<'a> {
+    let last = last.clone();
+    let counters = counters.clone();
+    Box::pin(async move {
+        let moved = move |up: bool, n: u64| {
+            last.store(now_ms(), Ordering::Relaxed);
+            if up { &counters.up } else { &counters.down }.inc_by(n);
+        };
+        crate::splice::relay(client, origin, &moved).await
+    })
+}
+
+/// The pipe between a client stream with our TLS on it and the origin, copied through buffers;
+/// both streams are stamped and counted by `Watched`, and end with the pipe.
+fn copy_relay<'a, C>(
+    client: C,
+    origin: TcpStream,
+    last: &'a Arc<AtomicU64>,
+    counters: &'a crate::metrics::L4Counters,
+) -> Relay<'a>
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'a,
+{
+    Box::pin(async move {
+        let mut a = Watched {
+            inner: client,
+            last: last.clone(),
+            read: counters.up.clone(),
+        };
+        let mut b = Watched {
+            inner: origin,
+            last: last.clone(),
+            read: counters.down.clone(),
+        };
+        tokio::io::copy_bidirectional(&mut a, &mut b).await
+    })
+}
+
+/// Drives the pipe to its end, or ends it with a TimedOut error once no byte has moved either
+/// way (`last`) for `idle`.
+async fn until_idle(
+    copy: &mut Relay<'_>,
+    last: &AtomicU64,
+    idle: Duration,
+) -> std::io::Result<(u64, u64)> {
+    loop {
+        let quiet = Duration::from_millis(now_ms().saturating_sub(last.load(Ordering::Relaxed)));
+        if quiet >= idle {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "idle timeout",
+            ));
+        }
+        tokio::select! {
+            r = &mut *copy => return r,
+            _ = tokio::time::sleep(idle - quiet) => {}
         }
     }
 }

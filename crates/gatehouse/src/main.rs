@@ -1,6 +1,6 @@
 //! The `gatehouse` command: run | check | demo | schema.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -207,82 +207,93 @@ fn main() -> ExitCode {
             println!("{}", gatehouse_config::json_schema());
             ExitCode::SUCCESS
         }
-        Command::Check { config } => match gatehouse_config::load(&config) {
-            Ok(model) => {
-                // Certificate, key and CA files are part of the config: read them too.
-                let errors = gatehouse::tls::check_files(&model);
-                if errors.is_empty() {
-                    println!("ok");
-                    return ExitCode::SUCCESS;
-                }
-                for e in &errors {
-                    eprintln!("{}: {e}", config.display());
-                }
-                eprintln!("{} error(s) in {}", errors.len(), config.display());
-                ExitCode::from(1)
+        Command::Check { config } => check(&config),
+        Command::Run { config } => run(config),
+        Command::Demo { bind, admin } => demo(bind, admin),
+    }
+}
+
+/// `gatehouse check`: the config file and the certificate, key and CA files it names.
+fn check(config: &Path) -> ExitCode {
+    match gatehouse_config::load(config) {
+        Ok(model) => {
+            // Certificate, key and CA files are part of the config: read them too.
+            let errors = gatehouse::tls::check_files(&model);
+            if errors.is_empty() {
+                println!("ok");
+                return ExitCode::SUCCESS;
             }
-            Err(errs) => {
-                eprintln!("{errs}");
-                eprintln!("{} error(s) in {}", errs.0.len(), config.display());
-                ExitCode::from(1)
+            for e in &errors {
+                eprintln!("{}: {e}", config.display());
             }
-        },
-        Command::Run { config } => {
-            init_logging();
-            let model = match gatehouse_config::load(&config) {
-                Ok(m) => m,
-                Err(errs) => {
-                    eprintln!("{errs}");
-                    return ExitCode::from(1);
-                }
-            };
-            let rt = match runtime(model.global.threads) {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            rt.block_on(serve(model, Some(config), None))
+            eprintln!("{} error(s) in {}", errors.len(), config.display());
+            ExitCode::from(1)
         }
-        Command::Demo { bind, admin } => {
-            init_logging();
-            let rt = match runtime(None) {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            rt.block_on(async move {
-                let mut origins = Vec::new();
-                for name in ["demo-1", "demo-2", "demo-3"] {
-                    match gatehouse::demo::start_origin(name).await {
-                        Ok(a) => origins.push(a),
-                        Err(e) => {
-                            eprintln!("cannot start demo origin: {e}");
-                            return ExitCode::from(1);
-                        }
-                    }
-                }
-                let text = gatehouse::demo::config(&bind, &admin, &origins);
-                let model = match gatehouse_config::parse(&text, "demo.toml") {
-                    Ok(m) => m,
-                    Err(e) => {
-                        eprintln!("{e}");
-                        return ExitCode::from(1);
-                    }
-                };
-                let banner = format!(
-                    "gatehouse demo: proxy on http://{bind}, admin on http://{admin}, origins {origins:?}\n\
-                     try:\n  curl -s http://{bind}/hello\n  curl -s -H 'X-Forwarded-For: 6.6.6.6' http://{bind}/ | grep -i forwarded\n  \
-                     curl -s http://{admin}/status\n  curl -s http://{admin}/metrics | grep gatehouse_http_requests\n\
-                     Ctrl-C stops it."
-                );
-                serve(model, None, Some(banner)).await
-            })
+        Err(errs) => {
+            eprintln!("{errs}");
+            eprintln!("{} error(s) in {}", errs.0.len(), config.display());
+            ExitCode::from(1)
         }
     }
+}
+
+/// `gatehouse run`: serves the config file until a signal stops it.
+fn run(config: PathBuf) -> ExitCode {
+    init_logging();
+    let model = match gatehouse_config::load(&config) {
+        Ok(m) => m,
+        Err(errs) => {
+            eprintln!("{errs}");
+            return ExitCode::from(1);
+        }
+    };
+    let rt = match runtime(model.global.threads) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(serve(model, Some(config), None))
+}
+
+/// `gatehouse demo`: three demo origins and a proxy in front of them, with a banner of what to try.
+fn demo(bind: String, admin: String) -> ExitCode {
+    init_logging();
+    let rt = match runtime(None) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let mut origins = Vec::new();
+        for name in ["demo-1", "demo-2", "demo-3"] {
+            match gatehouse::demo::start_origin(name).await {
+                Ok(a) => origins.push(a),
+                Err(e) => {
+                    eprintln!("cannot start demo origin: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        let text = gatehouse::demo::config(&bind, &admin, &origins);
+        let model = match gatehouse_config::parse(&text, "demo.toml") {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(1);
+            }
+        };
+        let banner = format!(
+            "gatehouse demo: proxy on http://{bind}, admin on http://{admin}, origins {origins:?}\n\
+             try:\n  curl -s http://{bind}/hello\n  curl -s -H 'X-Forwarded-For: 6.6.6.6' http://{bind}/ | grep -i forwarded\n  \
+             curl -s http://{admin}/status\n  curl -s http://{admin}/metrics | grep gatehouse_http_requests\n\
+             Ctrl-C stops it."
+        );
+        serve(model, None, Some(banner)).await
+    })
 }
 
 async fn serve(

@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::runtime::Shared;
-use crate::upstream::{PickInput, now_ms};
+use crate::runtime::{Shared, Snapshot};
+use crate::upstream::{PickInput, ServerState, now_ms};
 
 const DEFAULT_MAX_FLOWS: usize = 10_000;
 /// Largest datagram relayed (the UDP maximum).
@@ -65,58 +65,21 @@ pub async fn serve(socket: Arc<UdpSocket>, shared: Arc<Shared>, listener: Arc<st
                 }
                 continue;
             }
-            let Some(up) = crate::l4::choose_upstream(&snap, &listener, client, local, None) else {
+            let Some(server) = pick_server(snap, &listener, client, local) else {
                 continue;
             };
-            drop(snap);
-            let input = PickInput {
-                hash: Some(crate::l4::client_hash(client)),
-                sticky: None,
-                exclude: &[],
-            };
-            let Some(i) = up.pick(&input) else {
+            let Some(upstream) = flow_socket(&server, &listener).await else {
                 continue;
             };
-            let server = up.servers[i].clone();
-            let target = match server.addrs.load().first().copied() {
-                Some(a) => a,
-                None => match crate::upstream::health::resolve(&server.spec.host, server.spec.port)
-                    .await
-                {
-                    Ok(a) => a[0],
-                    Err(_) => continue,
-                },
-            };
-            let bind: SocketAddr = if target.is_ipv4() {
-                "0.0.0.0:0"
-            } else {
-                "[::]:0"
-            }
-            .parse()
-            .unwrap_or(target);
-            let upstream = match UdpSocket::bind(bind).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(listener = %listener, error = %e, "cannot open a udp socket for a flow");
-                    continue;
-                }
-            };
-            if upstream.connect(target).await.is_err() {
-                continue;
-            }
-            let upstream = Arc::new(upstream);
-            let last = Arc::new(AtomicU64::new(now_ms()));
-            let idle = settings.udp_idle_timeout;
-            tokio::spawn(relay_back(
-                upstream.clone(),
-                socket.clone(),
+            let flow = start_flow(
+                upstream,
+                &socket,
                 client,
-                last.clone(),
-                idle,
-                ended_tx.clone(),
-                counters.down.clone(),
-            ));
-            flows.insert(client, Flow { upstream, last });
+                settings.udp_idle_timeout,
+                &ended_tx,
+                &counters.down,
+            );
+            flows.insert(client, flow);
             counters.flows.inc();
         }
         if let Some(flow) = flows.get(&client) {
@@ -126,6 +89,79 @@ pub async fn serve(socket: Arc<UdpSocket>, shared: Arc<Shared>, listener: Arc<st
             }
         }
     }
+}
+
+/// The server a new flow from `client` goes to: the listener's upstream for it (the snapshot is
+/// let go once chosen), balanced by the client's address.
+fn pick_server(
+    snap: Arc<Snapshot>,
+    listener: &str,
+    client: SocketAddr,
+    local: SocketAddr,
+) -> Option<Arc<ServerState>> {
+    let up = crate::l4::choose_upstream(&snap, listener, client, local, None)?;
+    drop(snap);
+    let input = PickInput {
+        hash: Some(crate::l4::client_hash(client)),
+        sticky: None,
+        exclude: &[],
+    };
+    let i = up.pick(&input)?;
+    Some(up.servers[i].clone())
+}
+
+/// A new flow's own socket, connected to `server` (its first known address, else resolved now)
+/// so that only its answers come in on it.
+async fn flow_socket(server: &ServerState, listener: &str) -> Option<UdpSocket> {
+    let target = match server.addrs.load().first().copied() {
+        Some(a) => a,
+        None => match crate::upstream::health::resolve(&server.spec.host, server.spec.port).await {
+            Ok(a) => a[0],
+            Err(_) => return None,
+        },
+    };
+    let bind: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .unwrap_or(target);
+    let upstream = match UdpSocket::bind(bind).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(listener = %listener, error = %e, "cannot open a udp socket for a flow");
+            return None;
+        }
+    };
+    if upstream.connect(target).await.is_err() {
+        return None;
+    }
+    Some(upstream)
+}
+
+/// Starts relaying the answers that come in on a new flow's socket back to `client`, and returns
+/// the flow's entry.
+fn start_flow(
+    upstream: UdpSocket,
+    socket: &Arc<UdpSocket>,
+    client: SocketAddr,
+    idle: Duration,
+    ended: &mpsc::UnboundedSender<SocketAddr>,
+    down: &prometheus_client::metrics::counter::Counter,
+) -> Flow {
+    let upstream = Arc::new(upstream);
+    let last = Arc::new(AtomicU64::new(now_ms()));
+    tokio::spawn(relay_back(
+        upstream.clone(),
+        socket.clone(),
+        client,
+        last.clone(),
+        idle,
+        ended.clone(),
+        down.clone(),
+    ));
+    Flow { upstream, last }
 }
 
 /// Sends the server's answers of one flow back to its client, until the flow is idle.

@@ -67,6 +67,8 @@ impl Snapshot {
     }
 }
 
+/// Builds the snapshot of a validated config. Every TLS file is read before anything starts, so
+/// that a bad one refuses the config with every error at once.
 pub(super) fn assemble(
     config: Config,
     servers: &mut HashMap<String, Weak<ServerState>>,
@@ -75,69 +77,20 @@ pub(super) fn assemble(
     counters: &gatehouse_cache::CacheCounters,
     challenges: &Arc<crate::acme::Challenges>,
 ) -> Result<Snapshot, Vec<String>> {
-    // The store survives a reload that leaves `[cache]` as it was.
-    let cache = match &config.cache {
-        None => None,
-        Some(m) => match prev_cache {
-            Some(c) if c.model == *m => Some(c.clone()),
-            _ => Some(Arc::new(
-                gatehouse_cache::Cache::open(m, counters.clone()).map_err(|e| vec![e])?,
-            )),
-        },
-    };
-    let access_log = match &config.global.access_log {
-        AccessLog::Off => None,
-        other => {
-            let target = match other {
-                AccessLog::File(p) => Target::File(p.clone()),
-                _ => Target::Stdout,
-            };
-            match prev_log {
-                Some(l) if *l.target() == target => Some(l.clone()),
-                _ => Some(Arc::new(AccessLogger::start(target).map_err(|e| {
-                    vec![format!("global.access_log: cannot open: {e}")]
-                })?)),
-            }
-        }
-    };
+    let cache = cache_store(config.cache.as_ref(), prev_cache, counters)?;
+    let access_log = access_logger(&config.global.access_log, prev_log)?;
     // TLS first: every certificate and key file is read now, so a bad file refuses the config.
     let mut errors = Vec::new();
-    let mut listener_tls = Vec::new();
-    for l in &config.listeners {
-        listener_tls.push(match &l.tls {
-            Some(t) => {
-                match crate::tls::ListenerTls::new(t, config.acme.as_ref(), challenges.clone()) {
-                    Ok(t) => Some(Arc::new(t)),
-                    Err(e) => {
-                        errors.extend(
-                            e.into_iter()
-                                .map(|e| format!("listeners.{}.tls: {e}", l.name)),
-                        );
-                        None
-                    }
-                }
-            }
-            None => None,
-        });
-    }
-    let mut upstream_tls = Vec::new();
-    for u in &config.upstreams {
-        upstream_tls.push(match &u.tls {
-            Some(t) => match crate::tls::client_config(t, u.protocol) {
-                Ok(c) => {
-                    if t.dangerous_skip_verify {
-                        tracing::warn!(upstream = %u.name, "TLS to this upstream is NOT verified (dangerous_skip_verify)");
-                    }
-                    Some(c)
-                }
-                Err(e) => {
-                    errors.push(format!("upstreams.{}.tls: {e}", u.name));
-                    None
-                }
-            },
-            None => None,
-        });
-    }
+    let listener_tls: Vec<_> = config
+        .listeners
+        .iter()
+        .map(|l| listener_tls(l, &config, challenges, &mut errors))
+        .collect();
+    let upstream_tls: Vec<_> = config
+        .upstreams
+        .iter()
+        .map(|u| upstream_tls(u, &mut errors))
+        .collect();
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -146,18 +99,7 @@ pub(super) fn assemble(
         .upstreams
         .iter()
         .zip(&upstream_tls)
-        .map(|(m, tls)| {
-            let up = Upstream::new(m, tls.as_ref(), |fp| {
-                servers.get(fp).and_then(Weak::upgrade)
-            });
-            for s in &up.servers {
-                if !servers.contains_key(&s.fingerprint) {
-                    servers.insert(s.fingerprint.clone(), Arc::downgrade(s));
-                    health::spawn(s, m.health_check.clone(), m.connect_timeout);
-                }
-            }
-            Arc::new(up)
-        })
+        .map(|(m, tls)| upstream(m, tls.as_ref(), servers))
         .collect();
     let listeners = config
         .listeners
@@ -188,4 +130,98 @@ pub(super) fn assemble(
         access_log,
         cache,
     })
+}
+
+/// The cache store of `[cache]`: the previous one when the section is unchanged (its entries
+/// survive the reload), else opened anew.
+fn cache_store(
+    model: Option<&gatehouse_config::model::CacheStore>,
+    prev: Option<&Arc<gatehouse_cache::Cache>>,
+    counters: &gatehouse_cache::CacheCounters,
+) -> Result<Option<Arc<gatehouse_cache::Cache>>, Vec<String>> {
+    let Some(m) = model else {
+        return Ok(None);
+    };
+    Ok(Some(match prev {
+        Some(c) if c.model == *m => c.clone(),
+        _ => Arc::new(gatehouse_cache::Cache::open(m, counters.clone()).map_err(|e| vec![e])?),
+    }))
+}
+
+/// The access logger of `global.access_log`: the previous one when it writes to the same
+/// target, else started anew.
+fn access_logger(
+    setting: &AccessLog,
+    prev: Option<&Arc<AccessLogger>>,
+) -> Result<Option<Arc<AccessLogger>>, Vec<String>> {
+    let target = match setting {
+        AccessLog::Off => return Ok(None),
+        AccessLog::File(p) => Target::File(p.clone()),
+        _ => Target::Stdout,
+    };
+    Ok(Some(match prev {
+        Some(l) if *l.target() == target => l.clone(),
+        _ => Arc::new(
+            AccessLogger::start(target)
+                .map_err(|e| vec![format!("global.access_log: cannot open: {e}")])?,
+        ),
+    }))
+}
+
+/// A listener's TLS, its files read; their errors go to `errors`, named by the listener.
+fn listener_tls(
+    l: &Listener,
+    config: &Config,
+    challenges: &Arc<crate::acme::Challenges>,
+    errors: &mut Vec<String>,
+) -> Option<Arc<crate::tls::ListenerTls>> {
+    let t = l.tls.as_ref()?;
+    match crate::tls::ListenerTls::new(t, config.acme.as_ref(), challenges.clone()) {
+        Ok(t) => Some(Arc::new(t)),
+        Err(e) => {
+            errors.extend(
+                e.into_iter()
+                    .map(|e| format!("listeners.{}.tls: {e}", l.name)),
+            );
+            None
+        }
+    }
+}
+
+/// An upstream's TLS client config, its files read; an error goes to `errors`, named by the
+/// upstream.
+fn upstream_tls(
+    u: &gatehouse_config::model::Upstream,
+    errors: &mut Vec<String>,
+) -> Option<Arc<rustls::ClientConfig>> {
+    let t = u.tls.as_ref()?;
+    match crate::tls::client_config(t, u.protocol) {
+        Ok(c) => {
+            if t.dangerous_skip_verify {
+                tracing::warn!(upstream = %u.name, "TLS to this upstream is NOT verified (dangerous_skip_verify)");
+            }
+            Some(c)
+        }
+        Err(e) => {
+            errors.push(format!("upstreams.{}.tls: {e}", u.name));
+            None
+        }
+    }
+}
+
+/// An upstream's run-time state. Servers already known by fingerprint keep their state; new
+/// ones are registered and get their health check started.
+fn upstream(
+    m: &gatehouse_config::model::Upstream,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    servers: &mut HashMap<String, Weak<ServerState>>,
+) -> Arc<Upstream> {
+    let up = Upstream::new(m, tls, |fp| servers.get(fp).and_then(Weak::upgrade));
+    for s in &up.servers {
+        if !servers.contains_key(&s.fingerprint) {
+            servers.insert(s.fingerprint.clone(), Arc::downgrade(s));
+            health::spawn(s, m.health_check.clone(), m.connect_timeout);
+        }
+    }
+    Arc::new(up)
 }

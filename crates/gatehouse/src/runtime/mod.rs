@@ -60,6 +60,9 @@ pub struct Shared {
     pub challenges: Arc<crate::acme::Challenges>,
 }
 
+/// Listener sockets bound by a reload but not started yet, by (listener name, configured address).
+type Fresh = Vec<((String, SocketAddr), listen::Bound)>;
+
 impl Shared {
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -112,71 +115,11 @@ impl Shared {
     /// listeners that are gone. A bind failure leaves everything as it was.
     pub async fn apply(self: &Arc<Self>, config: Config) -> Result<(), Vec<String>> {
         let _one_at_a_time = self.reload_lock.lock().await;
-        let snapshot = {
-            let mut servers = self
-                .servers
-                .lock()
-                .map_err(|_| vec!["poisoned".to_string()])?;
-            let prev = self.snapshot.load();
-            Arc::new(assemble::assemble(
-                config,
-                &mut servers,
-                prev.access_log.as_ref(),
-                prev.cache.as_ref(),
-                &self.metrics.cache,
-                &self.challenges,
-            )?)
-        };
+        let snapshot = self.build_snapshot(config)?;
         // Bind new sockets before the swap, so that a failure changes nothing.
-        let mut fresh: Vec<((String, SocketAddr), listen::Bound)> = Vec::new();
         let mut errors = Vec::new();
-        {
-            let bound = self
-                .bound
-                .lock()
-                .map_err(|_| vec!["poisoned".to_string()])?;
-            for l in &snapshot.config.listeners {
-                for addr in &l.bind {
-                    let key = (l.name.clone(), *addr);
-                    if bound.contains_key(&key) {
-                        continue;
-                    }
-                    let bound = match l.protocol {
-                        gatehouse_config::model::ListenerProtocol::Udp => {
-                            listen::bind_udp(self, l, *addr)
-                        }
-                        _ => listen::bind_http(self, l, *addr),
-                    };
-                    match bound {
-                        Ok(b) => fresh.push((key, b)),
-                        Err(e) => {
-                            errors.push(format!("listener `{}`: cannot bind {addr}: {e}", l.name))
-                        }
-                    }
-                }
-            }
-        }
-        let admin_change = {
-            let admin = self
-                .admin
-                .lock()
-                .map_err(|_| vec!["poisoned".to_string()])?;
-            let current = admin.as_ref().map(|(a, _)| *a);
-            if current != snapshot.config.admin {
-                match snapshot.config.admin {
-                    Some(addr) => match listen::bind_admin(self, addr) {
-                        Ok(b) => Some(Some((addr, b))),
-                        Err(e) => {
-                            errors.push(format!("admin: cannot bind {addr}: {e}"));
-                            None
-                        }
-                    },
-                    None => Some(None),
-                }
-            } else {
-                None
-            }
-        };
+        let fresh = self.bind_new(&snapshot.config, &mut errors)?;
+        let admin_change = self.bind_admin_change(&snapshot.config, &mut errors)?;
         if !errors.is_empty() {
             for (_, b) in fresh {
                 // Never started: dropping `b` closes its socket.
@@ -192,35 +135,138 @@ impl Shared {
             .collect();
         self.snapshot.store(snapshot);
         let mut closing = Vec::new();
-        if let Ok(mut bound) = self.bound.lock() {
-            for (k, b) in fresh {
-                b.start();
-                bound.insert(k, b);
-            }
-            bound.retain(|k, b| {
-                let keep = wanted.contains(k);
-                if !keep {
-                    tracing::info!(listener = %k.0, addr = %b.local, "listener closed");
-                    closing.extend(b.stop());
-                }
-                keep
-            });
-        }
-        if let Some(change) = admin_change
-            && let Ok(mut admin) = self.admin.lock()
-        {
-            if let Some((_, old)) = admin.take() {
-                closing.extend(old.stop());
-            }
-            if let Some((addr, b)) = change {
-                b.start();
-                *admin = Some((addr, b));
-            }
+        self.start_fresh_close_gone(fresh, &wanted, &mut closing);
+        if let Some(change) = admin_change {
+            self.swap_admin(change, &mut closing);
         }
         for task in closing {
             let _ = task.await;
         }
         Ok(())
+    }
+
+    /// The snapshot of `config`, built with the server states, access log and cache store of the
+    /// one in force (so that what is unchanged carries over).
+    fn build_snapshot(&self, config: Config) -> Result<Arc<Snapshot>, Vec<String>> {
+        let mut servers = self
+            .servers
+            .lock()
+            .map_err(|_| vec!["poisoned".to_string()])?;
+        let prev = self.snapshot.load();
+        Ok(Arc::new(assemble::assemble(
+            config,
+            &mut servers,
+            prev.access_log.as_ref(),
+            prev.cache.as_ref(),
+            &self.metrics.cache,
+            &self.challenges,
+        )?))
+    }
+
+    /// Binds the listener addresses of `config` not bound yet, keyed by (listener, address); not
+    /// started. Bind failures go to `errors`.
+    fn bind_new(
+        self: &Arc<Self>,
+        config: &Config,
+        errors: &mut Vec<String>,
+    ) -> Result<Fresh, Vec<String>> {
+        let mut fresh = Vec::new();
+        let bound = self
+            .bound
+            .lock()
+            .map_err(|_| vec!["poisoned".to_string()])?;
+        for l in &config.listeners {
+            for addr in &l.bind {
+                let key = (l.name.clone(), *addr);
+                if bound.contains_key(&key) {
+                    continue;
+                }
+                let bound = match l.protocol {
+                    gatehouse_config::model::ListenerProtocol::Udp => {
+                        listen::bind_udp(self, l, *addr)
+                    }
+                    _ => listen::bind_http(self, l, *addr),
+                };
+                match bound {
+                    Ok(b) => fresh.push((key, b)),
+                    Err(e) => {
+                        errors.push(format!("listener `{}`: cannot bind {addr}: {e}", l.name))
+                    }
+                }
+            }
+        }
+        Ok(fresh)
+    }
+
+    /// When the admin address changes: Some(the new admin socket, bound but not started, or None
+    /// when the admin listener goes away). A bind failure goes to `errors`.
+    fn bind_admin_change(
+        self: &Arc<Self>,
+        config: &Config,
+        errors: &mut Vec<String>,
+    ) -> Result<Option<Option<(SocketAddr, listen::Bound)>>, Vec<String>> {
+        let admin = self
+            .admin
+            .lock()
+            .map_err(|_| vec!["poisoned".to_string()])?;
+        let current = admin.as_ref().map(|(a, _)| *a);
+        if current == config.admin {
+            return Ok(None);
+        }
+        Ok(match config.admin {
+            Some(addr) => match listen::bind_admin(self, addr) {
+                Ok(b) => Some(Some((addr, b))),
+                Err(e) => {
+                    errors.push(format!("admin: cannot bind {addr}: {e}"));
+                    None
+                }
+            },
+            None => Some(None),
+        })
+    }
+
+    /// Starts the freshly bound listeners and stops those not `wanted` any more; the tasks to
+    /// wait for go to `closing`.
+    fn start_fresh_close_gone(
+        &self,
+        fresh: Fresh,
+        wanted: &[(String, SocketAddr)],
+        closing: &mut Vec<tokio::task::JoinHandle<()>>,
+    ) {
+        let Ok(mut bound) = self.bound.lock() else {
+            return;
+        };
+        for (k, b) in fresh {
+            b.start();
+            bound.insert(k, b);
+        }
+        bound.retain(|k, b| {
+            let keep = wanted.contains(k);
+            if !keep {
+                tracing::info!(listener = %k.0, addr = %b.local, "listener closed");
+                closing.extend(b.stop());
+            }
+            keep
+        });
+    }
+
+    /// Stops the admin listener in force, if any, and starts the new one, if any; the task to
+    /// wait for goes to `closing`.
+    fn swap_admin(
+        &self,
+        change: Option<(SocketAddr, listen::Bound)>,
+        closing: &mut Vec<tokio::task::JoinHandle<()>>,
+    ) {
+        let Ok(mut admin) = self.admin.lock() else {
+            return;
+        };
+        if let Some((_, old)) = admin.take() {
+            closing.extend(old.stop());
+        }
+        if let Some((addr, b)) = change {
+            b.start();
+            *admin = Some((addr, b));
+        }
     }
 }
 

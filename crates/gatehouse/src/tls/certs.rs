@@ -111,25 +111,7 @@ impl ListenerTls {
         challenges: Arc<crate::acme::Challenges>,
     ) -> Result<ListenerTls, Vec<String>> {
         let mut errors = Vec::new();
-        let mut certs = Vec::new();
-        for c in &t.certificates {
-            match load(&c.cert, &c.key, c.ocsp.as_deref()) {
-                Ok(l) => certs.push(l),
-                Err(e) => errors.push(e),
-            }
-        }
-        if let Some(acme) = acme {
-            for name in &t.acme {
-                let (cert, key) = crate::acme::stored_paths(&acme.storage, name);
-                if !cert.exists() {
-                    continue;
-                }
-                match load(&cert, &key, None) {
-                    Ok(l) => certs.push(l),
-                    Err(e) => tracing::warn!("stored ACME certificate for {name} not usable: {e}"),
-                }
-            }
-        }
+        let certs = load_certificates(t, acme, &mut errors);
         let client_roots = match &t.client_ca {
             Some(p) if t.client_auth != ClientAuth::None => match roots(p) {
                 Ok(r) => Some(r),
@@ -143,22 +125,7 @@ impl ListenerTls {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let mut exact = HashMap::new();
-        let mut wildcard = HashMap::new();
-        for (i, l) in certs.iter().enumerate() {
-            for n in l.names.iter() {
-                match n {
-                    HostPattern::Exact(h) => {
-                        exact.entry(h.clone()).or_insert(i);
-                    }
-                    HostPattern::Wildcard(suffix) => {
-                        wildcard
-                            .entry(suffix.trim_start_matches('.').to_string())
-                            .or_insert(i);
-                    }
-                }
-            }
-        }
+        let (exact, wildcard) = names_index(&certs);
         let resolver = Arc::new(SniResolver {
             exact,
             wildcard,
@@ -166,38 +133,7 @@ impl ListenerTls {
             strict: t.strict_sni,
             challenges,
         });
-        let versions: &[&rustls::SupportedProtocolVersion] = if t.min_version >= 13 {
-            &[&rustls::version::TLS13]
-        } else {
-            &[&rustls::version::TLS13, &rustls::version::TLS12]
-        };
-        let builder = ServerConfig::builder_with_provider(super::provider())
-            .with_protocol_versions(versions)
-            .map_err(|e| vec![format!("TLS versions: {e}")])?;
-        let builder = match client_roots {
-            Some(roots) => {
-                let v =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), super::provider());
-                let v = if t.client_auth == ClientAuth::Optional {
-                    v.allow_unauthenticated()
-                } else {
-                    v
-                };
-                builder.with_client_cert_verifier(
-                    v.build().map_err(|e| vec![format!("client_ca: {e}")])?,
-                )
-            }
-            None => builder.with_no_client_auth(),
-        };
-        let mut config = builder.with_cert_resolver(resolver.clone());
-        config.alpn_protocols = t.alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
-        if !t.acme.is_empty() {
-            config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
-        }
-        // Resumption both ways: stateless tickets (TLS 1.2 and 1.3) and the session cache.
-        if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
-            config.ticketer = ticketer;
-        }
+        let config = server_config(t, client_roots, resolver.clone())?;
         Ok(ListenerTls {
             config: Arc::new(config),
             resolver,
@@ -241,6 +177,99 @@ impl ListenerTls {
             }),
         }
     }
+}
+
+/// The listener's certificates: the configured ones (a file that cannot be used goes to
+/// `errors`) and then those ACME has stored (one not usable is only warned about: ACME will
+/// obtain it again).
+fn load_certificates(
+    t: &model::ListenerTls,
+    acme: Option<&model::Acme>,
+    errors: &mut Vec<String>,
+) -> Vec<Loaded> {
+    let mut certs = Vec::new();
+    for c in &t.certificates {
+        match load(&c.cert, &c.key, c.ocsp.as_deref()) {
+            Ok(l) => certs.push(l),
+            Err(e) => errors.push(e),
+        }
+    }
+    if let Some(acme) = acme {
+        for name in &t.acme {
+            let (cert, key) = crate::acme::stored_paths(&acme.storage, name);
+            if !cert.exists() {
+                continue;
+            }
+            match load(&cert, &key, None) {
+                Ok(l) => certs.push(l),
+                Err(e) => tracing::warn!("stored ACME certificate for {name} not usable: {e}"),
+            }
+        }
+    }
+    certs
+}
+
+/// Certificate indexes by exact name and by wildcard parent domain; the first certificate
+/// naming a name wins it.
+fn names_index(certs: &[Loaded]) -> (HashMap<String, usize>, HashMap<String, usize>) {
+    let mut exact = HashMap::new();
+    let mut wildcard = HashMap::new();
+    for (i, l) in certs.iter().enumerate() {
+        for n in l.names.iter() {
+            match n {
+                HostPattern::Exact(h) => {
+                    exact.entry(h.clone()).or_insert(i);
+                }
+                HostPattern::Wildcard(suffix) => {
+                    wildcard
+                        .entry(suffix.trim_start_matches('.').to_string())
+                        .or_insert(i);
+                }
+            }
+        }
+    }
+    (exact, wildcard)
+}
+
+/// The rustls server config: protocol versions, client certificate verification, the
+/// certificate resolver, ALPN (with ACME's when the listener obtains certificates) and session
+/// resumption.
+fn server_config(
+    t: &model::ListenerTls,
+    client_roots: Option<RootCertStore>,
+    resolver: Arc<SniResolver>,
+) -> Result<ServerConfig, Vec<String>> {
+    let versions: &[&rustls::SupportedProtocolVersion] = if t.min_version >= 13 {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let builder = ServerConfig::builder_with_provider(super::provider())
+        .with_protocol_versions(versions)
+        .map_err(|e| vec![format!("TLS versions: {e}")])?;
+    let builder = match client_roots {
+        Some(roots) => {
+            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), super::provider());
+            let v = if t.client_auth == ClientAuth::Optional {
+                v.allow_unauthenticated()
+            } else {
+                v
+            };
+            builder
+                .with_client_cert_verifier(v.build().map_err(|e| vec![format!("client_ca: {e}")])?)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
+    config.alpn_protocols = t.alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+    if !t.acme.is_empty() {
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
+    // Resumption both ways: stateless tickets (TLS 1.2 and 1.3) and the session cache.
+    if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
+        config.ticketer = ticketer;
+    }
+    Ok(config)
 }
 
 fn load(cert: &Path, key: &Path, ocsp: Option<&Path>) -> Result<Loaded, String> {
