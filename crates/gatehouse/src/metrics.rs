@@ -128,154 +128,68 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every metric.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("gatehouse");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests answered", requests.clone());
-        let duration = Family::<ListenerLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ])
-        });
-        registry.register(
-            "http_request_duration_seconds",
-            "Time from request head to the end of the answer",
-            duration.clone(),
-        );
-        let server_up = Family::<ServerLabels, Gauge>::default();
-        registry.register(
-            "upstream_server_up",
-            "1 when the server takes traffic",
-            server_up.clone(),
-        );
-        let server_active = Family::<ServerLabels, Gauge>::default();
-        registry.register(
-            "upstream_active_connections",
-            "Requests in flight to the server",
-            server_active.clone(),
-        );
-        let server_requests = Family::<ServerLabels, Gauge>::default();
-        registry.register(
-            "upstream_server_requests",
-            "Requests sent to the server since it was configured",
-            server_requests.clone(),
-        );
-        let server_failures = Family::<ServerLabels, Gauge>::default();
-        registry.register(
-            "upstream_server_failures",
-            "Connect errors, resets and 5xx from the server since it was configured",
-            server_failures.clone(),
-        );
-        let reloads = Family::<Vec<(String, String)>, Counter>::default();
-        registry.register(
-            "config_reloads",
-            "Config reloads by result",
-            reloads.clone(),
-        );
-        let cache = gatehouse_cache::CacheCounters::default();
-        for (name, help, c) in [
-            ("cache_hits", "Answers served from the cache", &cache.hits),
-            (
-                "cache_misses",
-                "Cacheable requests that found nothing usable",
-                &cache.misses,
-            ),
-            (
-                "cache_stale_served",
-                "Stale answers served (max-stale, stale-while-revalidate, stale-if-error)",
-                &cache.stale,
-            ),
-            (
-                "cache_revalidations",
-                "Stored answers validated with the origin",
-                &cache.revalidations,
-            ),
-        ] {
-            registry.register(name, help, c.clone());
-        }
-        let evictions = Family::<Vec<(String, String)>, Counter>::default();
-        registry.register(
-            "cache_evictions",
-            "Entries evicted from the cache, by tier",
-            evictions.clone(),
-        );
-        // The eviction counters are the family's members, so the store increments them directly.
-        // (One statement each: a member's read guard must be gone before the next insert.)
-        let evictions_memory = evictions
-            .get_or_create(&vec![("tier".to_string(), "memory".to_string())])
-            .clone();
-        let evictions_disk = evictions
-            .get_or_create(&vec![("tier".to_string(), "disk".to_string())])
-            .clone();
-        let cache = gatehouse_cache::CacheCounters {
-            evictions_memory,
-            evictions_disk,
-            ..cache
-        };
-        let cache_bytes = Family::<Vec<(String, String)>, Gauge>::default();
-        registry.register(
-            "cache_bytes",
-            "Bytes held by the cache, by tier",
-            cache_bytes.clone(),
-        );
-        let udp_flows = Family::<ListenerLabels, Gauge>::default();
-        registry.register("udp_flows", "Live UDP flows", udp_flows.clone());
-        let udp_datagrams = Family::<DirectionLabels, Counter>::default();
-        registry.register(
-            "udp_datagrams",
-            "UDP datagrams relayed, up (client to server) and down",
-            udp_datagrams.clone(),
-        );
-        let udp_dropped = Family::<ListenerLabels, Counter>::default();
-        registry.register(
-            "udp_dropped",
-            "UDP datagrams dropped at the flow limit",
-            udp_dropped.clone(),
-        );
-        let l4_connections = Family::<ListenerLabels, Counter>::default();
-        registry.register(
-            "l4_connections",
-            "tcp/tls listener connections relayed to a server",
-            l4_connections.clone(),
-        );
-        let l4_bytes = Family::<DirectionLabels, Counter>::default();
-        registry.register(
-            "l4_bytes",
-            "Bytes relayed by tcp/tls listeners, up (client to server) and down",
-            l4_bytes.clone(),
-        );
-        let smtp_transactions = Family::<Vec<(String, String)>, Counter>::default();
-        registry.register(
-            "smtp_transactions",
-            "SMTP mail transactions by listener and result (delivered, refused, aborted, failed)",
-            smtp_transactions.clone(),
-        );
-        let smtp_refusals = Family::<Vec<(String, String)>, Counter>::default();
-        registry.register(
-            "smtp_refusals",
-            "SMTP commands and messages the proxy refused, by reason",
-            smtp_refusals.clone(),
-        );
+        let mut r = Registry::with_prefix("gatehouse");
         static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        // Fields are evaluated in order: the metrics are registered in this order.
         Metrics {
             id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            udp_flows,
-            udp_datagrams,
-            udp_dropped,
-            l4_connections,
-            l4_bytes,
-            smtp_transactions,
-            smtp_refusals,
-            cache,
-            cache_bytes,
-            registry,
-            requests,
-            duration,
-            server_up,
-            server_active,
-            server_requests,
-            server_failures,
-            reloads,
+            requests: family(&mut r, "http_requests", "HTTP requests answered"),
+            duration: durations(&mut r),
+            server_up: family(
+                &mut r,
+                "upstream_server_up",
+                "1 when the server takes traffic",
+            ),
+            server_active: family(
+                &mut r,
+                "upstream_active_connections",
+                "Requests in flight to the server",
+            ),
+            server_requests: family(
+                &mut r,
+                "upstream_server_requests",
+                "Requests sent to the server since it was configured",
+            ),
+            server_failures: family(
+                &mut r,
+                "upstream_server_failures",
+                "Connect errors, resets and 5xx from the server since it was configured",
+            ),
+            reloads: family(&mut r, "config_reloads", "Config reloads by result"),
+            cache: cache_counters(&mut r),
+            cache_bytes: family(&mut r, "cache_bytes", "Bytes held by the cache, by tier"),
+            udp_flows: family(&mut r, "udp_flows", "Live UDP flows"),
+            udp_datagrams: family(
+                &mut r,
+                "udp_datagrams",
+                "UDP datagrams relayed, up (client to server) and down",
+            ),
+            udp_dropped: family(
+                &mut r,
+                "udp_dropped",
+                "UDP datagrams dropped at the flow limit",
+            ),
+            l4_connections: family(
+                &mut r,
+                "l4_connections",
+                "tcp/tls listener connections relayed to a server",
+            ),
+            l4_bytes: family(
+                &mut r,
+                "l4_bytes",
+                "Bytes relayed by tcp/tls listeners, up (client to server) and down",
+            ),
+            smtp_transactions: family(
+                &mut r,
+                "smtp_transactions",
+                "SMTP mail transactions by listener and result (delivered, refused, aborted, failed)",
+            ),
+            smtp_refusals: family(
+                &mut r,
+                "smtp_refusals",
+                "SMTP commands and messages the proxy refused, by reason",
+            ),
+            registry: r,
         }
     }
 
@@ -449,5 +363,74 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// The request latency histogram, registered.
+fn durations(registry: &mut Registry) -> Family<ListenerLabels, Histogram> {
+    let duration = Family::<ListenerLabels, Histogram>::new_with_constructor(|| {
+        Histogram::new([
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ])
+    });
+    registry.register(
+        "http_request_duration_seconds",
+        "Time from request head to the end of the answer",
+        duration.clone(),
+    );
+    duration
+}
+
+/// A metric of type `T` registered under `name` with `help`.
+fn family<T: prometheus_client::registry::Metric + Default + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+) -> T {
+    let metric = T::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// The cache's counters, registered; the eviction counters are members of one family by tier.
+fn cache_counters(registry: &mut Registry) -> gatehouse_cache::CacheCounters {
+    let cache = gatehouse_cache::CacheCounters::default();
+    for (name, help, c) in [
+        ("cache_hits", "Answers served from the cache", &cache.hits),
+        (
+            "cache_misses",
+            "Cacheable requests that found nothing usable",
+            &cache.misses,
+        ),
+        (
+            "cache_stale_served",
+            "Stale answers served (max-stale, stale-while-revalidate, stale-if-error)",
+            &cache.stale,
+        ),
+        (
+            "cache_revalidations",
+            "Stored answers validated with the origin",
+            &cache.revalidations,
+        ),
+    ] {
+        registry.register(name, help, c.clone());
+    }
+    let evictions: Family<Vec<(String, String)>, Counter> = family(
+        registry,
+        "cache_evictions",
+        "Entries evicted from the cache, by tier",
+    );
+    // The eviction counters are the family's members, so the store increments them directly.
+    // (One statement each: a member's read guard must be gone before the next insert.)
+    let evictions_memory = evictions
+        .get_or_create(&vec![("tier".to_string(), "memory".to_string())])
+        .clone();
+    let evictions_disk = evictions
+        .get_or_create(&vec![("tier".to_string(), "disk".to_string())])
+        .clone();
+    gatehouse_cache::CacheCounters {
+        evictions_memory,
+        evictions_disk,
+        ..cache
     }
 }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use gatehouse_config::model::Listener;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::Shared;
@@ -70,105 +70,117 @@ pub fn bind_http(shared: &Arc<Shared>, l: &Listener, addr: SocketAddr) -> std::i
     let name: Arc<str> = Arc::from(l.name.as_str());
     let limit = l.max_connections.map(|m| Arc::new(Semaphore::new(m)));
     tracing::info!(listener = %name, %local, "listening");
-    let start = move || {
-        tokio::spawn(async move {
-            loop {
-                let permit = match &limit {
-                    Some(s) => match s.clone().acquire_owned().await {
-                        Ok(p) => Some(p),
-                        Err(_) => return,
-                    },
-                    None => None,
-                };
-                let (stream, peer) = match listener.accept().await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let shared = shared.clone();
-                let name = name.clone();
-                let fut = async move {
-                    let _permit = permit;
-                    let _guard = shared.track();
-                    let snap = shared.snapshot();
-                    // Settings and certificates as of this accept: a reload changes them for
-                    // new connections only.
-                    let Some((settings, tls)) = snap
-                        .listener(&name)
-                        .map(|l| (l.model.clone(), l.tls.clone()))
-                    else {
-                        return;
-                    };
-                    drop(snap);
-                    let mut stream = stream;
-                    // Boxed (as the serving paths below): a task is as large as the largest
-                    // state of its future, for its whole life, and every idle connection would
-                    // otherwise carry room for reading a PROXY header.
-                    let accepted = if settings.proxy_protocol.is_some() {
-                        Box::pin(crate::listener_proxy::accept(
-                            &mut stream,
-                            &settings,
-                            peer,
-                            local,
-                        ))
-                        .await
-                    } else {
-                        Ok((peer, local))
-                    };
-                    let (peer, local) = match accepted {
-                        Ok(addrs) => addrs,
-                        Err(e) => {
-                            tracing::warn!(listener = %name, %peer, error = %e, "connection closed");
-                            return;
-                        }
-                    };
-                    if settings.protocol == gatehouse_config::model::ListenerProtocol::Smtp {
-                        Box::pin(crate::smtp::serve(
-                            stream, &settings, tls, shared, &name, peer, local,
-                        ))
-                        .await;
-                        return;
-                    }
-                    if settings.protocol != gatehouse_config::model::ListenerProtocol::Http
-                        && settings.protocol != gatehouse_config::model::ListenerProtocol::Https
-                    {
-                        Box::pin(crate::l4::accepted(
-                            stream, &settings, tls, shared, &name, peer, local,
-                        ))
-                        .await;
-                        return;
-                    }
-                    let ctx = ConnCtx {
-                        shared: shared.clone(),
-                        listener: name,
-                        peer,
-                        local,
-                        tls: None,
-                    };
-                    // Boxed too: the task stays ~300 bytes and the serving future is allocated
-                    // once at its own size (unboxed, rustc lays it out with copies of its
-                    // arguments and the task grows to ~2 KiB).
-                    match tls {
-                        Some(tls) => {
-                            Box::pin(crate::http::server::serve_tls(stream, tls, &settings, ctx))
-                                .await
-                        }
-                        None => Box::pin(crate::http::server::serve(stream, &settings, ctx)).await,
-                    }
-                };
-                tokio::spawn(fut);
-            }
-        })
-    };
+    let start = move || tokio::spawn(accept_loop(listener, local, limit, shared, name));
     Ok(Bound {
         local,
         pending: Mutex::new(Some(Box::new(start))),
         task: Mutex::new(None),
     })
+}
+
+/// The next connection, within the listener's connection limit (the permit is held while the
+/// connection lives). None: the limit's semaphore was closed.
+async fn accept_next(
+    listener: &TcpListener,
+    limit: &Option<Arc<Semaphore>>,
+) -> Option<(TcpStream, SocketAddr, Option<OwnedSemaphorePermit>)> {
+    loop {
+        let permit = match limit {
+            Some(s) => Some(s.clone().acquire_owned().await.ok()?),
+            None => None,
+        };
+        match listener.accept().await {
+            Ok((stream, peer)) => return Some((stream, peer, permit)),
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Accepts connections and serves each in a task of its own: the PROXY header when expected,
+/// then the listener's engine (HTTP, SMTP, or L4).
+async fn accept_loop(
+    listener: TcpListener,
+    local: SocketAddr,
+    limit: Option<Arc<Semaphore>>,
+    shared: Arc<Shared>,
+    name: Arc<str>,
+) {
+    while let Some((mut stream, peer, permit)) = accept_next(&listener, &limit).await {
+        let shared = shared.clone();
+        let name = name.clone();
+        let fut = async move {
+            let _permit = permit;
+            let _guard = shared.track();
+            let snap = shared.snapshot();
+            // Settings and certificates as of this accept: a reload changes them for
+            // new connections only.
+            let Some((settings, tls)) = snap
+                .listener(&name)
+                .map(|l| (l.model.clone(), l.tls.clone()))
+            else {
+                return;
+            };
+            drop(snap);
+            // Boxed (as the serving paths below): a task is as large as the largest
+            // state of its future, for its whole life, and every idle connection would
+            // otherwise carry room for reading a PROXY header.
+            let accepted = if settings.proxy_protocol.is_some() {
+                Box::pin(crate::listener_proxy::accept(
+                    &mut stream,
+                    &settings,
+                    peer,
+                    local,
+                ))
+                .await
+            } else {
+                Ok((peer, local))
+            };
+            let (peer, local) = match accepted {
+                Ok(addrs) => addrs,
+                Err(e) => {
+                    tracing::warn!(listener = %name, %peer, error = %e, "connection closed");
+                    return;
+                }
+            };
+            if settings.protocol == gatehouse_config::model::ListenerProtocol::Smtp {
+                Box::pin(crate::smtp::serve(
+                    stream, &settings, tls, shared, &name, peer, local,
+                ))
+                .await;
+                return;
+            }
+            if settings.protocol != gatehouse_config::model::ListenerProtocol::Http
+                && settings.protocol != gatehouse_config::model::ListenerProtocol::Https
+            {
+                Box::pin(crate::l4::accepted(
+                    stream, &settings, tls, shared, &name, peer, local,
+                ))
+                .await;
+                return;
+            }
+            let ctx = ConnCtx {
+                shared: shared.clone(),
+                listener: name,
+                peer,
+                local,
+                tls: None,
+            };
+            // Boxed too: the task stays ~300 bytes and the serving future is allocated
+            // once at its own size (unboxed, rustc lays it out with copies of its
+            // arguments and the task grows to ~2 KiB).
+            match tls {
+                Some(tls) => {
+                    Box::pin(crate::http::server::serve_tls(stream, tls, &settings, ctx)).await
+                }
+                None => Box::pin(crate::http::server::serve(stream, &settings, ctx)).await,
+            }
+        };
+        tokio::spawn(fut);
+    }
 }
 
 /// Binds a udp listener address; serving starts with `Bound::start`.
