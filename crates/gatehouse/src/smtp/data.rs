@@ -10,6 +10,9 @@
 use gatehouse_wire::smtp::{Command, DataReader, Line, Refusal, Reply, Verdict};
 
 use super::client::{COMMAND_CHUNK, Client, DATA_CHUNK};
+
+/// The wait for the origin's reply to the end of data (RFC 5321 §4.5.3.2.6).
+const DATA_END: std::time::Duration = std::time::Duration::from_secs(600);
 use super::session::{Ctx, Flow, State};
 
 /// DATA: the origin's 354, then the message streamed through the reader, then the verdict.
@@ -32,11 +35,19 @@ pub(super) async fn run(ctx: &Ctx<'_>, st: &mut State, client: &mut Client) -> F
     }
     let mut reader = DataReader::new(ctx.cfg.max_message_size);
     let verdict = match stream(ctx, st, client, &mut reader).await {
-        Some(v) => v,
-        None => {
-            // The client left mid-message: the origin's unfinished message is dropped with it.
+        Ok(v) => v,
+        Err(timed_out) => {
+            // The client left or stalled mid-message: the origin's unfinished message is
+            // dropped with its connection.
             st.origin = None;
             st.end_transaction(ctx, client, "aborted", 0);
+            if timed_out {
+                client.reply(&Reply::with_status(
+                    421,
+                    gatehouse_wire::smtp::EnhancedCode::new(4, 4, 2),
+                    &format!("{} Error: timeout exceeded", ctx.cfg.hostname),
+                ));
+            }
             return Flow::Close;
         }
     };
@@ -56,14 +67,15 @@ pub(super) async fn run(ctx: &Ctx<'_>, st: &mut State, client: &mut Client) -> F
     }
 }
 
-/// Reads the message to its end, forwarding what the reader releases; None: the client went
-/// away. At the first fault the origin connection is dropped, unfinished.
+/// Reads the message to its end, forwarding what the reader releases; Err: the client went
+/// away (false) or sent nothing within `data_timeout` (true). At the first fault the origin
+/// connection is dropped, unfinished.
 async fn stream(
     ctx: &Ctx<'_>,
     st: &mut State,
     client: &mut Client,
     reader: &mut DataReader,
-) -> Option<Verdict> {
+) -> Result<Verdict, bool> {
     let mut out = Vec::with_capacity(16 * 1024);
     loop {
         let p = reader.feed(&client.buf, &mut out);
@@ -81,11 +93,12 @@ async fn stream(
         }
         out.clear();
         if let Some(v) = p.done {
-            return Some(v);
+            return Ok(v);
         }
         match client.read_more(ctx.cfg.data_timeout, DATA_CHUNK).await {
             Ok(n) if n > 0 => {}
-            _ => return None,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(true),
+            _ => return Err(false),
         }
     }
 }
@@ -96,7 +109,12 @@ async fn delivered(ctx: &Ctx<'_>, st: &mut State, client: &mut Client, size: u64
         t.size = size;
     }
     let reply = match &mut st.origin {
-        Some(o) => o.reply().await,
+        // RFC 5321 §4.5.3.2.6: 10 minutes for the reply to the end of data (content filters
+        // may take long), or the upstream's response timeout if longer.
+        Some(o) => {
+            o.reply_within(DATA_END.max(ctx.up.model.response_timeout))
+                .await
+        }
         None => Err(std::io::ErrorKind::NotConnected.into()),
     };
     let r = match reply {

@@ -114,7 +114,12 @@ impl Origin {
             xclient: m.client_address == ClientAddress::Xclient,
             _guard: guard,
         };
-        let greeting = o.reply().await.map_err(|e| format!("greeting: {e}"))?;
+        // The greeting is part of connecting: an origin that accepts but never greets is
+        // failed over (and the client answered 421) within the connect timeout.
+        let greeting = o
+            .reply_within(m.connect_timeout)
+            .await
+            .map_err(|e| format!("greeting: {e}"))?;
         if greeting.code != 220 {
             return Err(format!("greeted with {}", greeting.code));
         }
@@ -184,7 +189,13 @@ impl Origin {
             );
             let r = self.command(xclient.as_bytes()).await?;
             if r.code != 220 {
-                tracing::warn!(server = %self.server.spec.address, code = r.code, "XCLIENT refused: is this host in smtpd_authorized_xclient_hosts?");
+                // Fail closed: passing the session on would make every client look like the
+                // proxy to the origin, which may well trust the proxy's address.
+                tracing::error!(server = %self.server.spec.address, code = r.code, "XCLIENT refused: is this host in smtpd_authorized_xclient_hosts? session closed");
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("the origin refused XCLIENT ({})", r.code),
+                ));
             }
         }
         let r = self.command(line).await?;
@@ -213,7 +224,12 @@ impl Origin {
 
     /// Reads one reply within the upstream's response timeout.
     pub(super) async fn reply(&mut self) -> io::Result<Reply> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        self.reply_within(self.timeout).await
+    }
+
+    /// Reads one reply within `timeout`.
+    pub(super) async fn reply_within(&mut self, timeout: Duration) -> io::Result<Reply> {
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match self.replies.read(&self.buf) {
                 Ok(read) => {
