@@ -15,6 +15,7 @@ mod lifecycle;
 mod limits;
 mod misc;
 mod nginx;
+mod postfix;
 mod protocols;
 mod proxy_protocol;
 mod routing;
