@@ -17,6 +17,7 @@ mod limits;
 mod misc;
 mod nginx;
 mod peer;
+mod postfix;
 mod protocols;
 mod proxy_protocol;
 mod routing;
