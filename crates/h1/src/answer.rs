@@ -72,80 +72,103 @@ pub fn parse_head(buf: &mut BytesMut, scan: &mut HeadScan) -> Result<Option<Head
             .ok_or("a header field outside the answer's head")?;
         Ok((off, s.len()))
     };
-    let mut length: Option<u64> = None;
-    let mut te: Option<bool> = None; // Some(final coding is chunked)
-    let (mut close_token, mut keep_alive_token) = (false, false);
+    let mut f = Framing::default();
     for hd in resp.headers.iter() {
         if hd.name.len() > usize::from(u16::MAX) {
             // Longer than a header map takes: refused as before fields were kept as sent.
             return Err("a header name longer than 65535 bytes".into());
         }
         let kind = Kind::of(hd.name.as_bytes());
-        match kind {
-            Kind::ContentLength => {
-                let s = std::str::from_utf8(hd.value).map_err(|_| "invalid Content-Length")?;
-                let n = parse_length(s.trim())
-                    .ok_or_else(|| format!("invalid Content-Length {s:?}"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err("Content-Length headers that disagree".into());
-                }
-                length = Some(n);
-            }
-            Kind::TransferEncoding => {
-                let s = std::str::from_utf8(hd.value).map_err(|_| "invalid Transfer-Encoding")?;
-                for coding in s.split(',').map(str::trim).filter(|c| !c.is_empty()) {
-                    if te == Some(true) {
-                        // chunked must be the last coding, applied once (RFC 9112 §6.1).
-                        return Err("Transfer-Encoding with a coding after chunked".into());
-                    }
-                    te = Some(coding.eq_ignore_ascii_case("chunked"));
-                }
-            }
-            Kind::Connection => {
-                let s = std::str::from_utf8(hd.value).unwrap_or("");
-                let mut names_others = false;
-                for tok in s.split(',').map(str::trim) {
-                    let close = tok.eq_ignore_ascii_case("close");
-                    let keep = tok.eq_ignore_ascii_case("keep-alive");
-                    close_token |= close;
-                    keep_alive_token |= keep;
-                    names_others |= !(close || keep || tok.is_empty());
-                }
-                if !names_others {
-                    // Hop-by-hop and fully read here: the pipeline would only remove it again.
-                    continue;
-                }
-            }
-            Kind::HopByHop if hd.name.eq_ignore_ascii_case("keep-alive") => continue,
-            _ => {}
+        if f.field(kind, hd.name, hd.value)? {
+            raw.push(at(hd.name.as_bytes())?, at(hd.value)?, kind);
         }
-        raw.push(at(hd.name.as_bytes())?, at(hd.value)?, kind);
     }
     // `close` wins over `keep-alive`; an HTTP/1.0 answer closes unless it says keep-alive.
-    let close = close_token || (version == Version::HTTP_10 && !keep_alive_token);
-    let framing = match (te, length) {
-        (Some(_), Some(_)) => {
-            return Err("answer with both Transfer-Encoding and Content-Length".into());
-        }
-        // RFC 9112 §6.1: Transfer-Encoding from an HTTP/1.0 server is faulty framing.
-        (Some(_), None) if version == Version::HTTP_10 => {
-            return Err("HTTP/1.0 answer with Transfer-Encoding".into());
-        }
-        (Some(true), None) => In::Chunked(Chunk::Size),
-        // A coding other than chunked last would reach the client undecoded and unlabelled
-        // (Transfer-Encoding is hop-by-hop): refused rather than passed on.
-        (Some(false), None) => {
-            return Err("answer with a transfer coding other than chunked".into());
-        }
-        (None, Some(n)) => In::Length(n),
-        (None, None) => In::Close,
-    };
+    let close = f.close || (version == Version::HTTP_10 && !f.keep_alive);
+    let framing = f.body(version)?;
     buf.advance(n);
     scan.reset();
     let mut parts = Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = version;
     Ok(Some((parts, raw, framing, close)))
+}
+
+/// What an answer's fields say about its framing and connection, gathered field by field.
+#[derive(Default)]
+struct Framing {
+    length: Option<u64>,
+    /// Some(final coding is chunked).
+    te: Option<bool>,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Framing {
+    /// Notes one field; Ok(false): the field is fully read here and not passed on (a
+    /// Connection naming only close / keep-alive, Keep-Alive).
+    #[inline]
+    fn field(&mut self, kind: Kind, name: &str, value: &[u8]) -> Result<bool, Error> {
+        match kind {
+            Kind::ContentLength => {
+                let s = std::str::from_utf8(value).map_err(|_| "invalid Content-Length")?;
+                let n = parse_length(s.trim())
+                    .ok_or_else(|| format!("invalid Content-Length {s:?}"))?;
+                if self.length.is_some_and(|l| l != n) {
+                    return Err("Content-Length headers that disagree".into());
+                }
+                self.length = Some(n);
+            }
+            Kind::TransferEncoding => {
+                let s = std::str::from_utf8(value).map_err(|_| "invalid Transfer-Encoding")?;
+                for coding in s.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                    if self.te == Some(true) {
+                        // chunked must be the last coding, applied once (RFC 9112 §6.1).
+                        return Err("Transfer-Encoding with a coding after chunked".into());
+                    }
+                    self.te = Some(coding.eq_ignore_ascii_case("chunked"));
+                }
+            }
+            Kind::Connection => {
+                let s = std::str::from_utf8(value).unwrap_or("");
+                let mut names_others = false;
+                for tok in s.split(',').map(str::trim) {
+                    let close = tok.eq_ignore_ascii_case("close");
+                    let keep = tok.eq_ignore_ascii_case("keep-alive");
+                    self.close |= close;
+                    self.keep_alive |= keep;
+                    names_others |= !(close || keep || tok.is_empty());
+                }
+                // Hop-by-hop and fully read here: the pipeline would only remove it again.
+                return Ok(names_others);
+            }
+            Kind::HopByHop if name.eq_ignore_ascii_case("keep-alive") => return Ok(false),
+            _ => {}
+        }
+        Ok(true)
+    }
+
+    /// How the body is delimited (RFC 9112 §6.3), once every field was seen.
+    #[inline]
+    fn body(&self, version: Version) -> Result<In, Error> {
+        Ok(match (self.te, self.length) {
+            (Some(_), Some(_)) => {
+                return Err("answer with both Transfer-Encoding and Content-Length".into());
+            }
+            // RFC 9112 §6.1: Transfer-Encoding from an HTTP/1.0 server is faulty framing.
+            (Some(_), None) if version == Version::HTTP_10 => {
+                return Err("HTTP/1.0 answer with Transfer-Encoding".into());
+            }
+            (Some(true), None) => In::Chunked(Chunk::Size),
+            // A coding other than chunked last would reach the client undecoded and
+            // unlabelled (Transfer-Encoding is hop-by-hop): refused rather than passed on.
+            (Some(false), None) => {
+                return Err("answer with a transfer coding other than chunked".into());
+            }
+            (None, Some(n)) => In::Length(n),
+            (None, None) => In::Close,
+        })
+    }
 }
 
 /// What [`decode_answer`] says when a field the parser accepted is not one a header map takes.

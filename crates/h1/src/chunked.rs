@@ -72,46 +72,7 @@ pub enum Step {
 /// One step of chunked decoding (RFC 9112 §7.1) over the bytes at the start of `buf`.
 pub fn decode_chunk(buf: &mut BytesMut, state: Chunk) -> Result<Step, Error> {
     match state {
-        Chunk::Size => {
-            let Some(eol) = find(buf, b"\r\n", MAX_CHUNK_LINE)? else {
-                return Ok(Step::More);
-            };
-            let line = &buf[..eol];
-            let digits = line
-                .iter()
-                .position(|b| !b.is_ascii_hexdigit())
-                .unwrap_or(line.len());
-            if digits == 0 || digits > 15 {
-                return Err("invalid chunk size".into());
-            }
-            // After the size: nothing, or chunk extensions (ignored), possibly after spaces;
-            // no control characters (a bare LF among them).
-            let rest = &line[digits..];
-            if rest
-                .iter()
-                .any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f)
-            {
-                return Err("control character in a chunk size line".into());
-            }
-            let rest_ok = rest.is_empty() || {
-                let t = rest.iter().position(|b| *b != b' ' && *b != b'\t');
-                t.is_some_and(|i| rest[i] == b';')
-            };
-            if !rest_ok {
-                return Err("invalid chunk size line".into());
-            }
-            let size = u64::from_str_radix(
-                std::str::from_utf8(&line[..digits]).map_err(|_| "invalid chunk size")?,
-                16,
-            )
-            .map_err(|_| "invalid chunk size")?;
-            buf.advance(eol + 2);
-            Ok(Step::Next(if size == 0 {
-                Chunk::Trailers
-            } else {
-                Chunk::Data(size)
-            }))
-        }
+        Chunk::Size => size_line(buf),
         Chunk::Data(left) => {
             if buf.is_empty() {
                 return Ok(Step::More);
@@ -138,31 +99,74 @@ pub fn decode_chunk(buf: &mut BytesMut, state: Chunk) -> Result<Step, Error> {
             buf.advance(2);
             Ok(Step::Next(Chunk::Size))
         }
-        Chunk::Trailers => {
-            if buf.starts_with(b"\r\n") {
-                buf.advance(2);
-                return Ok(Step::End(None));
-            }
-            // Trailer fields up to the empty line.
-            let Some(end) = find(buf, b"\r\n\r\n", MAX_TRAILERS)? else {
-                return Ok(Step::More);
-            };
-            let mut trailers = HeaderMap::new();
-            for line in buf[..end].split(|b| *b == b'\n') {
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                let Some(colon) = line.iter().position(|b| *b == b':') else {
-                    return Err("malformed trailer line".into());
-                };
-                let name =
-                    HeaderName::from_bytes(&line[..colon]).map_err(|_| "invalid trailer name")?;
-                let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii())
-                    .map_err(|_| "invalid trailer value")?;
-                trailers.append(name, value);
-            }
-            buf.advance(end + 4);
-            Ok(Step::End(Some(trailers)))
-        }
+        Chunk::Trailers => trailers(buf),
     }
+}
+
+/// A chunk-size line: hex digits, then nothing or extensions (ignored), possibly after
+/// spaces; no control characters (a bare LF among them).
+#[inline]
+fn size_line(buf: &mut BytesMut) -> Result<Step, Error> {
+    let Some(eol) = find(buf, b"\r\n", MAX_CHUNK_LINE)? else {
+        return Ok(Step::More);
+    };
+    let line = &buf[..eol];
+    let digits = line
+        .iter()
+        .position(|b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
+    if digits == 0 || digits > 15 {
+        return Err("invalid chunk size".into());
+    }
+    let rest = &line[digits..];
+    if rest
+        .iter()
+        .any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f)
+    {
+        return Err("control character in a chunk size line".into());
+    }
+    let rest_ok = rest.is_empty() || {
+        let t = rest.iter().position(|b| *b != b' ' && *b != b'\t');
+        t.is_some_and(|i| rest[i] == b';')
+    };
+    if !rest_ok {
+        return Err("invalid chunk size line".into());
+    }
+    let size = u64::from_str_radix(
+        std::str::from_utf8(&line[..digits]).map_err(|_| "invalid chunk size")?,
+        16,
+    )
+    .map_err(|_| "invalid chunk size")?;
+    buf.advance(eol + 2);
+    Ok(Step::Next(if size == 0 {
+        Chunk::Trailers
+    } else {
+        Chunk::Data(size)
+    }))
+}
+
+/// The trailer section after the last chunk, up to its empty line.
+fn trailers(buf: &mut BytesMut) -> Result<Step, Error> {
+    if buf.starts_with(b"\r\n") {
+        buf.advance(2);
+        return Ok(Step::End(None));
+    }
+    let Some(end) = find(buf, b"\r\n\r\n", MAX_TRAILERS)? else {
+        return Ok(Step::More);
+    };
+    let mut trailers = HeaderMap::new();
+    for line in buf[..end].split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            return Err("malformed trailer line".into());
+        };
+        let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| "invalid trailer name")?;
+        let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii())
+            .map_err(|_| "invalid trailer value")?;
+        trailers.append(name, value);
+    }
+    buf.advance(end + 4);
+    Ok(Step::End(Some(trailers)))
 }
 
 /// Position of the first `needle` within `limit` bytes; an error past the limit.

@@ -190,30 +190,14 @@ pub fn encode_answer(
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|s| parse_length(s.trim()));
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    let framing = if switching
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-        || head_request
-    {
-        BodyOut::None
-    } else if let Some(n) = exact.or(header_length) {
-        BodyOut::Length(n)
-    } else if client_10 {
-        *close = true;
-        BodyOut::Close
-    } else {
-        BodyOut::Chunked
-    };
-    // A `connection: close` the pipeline set (an unread body) closes the connection.
-    if !switching
-        && h.get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
-        })
-    {
-        *close = true;
-    }
+    let framing = answer_framing(status, exact.or(header_length), head_request, client_10);
+    // A `connection: close` the pipeline set (an unread body) closes the connection, as does
+    // a body delimited by the close.
+    let close_asked = h.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+    });
+    *close |= framing == BodyOut::Close || (!switching && close_asked);
     // Room for the head and a body small enough to join it, in one allocation on a new
     // connection (growing from empty took eight).
     let head_len = raw.map_or(0, RawHead::wire_len) + 64 * h.len() + 160;
@@ -234,11 +218,74 @@ pub fn encode_answer(
         Kind::ContentLength => !keep_length,
         _ => false,
     };
+    if !write_fields(out, raw, h, skip) {
+        write_date(out);
+    }
+    let mut digits = itoa::Buffer::new();
+    let mut length = |out: &mut Vec<u8>, n: u64| {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(digits.format(n).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    };
+    match framing {
+        BodyOut::Length(n) => length(out, n),
+        BodyOut::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        // A local answer to HEAD: the length a GET would have had.
+        BodyOut::None if head_request && header_length.is_none() => {
+            if let Some(n) = exact.filter(|n| *n > 0) {
+                length(out, n);
+            }
+        }
+        _ => {}
+    }
+    if !switching {
+        if *close {
+            out.extend_from_slice(b"connection: close\r\n");
+        } else if client_10 {
+            out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    framing
+}
+
+/// How an answer's body is delimited to the client: none for HEAD, 1xx, 204 and 304; its
+/// length when known; else chunked, or until the close for an HTTP/1.0 client.
+#[inline]
+fn answer_framing(
+    status: StatusCode,
+    length: Option<u64>,
+    head_request: bool,
+    client_10: bool,
+) -> BodyOut {
+    if status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || head_request
+    {
+        BodyOut::None
+    } else if let Some(n) = length {
+        BodyOut::Length(n)
+    } else if client_10 {
+        BodyOut::Close
+    } else {
+        BodyOut::Chunked
+    }
+}
+
+/// Writes the origin's fields (as sent), what the proxy added to them, then the header map's
+/// fields, less those `skip` names; whether a Date was among them.
+#[inline]
+fn write_fields(
+    out: &mut Vec<u8>,
+    raw: Option<&RawHead>,
+    h: &http::HeaderMap,
+    skip: impl Fn(Kind) -> bool,
+) -> bool {
     let mut has_date = false;
-    // The origin's fields, then what the proxy added to them, then the header map.
     if let Some(r) = raw {
         has_date = r.has(Kind::Date);
-        r.write_lines(&mut |b: &[u8]| out.extend_from_slice(b), skip);
+        r.write_lines(&mut |b: &[u8]| out.extend_from_slice(b), &skip);
         out.extend_from_slice(r.added());
     }
     for (name, value) in h {
@@ -263,36 +310,7 @@ pub fn encode_answer(
             value.as_bytes(),
         );
     }
-    if !has_date {
-        write_date(out);
-    }
-    let mut digits = itoa::Buffer::new();
-    match framing {
-        BodyOut::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(digits.format(n).as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        BodyOut::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        BodyOut::None if head_request && header_length.is_none() => {
-            // A local answer to HEAD: the length a GET would have had.
-            if let Some(n) = exact.filter(|n| *n > 0) {
-                out.extend_from_slice(b"content-length: ");
-                out.extend_from_slice(digits.format(n).as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
-        }
-        _ => {}
-    }
-    if !switching {
-        if *close {
-            out.extend_from_slice(b"connection: close\r\n");
-        } else if client_10 {
-            out.extend_from_slice(b"connection: keep-alive\r\n");
-        }
-    }
-    out.extend_from_slice(b"\r\n");
-    framing
+    has_date
 }
 
 #[cfg(test)]

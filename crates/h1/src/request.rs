@@ -67,7 +67,6 @@ pub fn parse_request(
     }
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
-    let bad = |why| Refusal(StatusCode::BAD_REQUEST, why);
     let n = match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(n)) => {
             scan.reset();
@@ -79,16 +78,7 @@ pub fn parse_request(
             scan.incomplete(buf);
             return Ok(None);
         }
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(Refusal(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "too many header lines",
-            ));
-        }
-        Err(httparse::Error::Version) => {
-            return Err(bad("malformed request line or unsupported version"));
-        }
-        Err(_) => return Err(bad("malformed request head")),
+        Err(e) => return Err(malformed(e)),
     };
     if n > max_head {
         return Err(Refusal(
@@ -107,8 +97,7 @@ pub fn parse_request(
         .map_err(|_| bad("invalid method"))?;
     let uri = Uri::from_maybe_shared(in_head(req.path.unwrap_or("").as_bytes()))
         .map_err(|_| bad("invalid request target"))?;
-    let version_byte = req.version;
-    let version = if version_byte == Some(0) {
+    let version = if req.version == Some(0) {
         Version::HTTP_10
     } else {
         Version::HTTP_11
@@ -117,48 +106,101 @@ pub fn parse_request(
     // fields go to an HTTP/1 origin as lines, not into the map. A small map is one small
     // allocation (the allocator's fast path).
     let mut headers = HeaderMap::with_capacity(req.headers.len() + 2);
-    let mut length: Option<u64> = None;
-    let mut te: Option<bool> = None; // Some(the codings are exactly "chunked")
-    let (mut te_lines, mut length_values) = (0, 0);
-    let (mut hosts, mut close, mut keep_alive, mut conn_upgrade) = (0, false, false, false);
-    let mut expect_continue = false;
+    let mut f = Framing::default();
     for h in req.headers.iter() {
         let name =
             HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(in_head(h.value))
             .map_err(|_| bad("invalid header value"))?;
+        f.field(&name, &value, version)?;
+        headers.append(name, value);
+    }
+    let body = f.body(version, &mut headers)?;
+    if method == Method::CONNECT {
+        return Err(Refusal(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not served by this proxy",
+        ));
+    }
+    buf.advance(n);
+    Ok(Some(f.parsed(method, uri, version, headers, body)))
+}
+
+/// A 400 for `why`.
+#[inline]
+fn bad(why: &'static str) -> Refusal {
+    Refusal(StatusCode::BAD_REQUEST, why)
+}
+
+/// What httparse's refusal of a head is answered with.
+#[inline]
+fn malformed(e: httparse::Error) -> Refusal {
+    match e {
+        httparse::Error::TooManyHeaders => Refusal(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "too many header lines",
+        ),
+        httparse::Error::Version => bad("malformed request line or unsupported version"),
+        _ => bad("malformed request head"),
+    }
+}
+
+/// What the fields of a head say about its framing and connection, gathered field by field.
+#[derive(Default)]
+struct Framing {
+    length: Option<u64>,
+    /// Some(the codings are exactly "chunked").
+    te: Option<bool>,
+    te_lines: u32,
+    length_values: u32,
+    hosts: u32,
+    close: bool,
+    keep_alive: bool,
+    conn_upgrade: bool,
+    expect_continue: bool,
+}
+
+impl Framing {
+    /// Notes one field; refuses what cannot be framed unambiguously.
+    #[inline]
+    fn field(
+        &mut self,
+        name: &HeaderName,
+        value: &HeaderValue,
+        version: Version,
+    ) -> Result<(), Refusal> {
         if name == header::CONTENT_LENGTH {
             // A list of identical values is one length (RFC 9110 §8.6); anything else is
             // refused, never guessed.
             let s = value.to_str().map_err(|_| bad("invalid Content-Length"))?;
             for v in s.split(',') {
                 let n = parse_length(v.trim()).ok_or(bad("invalid Content-Length"))?;
-                if length.is_some_and(|l| l != n) {
+                if self.length.is_some_and(|l| l != n) {
                     return Err(bad("Content-Length values that disagree"));
                 }
-                length = Some(n);
-                length_values += 1;
+                self.length = Some(n);
+                self.length_values += 1;
             }
         } else if name == header::TRANSFER_ENCODING {
             let s = value
                 .to_str()
                 .map_err(|_| bad("invalid Transfer-Encoding"))?;
-            te_lines += 1;
+            self.te_lines += 1;
             for coding in s.split(',').map(str::trim).filter(|c| !c.is_empty()) {
-                if te.is_some() {
+                if self.te.is_some() {
                     // chunked must be the one and last coding; anything after it, or chunked
                     // twice, is faulty framing (RFC 9112 §6.1).
                     return Err(bad("Transfer-Encoding with more than one coding"));
                 }
-                te = Some(coding.eq_ignore_ascii_case("chunked"));
+                self.te = Some(coding.eq_ignore_ascii_case("chunked"));
             }
         } else if name == header::HOST {
-            hosts += 1;
+            self.hosts += 1;
         } else if name == header::CONNECTION {
             for tok in value.to_str().unwrap_or("").split(',').map(str::trim) {
-                close |= tok.eq_ignore_ascii_case("close");
-                keep_alive |= tok.eq_ignore_ascii_case("keep-alive");
-                conn_upgrade |= tok.eq_ignore_ascii_case("upgrade");
+                self.close |= tok.eq_ignore_ascii_case("close");
+                self.keep_alive |= tok.eq_ignore_ascii_case("keep-alive");
+                self.conn_upgrade |= tok.eq_ignore_ascii_case("upgrade");
             }
         } else if name == header::EXPECT {
             if !value.as_bytes().eq_ignore_ascii_case(b"100-continue") {
@@ -167,67 +209,78 @@ pub fn parse_request(
                     "unsupported expectation",
                 ));
             }
-            expect_continue = version == Version::HTTP_11;
+            self.expect_continue = version == Version::HTTP_11;
         }
-        headers.append(name, value);
+        Ok(())
     }
-    if te_lines > 0 && te.is_none() {
-        // Present but empty: chunked is not its final coding (RFC 9112 §6.3).
-        return Err(bad("empty Transfer-Encoding"));
-    }
-    if length_values > 1
-        && let Some(n) = length
-    {
-        // One length goes on, not the list: the next hop parses it as strictly as we do.
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-    }
-    if hosts > 1 {
-        // RFC 9112 §3.2: more than one Host is a 400.
-        return Err(bad("more than one Host header"));
-    }
-    let body = match (te, length) {
-        // RFC 9112 §6.3: both is an attempt at smuggling or a broken client; refused.
-        (Some(_), Some(_)) => {
-            return Err(bad(
-                "request carries both Content-Length and Transfer-Encoding",
-            ));
+
+    /// The request, its head boxed.
+    #[inline]
+    fn parsed(
+        &self,
+        method: Method,
+        uri: Uri,
+        version: Version,
+        headers: HeaderMap,
+        body: BodyIn,
+    ) -> Parsed {
+        let close = self.close || (version == Version::HTTP_10 && !self.keep_alive);
+        let upgrade = version == Version::HTTP_11
+            && self.conn_upgrade
+            && headers.contains_key(header::UPGRADE);
+        let mut parts = Box::new(Request::new(()).into_parts().0);
+        parts.method = method;
+        parts.uri = uri;
+        parts.version = version;
+        parts.headers = headers;
+        Parsed {
+            parts,
+            expect_continue: self.expect_continue && body != BodyIn::Done,
+            body,
+            close,
+            upgrade,
         }
-        (Some(_), None) if version == Version::HTTP_10 => {
-            return Err(bad("HTTP/1.0 request with Transfer-Encoding"));
-        }
-        (Some(true), None) => BodyIn::Chunked(Chunk::Size),
-        (Some(false), None) => {
-            return Err(Refusal(
-                StatusCode::NOT_IMPLEMENTED,
-                "transfer coding other than chunked",
-            ));
-        }
-        (None, Some(0)) => BodyIn::Done,
-        (None, Some(n)) => BodyIn::Length(n),
-        (None, None) => BodyIn::Done,
-    };
-    if method == Method::CONNECT {
-        return Err(Refusal(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "CONNECT is not served by this proxy",
-        ));
     }
-    let close = close || (version == Version::HTTP_10 && !keep_alive);
-    let upgrade =
-        version == Version::HTTP_11 && conn_upgrade && headers.contains_key(header::UPGRADE);
-    buf.advance(n);
-    let mut parts = Box::new(Request::new(()).into_parts().0);
-    parts.method = method;
-    parts.uri = uri;
-    parts.version = version;
-    parts.headers = headers;
-    Ok(Some(Parsed {
-        parts,
-        expect_continue: expect_continue && body != BodyIn::Done,
-        body,
-        close,
-        upgrade,
-    }))
+
+    /// How the body is delimited, once every field was seen; a list of identical lengths
+    /// becomes one field in `headers`.
+    #[inline]
+    fn body(&self, version: Version, headers: &mut HeaderMap) -> Result<BodyIn, Refusal> {
+        if self.te_lines > 0 && self.te.is_none() {
+            // Present but empty: chunked is not its final coding (RFC 9112 §6.3).
+            return Err(bad("empty Transfer-Encoding"));
+        }
+        if self.length_values > 1
+            && let Some(n) = self.length
+        {
+            // One length goes on, not the list: the next hop parses it as strictly as we do.
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        if self.hosts > 1 {
+            // RFC 9112 §3.2: more than one Host is a 400.
+            return Err(bad("more than one Host header"));
+        }
+        Ok(match (self.te, self.length) {
+            // RFC 9112 §6.3: both is an attempt at smuggling or a broken client; refused.
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "request carries both Content-Length and Transfer-Encoding",
+                ));
+            }
+            (Some(_), None) if version == Version::HTTP_10 => {
+                return Err(bad("HTTP/1.0 request with Transfer-Encoding"));
+            }
+            (Some(true), None) => BodyIn::Chunked(Chunk::Size),
+            (Some(false), None) => {
+                return Err(Refusal(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "transfer coding other than chunked",
+                ));
+            }
+            (None, Some(0)) | (None, None) => BodyIn::Done,
+            (None, Some(n)) => BodyIn::Length(n),
+        })
+    }
 }
 
 /// A request head as a client sent it, parsed and checked as the server does: the method, the
