@@ -107,7 +107,7 @@ struct Framing {
 impl Framing {
     /// Notes one field; Ok(false): the field is fully read here and not passed on (a
     /// Connection naming only close / keep-alive, Keep-Alive).
-    #[inline]
+    #[inline(always)]
     fn field(&mut self, kind: Kind, name: &str, value: &[u8]) -> Result<bool, Error> {
         match kind {
             Kind::ContentLength => {
@@ -149,7 +149,7 @@ impl Framing {
     }
 
     /// How the body is delimited (RFC 9112 §6.3), once every field was seen.
-    #[inline]
+    #[inline(always)]
     fn body(&self, version: Version) -> Result<In, Error> {
         Ok(match (self.te, self.length) {
             (Some(_), Some(_)) => {

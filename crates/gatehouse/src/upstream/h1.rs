@@ -559,6 +559,7 @@ impl Sending {
 }
 
 /// Reads once into `buf` (at least `want` bytes of room).
+#[inline]
 fn poll_fill(
     io: &mut UpIo,
     buf: &mut BytesMut,
