@@ -16,10 +16,9 @@ use gatehouse_config::units::canonical_ip;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::http::forward::ActiveGuard;
 use crate::runtime::Snapshot;
 use crate::upstream::pool::ProxyHeader;
-use crate::upstream::{PickInput, fnv1a, now_ms};
+use crate::upstream::{ActiveGuard, PickInput, fnv1a, now_ms};
 
 /// A stream that stamps the time of its last byte, read or written, and counts what it reads.
 struct Watched<T> {

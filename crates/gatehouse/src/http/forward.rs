@@ -7,7 +7,6 @@
 //! gets one fresh retry on the same server without counting against the server.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use http::{Method, Request, Response, request::Parts};
 use http_body_util::BodyExt;
@@ -17,7 +16,7 @@ use gatehouse_config::model::Upstream as UpstreamModel;
 use super::body::TooLarge;
 use crate::error::{BoxError, ClientBodyFailed, ErrorKind, ProxyError};
 use crate::upstream::pool::{self, Conn, UpBody, UpstreamBody};
-use crate::upstream::{PickInput, ServerState, Upstream};
+use crate::upstream::{ActiveGuard, PickInput, ServerState, Upstream};
 use gatehouse_h1::RawHead;
 
 /// A successful forward: the response and the server that gave it.
@@ -42,24 +41,6 @@ impl Forwarded {
             raw,
             server,
         }
-    }
-}
-
-/// Keeps a server's in-flight count up while alive.
-pub struct ActiveGuard(pub Arc<ServerState>);
-
-impl ActiveGuard {
-    /// Counts one more in-flight request on `s`.
-    pub fn new(s: Arc<ServerState>) -> Self {
-        s.active.fetch_add(1, Ordering::Relaxed);
-        s.requests.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(s)
-    }
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

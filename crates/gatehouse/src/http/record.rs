@@ -12,9 +12,9 @@ use http::Uri;
 use http::request::Parts;
 
 use super::body::{BodyStats, OnEnd};
-use super::forward::ActiveGuard;
 use super::pipeline::ConnCtx;
 use crate::runtime::{Shared, Snapshot};
+use crate::upstream::ActiveGuard;
 
 /// Everything the access log and metrics need, finished when the answer's body ends.
 pub(crate) struct Finish {

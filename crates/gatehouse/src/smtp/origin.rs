@@ -12,10 +12,9 @@ use gatehouse_config::model::ClientAddress;
 use gatehouse_wire::smtp::{Extensions, Reply, ReplyReader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::http::forward::ActiveGuard;
 use crate::upstream::h1::UpIo;
 use crate::upstream::pool::{ProxyHeader, connect_tcp};
-use crate::upstream::{PickInput, ServerState, Upstream};
+use crate::upstream::{ActiveGuard, PickInput, ServerState, Upstream};
 
 /// Who the client is, for XCLIENT and the PROXY header.
 #[derive(Debug, Clone)]

@@ -33,6 +33,25 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
+/// Keeps a server's in-flight count up while alive (a request, a tunnel, an L4 pipe or an SMTP
+/// session): least_conn and the metrics read it.
+pub struct ActiveGuard(pub Arc<ServerState>);
+
+impl ActiveGuard {
+    /// Counts one more in-flight request on `s`.
+    pub fn new(s: Arc<ServerState>) -> Self {
+        s.active.fetch_add(1, Ordering::Relaxed);
+        s.requests.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(s)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The run-time state of one server; shared across reloads while the server is unchanged.
 #[derive(Debug)]
 pub struct ServerState {
