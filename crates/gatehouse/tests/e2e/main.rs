@@ -24,6 +24,7 @@ mod routing;
 mod server_h1;
 mod smtp;
 mod smtp_fake;
+mod smtp_postfix;
 mod tls;
 mod transparent;
 mod upstream_h1;
