@@ -7,13 +7,13 @@
 //! refusal is answered after the client's own end of data, and the next transaction gets a new
 //! origin connection. So the origin sees exactly the transactions the client made.
 
-use gatehouse_wire::smtp::{Command, DataReader, Line, Refusal, Reply, Verdict};
+use gatehouse_wire::smtp::{Command, DataReader, Refusal, Reply, Verdict};
 
-use super::client::{COMMAND_CHUNK, Client, DATA_CHUNK};
+use super::client::{Client, DATA_CHUNK};
 
 /// The wait for the origin's reply to the end of data (RFC 5321 §4.5.3.2.6).
 const DATA_END: std::time::Duration = std::time::Duration::from_secs(600);
-use super::session::{Ctx, Flow, State};
+use super::session::{Ctx, Flow, Read, State, read_line};
 
 /// DATA: the origin's 354, then the message streamed through the reader, then the verdict.
 pub(super) async fn run(ctx: &Ctx<'_>, st: &mut State, client: &mut Client) -> Flow {
@@ -200,29 +200,16 @@ pub(super) async fn auth(
     }
 }
 
-/// The client's next SASL response line, CRLF included; None: it went away or sent a line
-/// that is no response (then the exchange is cancelled with `*`, RFC 4954 §4).
+/// The client's next SASL response line, CRLF included; None: it went away. A line that is no
+/// response (too long, or with a bare CR or LF) cancels the exchange as `*` does (RFC 4954 §4).
 async fn sasl_line(ctx: &Ctx<'_>, st: &mut State, client: &mut Client) -> Option<Vec<u8>> {
-    loop {
-        let read = st.lines.read(&client.buf);
-        let got = match read.line {
-            Some(Line::Command(b)) => Some(b.to_vec()),
-            Some(_) => Some(b"*".to_vec()),
-            None => None,
-        };
-        client.consume(read.consumed);
-        if let Some(mut l) = got {
-            l.extend_from_slice(b"\r\n");
-            return Some(l);
-        }
-        match client
-            .read_more(ctx.cfg.command_timeout, COMMAND_CHUNK)
-            .await
-        {
-            Ok(n) if n > 0 => {}
-            _ => return None,
-        }
-    }
+    let mut line = match read_line(ctx, client, &mut st.lines).await {
+        Read::Command(l) => l,
+        Read::TooLong | Read::Invalid => b"*".to_vec(),
+        Read::Gone | Read::TimedOut => return None,
+    };
+    line.extend_from_slice(b"\r\n");
+    Some(line)
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ pub(super) struct State {
 }
 
 /// A command line as read.
-enum Read {
+pub(super) enum Read {
     Command(Vec<u8>),
     TooLong,
     Invalid,
@@ -112,7 +112,7 @@ pub(super) async fn run(ctx: &Ctx<'_>, mut client: Client, origin: Origin) {
 }
 
 /// The next command line, reading from the client as needed.
-async fn read_line(ctx: &Ctx<'_>, client: &mut Client, lines: &mut LineReader) -> Read {
+pub(super) async fn read_line(ctx: &Ctx<'_>, client: &mut Client, lines: &mut LineReader) -> Read {
     loop {
         let read = lines.read(&client.buf);
         let got = match read.line {

@@ -74,6 +74,7 @@ async fn greets_as_itself_and_offers_only_what_it_checks() {
             "{kw} offered: {ext:?}"
         );
     }
+    assert_eq!(c.cmd("AUTH PLAIN").await.0, 502, "no AUTH in cleartext");
     let (code, text) = c.cmd("HELO client.example").await;
     assert_eq!((code, text[0].as_str()), (250, "mx.gatehouse.test"));
     assert_eq!(c.cmd("QUIT").await.0, 221);
@@ -535,7 +536,20 @@ async fn starttls_drops_what_was_pipelined_before_the_handshake() {
         ext.iter().any(|l| l.starts_with("AUTH")),
         "AUTH under TLS: {ext:?}"
     );
+    assert_eq!(c.cmd("AUTH PLAIN").await.0, 334);
+    assert_eq!(c.cmd("AHVzZXIAc2VjcmV0").await.0, 235);
+    assert_eq!(c.cmd("AUTH PLAIN").await.0, 503, "no second AUTH");
     assert_eq!(c.cmd("MAIL FROM:<a@sender.test>").await.0, 250);
+    let seen = mta.seen().lines;
+    let i = seen
+        .iter()
+        .position(|l| l == "AUTH PLAIN")
+        .expect("AUTH passed");
+    assert_eq!(
+        seen[i + 1],
+        "AHVzZXIAc2VjcmV0",
+        "the response passed as sent"
+    );
     assert!(!mta.saw("MAIL FROM:<injected"), "{:?}", mta.seen().lines);
 }
 

@@ -89,6 +89,17 @@ async fn mta_session(mut c: TcpStream, seen: Arc<Mutex<Seen>>) {
             "XCLIENT" => b"220 fake.example ESMTP\r\n",
             "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 2.0.0 Ok\r\n",
             "VRFY" => b"252 2.0.0 maybe\r\n",
+            "AUTH" => {
+                // One SASL round: a challenge, the client's response, success.
+                if c.write_all(b"334 \r\n").await.is_err() {
+                    return;
+                }
+                let Some(response) = take_line(&mut c, &mut buf).await else {
+                    return;
+                };
+                seen.lock().unwrap().lines.push(response);
+                b"235 2.7.0 Authentication successful\r\n"
+            }
             "QUIT" => {
                 let _ = c.write_all(b"221 2.0.0 Bye\r\n").await;
                 return;
