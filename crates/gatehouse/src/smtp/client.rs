@@ -69,16 +69,15 @@ impl Client {
         if self.out.is_empty() {
             return Ok(());
         }
-        let out = std::mem::take(&mut self.out);
+        let out = &self.out;
         let r = match &mut self.io {
-            ClientIo::Plain(s) => s.write_all(&out).await,
-            ClientIo::Tls(s) => match s.write_all(&out).await {
+            ClientIo::Plain(s) => s.write_all(out).await,
+            ClientIo::Tls(s) => match s.write_all(out).await {
                 Ok(()) => s.flush().await,
                 Err(e) => Err(e),
             },
             ClientIo::Gone => Err(io::ErrorKind::NotConnected.into()),
         };
-        self.out = out;
         self.out.clear();
         r
     }

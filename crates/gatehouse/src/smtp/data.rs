@@ -203,10 +203,10 @@ pub(super) async fn auth(
 /// The client's next SASL response line, CRLF included; None: it went away. A line that is no
 /// response (too long, or with a bare CR or LF) cancels the exchange as `*` does (RFC 4954 §4).
 async fn sasl_line(ctx: &Ctx<'_>, st: &mut State, client: &mut Client) -> Option<Vec<u8>> {
-    let mut line = match read_line(ctx, client, &mut st.lines).await {
+    let mut line = match read_line(ctx, client, &mut st.lines, &mut st.stop).await {
         Read::Command(l) => l,
         Read::TooLong | Read::Invalid => b"*".to_vec(),
-        Read::Gone | Read::TimedOut => return None,
+        Read::Gone | Read::TimedOut | Read::Stopping => return None,
     };
     line.extend_from_slice(b"\r\n");
     Some(line)

@@ -41,6 +41,8 @@ pub(super) struct State {
     /// None after the origin connection was dropped (a refused message, an origin that died):
     /// a new one is opened for the next command that needs it.
     pub(super) origin: Option<Origin>,
+    /// Shutdown: a session waiting for a command is told 421 and closed.
+    pub(super) stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A command line as read.
@@ -52,6 +54,8 @@ pub(super) enum Read {
     Gone,
     /// No command within `command_timeout`.
     TimedOut,
+    /// The proxy is shutting down.
+    Stopping,
 }
 
 /// Whether the session goes on.
@@ -68,9 +72,10 @@ pub(super) async fn run(ctx: &Ctx<'_>, mut client: Client, origin: Origin) {
         helo: None,
         tx: None,
         origin: Some(origin),
+        stop: ctx.shared.shutdown_signal(),
     };
     loop {
-        let line = match read_line(ctx, &mut client, &mut st.lines).await {
+        let line = match read_line(ctx, &mut client, &mut st.lines, &mut st.stop).await {
             Read::Command(line) => line,
             Read::TooLong => {
                 ctx.shared.metrics.smtp_refusal("line_too_long");
@@ -87,6 +92,15 @@ pub(super) async fn run(ctx: &Ctx<'_>, mut client: Client, origin: Origin) {
                     421,
                     EnhancedCode::new(4, 4, 2),
                     &format!("{} Error: timeout exceeded", ctx.cfg.hostname),
+                ));
+                break;
+            }
+            Read::Stopping => {
+                // RFC 5321 §3.8: a server that must go away says so with 421.
+                client.reply(&Reply::with_status(
+                    421,
+                    EnhancedCode::new(4, 3, 2),
+                    &format!("{} Service shutting down", ctx.cfg.hostname),
                 ));
                 break;
             }
@@ -111,8 +125,14 @@ pub(super) async fn run(ctx: &Ctx<'_>, mut client: Client, origin: Origin) {
     client.close().await;
 }
 
-/// The next command line, reading from the client as needed.
-pub(super) async fn read_line(ctx: &Ctx<'_>, client: &mut Client, lines: &mut LineReader) -> Read {
+/// The next command line, reading from the client as needed; a session waiting for one stops
+/// when the proxy shuts down.
+pub(super) async fn read_line(
+    ctx: &Ctx<'_>,
+    client: &mut Client,
+    lines: &mut LineReader,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Read {
     loop {
         let read = lines.read(&client.buf);
         let got = match read.line {
@@ -125,10 +145,18 @@ pub(super) async fn read_line(ctx: &Ctx<'_>, client: &mut Client, lines: &mut Li
         if let Some(got) = got {
             return got;
         }
-        match client
-            .read_more(ctx.cfg.command_timeout, COMMAND_CHUNK)
-            .await
-        {
+        if *stop.borrow() {
+            return Read::Stopping;
+        }
+        let read = tokio::select! {
+            r = client.read_more(ctx.cfg.command_timeout, COMMAND_CHUNK) => r,
+            // The sender lives as long as the process state: an error is shutdown too.
+            changed = stop.changed() => match changed {
+                Ok(()) => continue,
+                Err(_) => return Read::Stopping,
+            },
+        };
+        match read {
             Ok(0) => return Read::Gone,
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Read::TimedOut,

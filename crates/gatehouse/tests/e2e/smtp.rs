@@ -562,3 +562,20 @@ async fn starttls_required_before_mail() {
     assert_eq!((code, &text[0][..5]), (530, "5.7.0"));
     assert!(!mta.saw("MAIL"));
 }
+
+#[tokio::test]
+async fn shutdown_tells_an_idle_session_421() {
+    let mta = fake_mta().await;
+    let gh = smtp_proxy(mta.addr, "", "", "").await;
+    let mut c = session(&gh).await;
+    let stopping = tokio::spawn(gh.shutdown(Duration::from_secs(5)));
+    let (code, text) = c.reply().await;
+    assert_eq!((code, &text[0][..5]), (421, "4.3.2"), "{text:?}");
+    assert!(c.try_reply().await.is_none(), "closed after the 421");
+    let started = std::time::Instant::now();
+    stopping.await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "no wait for the grace period"
+    );
+}
