@@ -33,6 +33,8 @@ pub(super) struct Client {
     out: Vec<u8>,
     /// The TLS version, once STARTTLS completed.
     pub(super) tls: Option<String>,
+    /// Replies of 400 and above sent in this session (Postfix's `smtpd_hard_error_limit`).
+    pub(super) errors: u32,
 }
 
 impl Client {
@@ -42,6 +44,7 @@ impl Client {
             buf: BytesMut::new(),
             out: Vec::new(),
             tls: None,
+            errors: 0,
         }
     }
 
@@ -61,6 +64,9 @@ impl Client {
 
     /// Queues a reply.
     pub(super) fn reply(&mut self, r: &Reply) {
+        if r.code >= 400 {
+            self.errors += 1;
+        }
         r.encode(&mut self.out);
     }
 

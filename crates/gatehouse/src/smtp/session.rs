@@ -17,6 +17,11 @@ use super::record::Transaction;
 use crate::runtime::Shared;
 use crate::upstream::Upstream;
 
+/// Errors (replies of 400 and above) a session may have before it is closed with 421, as
+/// Postfix's `smtpd_hard_error_limit` (20): a client probing commands or addresses one by one
+/// does not get to go on forever.
+const ERROR_LIMIT: u32 = 20;
+
 /// What a session needs of its listener and route.
 pub(super) struct Ctx<'a> {
     pub(super) cfg: &'a SmtpListener,
@@ -115,6 +120,15 @@ pub(super) async fn run(ctx: &Ctx<'_>, mut client: Client, origin: Origin) {
             }
         };
         if let Flow::Close = step(ctx, &mut st, &mut client, cmd).await {
+            break;
+        }
+        if client.errors >= ERROR_LIMIT {
+            ctx.shared.metrics.smtp_refusal("error_limit");
+            client.reply(&Reply::with_status(
+                421,
+                EnhancedCode::new(4, 7, 0),
+                &format!("{} Error: too many errors", ctx.cfg.hostname),
+            ));
             break;
         }
     }

@@ -579,3 +579,19 @@ async fn shutdown_tells_an_idle_session_421() {
         "no wait for the grace period"
     );
 }
+
+#[tokio::test]
+async fn twenty_errors_end_the_session() {
+    let mta = fake_mta().await;
+    let gh = smtp_proxy(mta.addr, "", "", "").await;
+    let mut c = session(&gh).await;
+    for i in 0..19 {
+        assert_eq!(c.cmd(&format!("FROB {i}")).await.0, 500);
+    }
+    assert_eq!(c.cmd("NOOP").await.0, 250, "a good command in between");
+    c.send(b"FROB 19\r\n").await;
+    assert_eq!(c.reply().await.0, 500);
+    let (code, text) = c.reply().await;
+    assert_eq!((code, &text[0][..5]), (421, "4.7.0"), "{text:?}");
+    assert!(c.try_reply().await.is_none(), "closed after the 421");
+}
