@@ -595,3 +595,50 @@ async fn twenty_errors_end_the_session() {
     assert_eq!((code, &text[0][..5]), (421, "4.7.0"), "{text:?}");
     assert!(c.try_reply().await.is_none(), "closed after the 421");
 }
+
+/// The certificate a STARTTLS handshake with the proxy at `addr` is given.
+async fn starttls_peer_cert(addr: SocketAddr, pki: &Pki) -> Vec<u8> {
+    let mut c = Client::connect(addr).await;
+    c.reply().await;
+    c.cmd("EHLO client.example").await;
+    assert_eq!(c.cmd("STARTTLS").await.0, 220);
+    let name = rustls::pki_types::ServerName::try_from("mx.gatehouse.test").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client_config(pki, &[], None))
+        .connect(name, c.into_inner())
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test]
+async fn a_reload_gives_new_sessions_the_new_certificate() {
+    let mta = fake_mta().await;
+    let pki = Pki::new();
+    let (a, b) = (
+        pki.leaf("mx-a", &["mx.gatehouse.test"], "a", false, false),
+        pki.leaf("mx-b", &["mx.gatehouse.test"], "b", false, false),
+    );
+    let port = super::common::free_port();
+    let cfg = |leaf| {
+        format!(
+            r#"
+[listeners.mx]
+bind = "127.0.0.1:{port}"
+protocol = "smtp"
+upstream = "mail"
+tls = {{ certificates = [{}] }}
+[upstreams.mail]
+servers = ["{}"]
+protocol = "smtp"
+"#,
+            certificate(leaf),
+            mta.addr
+        )
+    };
+    let gh = proxy(&cfg(&a)).await;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(starttls_peer_cert(addr, &pki).await, a.der);
+    let model = gatehouse_config::parse(&cfg(&b), "reload.toml").unwrap();
+    gh.apply(model).await.unwrap();
+    assert_eq!(starttls_peer_cert(addr, &pki).await, b.der);
+}

@@ -25,7 +25,7 @@ pub(crate) struct Pki {
 pub(crate) struct Leaf {
     pub(crate) cert: PathBuf,
     pub(crate) key: PathBuf,
-    der: Vec<u8>,
+    pub(crate) der: Vec<u8>,
     spki_sha256_b64: String,
 }
 
