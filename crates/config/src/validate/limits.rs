@@ -18,7 +18,12 @@ pub(super) fn rate_limits(
     let mut out = Vec::new();
     for (name, r) in raw {
         let r = r.as_ref()?;
-        out.push(rate_limit(v, &root_path.key("rate_limits").key(name), name, r));
+        out.push(rate_limit(
+            v,
+            &root_path.key("rate_limits").key(name),
+            name,
+            r,
+        ));
     }
     Some(out)
 }
@@ -141,7 +146,16 @@ mod tests {
         assert_eq!(parse_rate("20/s"), Ok((20, Duration::from_secs(1))));
         assert_eq!(parse_rate("100/m"), Ok((100, Duration::from_secs(60))));
         assert_eq!(parse_rate(" 5 / h "), Ok((5, Duration::from_secs(3600))));
-        for bad in ["", "20", "20/d", "x/s", "-1/s", "0/s", "2000000000/s", "1.5/s"] {
+        for bad in [
+            "",
+            "20",
+            "20/d",
+            "x/s",
+            "-1/s",
+            "0/s",
+            "2000000000/s",
+            "1.5/s",
+        ] {
             assert!(parse_rate(bad).is_err(), "{bad}");
         }
     }

@@ -260,14 +260,7 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
     let upstream_models = upstreams::upstreams(v, &root_path, &upstreams);
     listeners::listener_upstreams(v, &root_path, &listeners, &mut listener_models, &upstreams);
     let rate_limit_models = limits::rate_limits(v, &root_path, &rate_limits);
-    let route_models = routes::routes(
-        v,
-        &root_path,
-        &routes,
-        &listeners,
-        &upstreams,
-        &rate_limits,
-    );
+    let route_models = routes::routes(v, &root_path, &routes, &listeners, &upstreams, &rate_limits);
     let acme_model = global::acme(v, &root_path, acme);
     global::acme_listeners(v, &root_path, acme_model.as_ref(), &listener_models);
     let cache_model = cache::cache_model(v, &root_path, cache.as_ref(), &route_models);

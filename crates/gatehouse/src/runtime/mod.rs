@@ -158,6 +158,7 @@ impl Shared {
             &mut servers,
             prev.access_log.as_ref(),
             prev.cache.as_ref(),
+            &prev.rate_limiters,
             &self.metrics.cache,
             &self.challenges,
         )?))
