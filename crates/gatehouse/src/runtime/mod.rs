@@ -4,6 +4,7 @@
 
 mod assemble;
 mod listen;
+mod per_ip;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
