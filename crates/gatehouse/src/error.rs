@@ -46,8 +46,10 @@ pub enum ErrorKind {
     /// The route's rate limit refused the request; a request of its key passes again in
     /// `retry_after` seconds (rounded up).
     RateLimited {
-        /// Seconds until a request of the same key would pass.
-        retry_after: u64,
+        /// Seconds until a request of the same key would pass: at most one emission interval,
+        /// so at most 3600 ("1/h"). A u16 keeps `ErrorKind` (and every `ProxyError`) as small
+        /// as before.
+        retry_after: u16,
     },
     /// A bug or an unexpected local failure.
     Internal,

@@ -221,9 +221,11 @@ fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a [u8]> {
     None
 }
 
-/// Retry-After in whole seconds, rounded up, at least 1 (RFC 9110 §10.2.3).
-pub fn retry_after_secs(wait: Duration) -> u64 {
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+/// Retry-After in whole seconds, rounded up (RFC 9110 §10.2.3). A wait is at most one
+/// emission interval, at most an hour: u16 holds it.
+pub fn retry_after_secs(wait: Duration) -> u16 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    u16::try_from(secs).unwrap_or(u16::MAX)
 }
 
 #[cfg(test)]
