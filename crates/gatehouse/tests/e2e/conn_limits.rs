@@ -81,3 +81,35 @@ async fn per_ip_connection_limit_is_off_by_default() {
     let m = gh.shared().metrics.encode(&gh.shared().snapshot());
     assert!(!m.contains("gatehouse_connections_refused_total{"), "{m}");
 }
+
+#[tokio::test]
+async fn per_ip_connection_limit_counts_the_address_a_proxy_header_declares() {
+    let cfg = Config::new()
+        .listener(
+            "web",
+            Listener::http()
+                .proxy_protocol_from_loopback("v1")
+                .raw("max_connections_per_ip = 1"),
+        )
+        .route(Route::respond(200, "ok"))
+        .toml();
+    let gh = proxy(&cfg).await;
+    let a = web(&gh);
+    // Every connection comes from 127.0.0.1, the load balancer; the clients behind it differ.
+    let behind = async |client: &str| {
+        let mut s = connect_from("127.0.0.1", a).await;
+        let header = format!("PROXY TCP4 {client} 127.0.0.1 40000 80\r\n");
+        s.write_all(header.as_bytes()).await.unwrap();
+        let status = ask(&mut s).await;
+        (s, status)
+    };
+    let (_one, status) = behind("192.0.2.1").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let (_two, status) = behind("192.0.2.2").await;
+    assert_eq!(
+        status, "HTTP/1.1 200 OK",
+        "another client behind the same balancer"
+    );
+    let (_again, status) = behind("192.0.2.1").await;
+    assert_eq!(status, "", "the client's second connection is closed");
+}

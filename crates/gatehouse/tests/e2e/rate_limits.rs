@@ -196,3 +196,29 @@ async fn rate_limit_a_flood_of_keys_keeps_the_table_bounded() {
     );
     assert!(keys > gatehouse::http::limit::MAX_KEYS / 2, "{keys} keys");
 }
+
+#[tokio::test]
+async fn rate_limit_client_ip_reads_x_forwarded_for_only_from_trusted_proxies() {
+    let cfg = |trusted: &str| {
+        Config::new()
+            .listener(
+                "web",
+                crate::config::Listener::http().raw(format!("trusted_proxies = [{trusted}]")),
+            )
+            .route(Route::respond(200, "ok").raw(r#"rate_limit = "per""#))
+            .raw("[rate_limits.per]\nkey = \"client_ip\"\nrate = \"1/h\"\nburst = 1")
+            .toml()
+    };
+    let xff = |ip: &'static str| [("x-forwarded-for", ip)];
+    // Behind a trusted proxy: each forwarded client has its own bucket.
+    let gh = proxy(&cfg(r#""127.0.0.0/8""#)).await;
+    let a = web(&gh);
+    assert_eq!(get_with(a, "x", "/", &xff("203.0.113.1")).await.status, 200);
+    assert_eq!(get_with(a, "x", "/", &xff("203.0.113.2")).await.status, 200);
+    assert_eq!(get_with(a, "x", "/", &xff("203.0.113.1")).await.status, 429);
+    // From an untrusted peer the header is the client's to forge: the peer's bucket is used.
+    let gh = proxy(&cfg("")).await;
+    let a = web(&gh);
+    assert_eq!(get_with(a, "x", "/", &xff("203.0.113.1")).await.status, 200);
+    assert_eq!(get_with(a, "x", "/", &xff("203.0.113.2")).await.status, 429);
+}
