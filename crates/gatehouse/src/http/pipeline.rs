@@ -117,7 +117,10 @@ fn proxy(
     fin.route = snap.route_names[route_index].clone();
     // For every answer of the route, a cache hit's too.
     fin.echo_request_id = route.forward_headers.request_id;
-    limits(conn, snap, listener, route_index, parts)?;
+    limits(route, parts)?;
+    if let Some(limit) = route.rate_limit {
+        rate_limit(conn, snap, listener, route_index, limit, parts)?;
+    }
     match &route.action {
         RouteAction::Respond { status, body } => Ok(Action::Answer(respond::text(
             StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
@@ -206,27 +209,17 @@ fn route(
     })
 }
 
-/// Limits known from the head: a declared body over the route's `max_body` (413), a request
-/// over the route's rate limit (429).
+/// Limits known from the head: a declared body over the route's `max_body` (413). The rate
+/// limit (429) follows, for routes that have one.
 #[inline]
-fn limits(
-    conn: &ConnCtx,
-    snap: &Snapshot,
-    listener: &ListenerRt,
-    route_index: usize,
-    parts: &Parts,
-) -> Result<(), ProxyError> {
-    let route = &snap.config.routes[route_index];
+fn limits(route: &Route, parts: &Parts) -> Result<(), ProxyError> {
     if let (Some(max), Some(len)) = (route.max_body, content_length(parts))
         && len > max
     {
         return Err(ProxyError::new(ErrorKind::BodyTooLarge)
             .with(format!("content-length {len} > max_body {max}")));
     }
-    match route.rate_limit {
-        None => Ok(()),
-        Some(i) => rate_limit(conn, snap, listener, route_index, i, parts),
-    }
+    Ok(())
 }
 
 /// The route's rate limit: the request's key counted in the section's buckets (limit.rs).
