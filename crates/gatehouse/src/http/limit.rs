@@ -32,7 +32,10 @@ const SHARDS: usize = 64;
 /// Keys a table holds at most (across its shards).
 pub const MAX_KEYS: usize = 65_536;
 
-/// The keys of a table are SipHash values already: the shard maps use them as they are.
+/// The keys of a table are SipHash values already: the shard maps take them multiplied by an
+/// odd constant, no second hash. Not as they are: a shard's keys share their top 6 bits (the
+/// shard's number), and hashbrown takes its 7-bit tags from the top; the product's top bits
+/// depend on every bit of the key, its low bits (the bucket) on the key's random low bits.
 #[derive(Default)]
 struct Prehashed(u64);
 
@@ -47,7 +50,7 @@ impl Hasher for Prehashed {
         }
     }
     fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use gatehouse_config::model::Listener;
+use gatehouse_config::units::canonical_ip;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -14,7 +15,6 @@ use tokio::task::JoinHandle;
 use super::Shared;
 use super::per_ip::PerIp;
 use crate::http::pipeline::ConnCtx;
-use gatehouse_config::units::canonical_ip;
 
 /// Starts a bound socket's accept task.
 type Starter = Box<dyn FnOnce() -> JoinHandle<()> + Send>;
@@ -159,7 +159,10 @@ async fn accept_loop(
                     Some(slot) => Some(slot),
                     None => {
                         shared.metrics.connection_refused(&name, "per_ip");
-                        tracing::debug!(listener = %name, %peer, max, "connection closed: max_connections_per_ip");
+                        tracing::debug!(
+                            listener = %name, %peer, max,
+                            "connection closed: max_connections_per_ip"
+                        );
                         return;
                     }
                 },
