@@ -24,6 +24,36 @@ pub struct Config {
     pub acme: Option<Acme>,
     /// The cache store; present when any route caches.
     pub cache: Option<CacheStore>,
+    /// `[rate_limits.NAME]` sections, in name order (routes index into this).
+    pub rate_limits: Vec<RateLimit>,
+}
+
+/// `[rate_limits.NAME]`: a GCRA limit kept per key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Its name in the file.
+    pub name: String,
+    /// What a bucket is kept per.
+    pub key: RateKey,
+    /// Requests allowed per `per`.
+    pub count: u64,
+    /// The rate's period: 1s, 1m or 1h.
+    pub per: Duration,
+    /// Requests allowed at once (the bucket's depth).
+    pub burst: u64,
+}
+
+/// What a rate limit keeps a bucket per.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKey {
+    /// The client's address (the PROXY-declared one, or from a trusted proxy's X-Forwarded-For).
+    ClientIp,
+    /// A request header's value (lower-case name); absent: the empty value.
+    Header(String),
+    /// A cookie's value; absent: the empty value.
+    Cookie(String),
+    /// One bucket for the whole route.
+    Route,
 }
 
 /// `[cache]`
@@ -234,6 +264,8 @@ pub struct Listener {
     pub keepalive_timeout: Duration,
     /// Most concurrent connections.
     pub max_connections: Option<usize>,
+    /// Most concurrent connections from one client address.
+    pub max_connections_per_ip: Option<usize>,
     /// TLS, for https listeners.
     pub tls: Option<ListenerTls>,
     /// Expect a PROXY protocol header first (from trusted_proxies only).
@@ -454,6 +486,8 @@ pub struct Route {
     pub set_host: Option<String>,
     /// Largest request body.
     pub max_body: Option<u64>,
+    /// Index into `Config::rate_limits` of the route's rate limit.
+    pub rate_limit: Option<usize>,
     /// The fields gatehouse sets itself.
     pub forward_headers: ForwardHeaders,
     /// Request header changes.

@@ -29,6 +29,21 @@ pub struct RawConfig {
     pub acme: Option<RawAcme>,
     /// The HTTP cache store shared by every route that caches.
     pub cache: Option<RawCache>,
+    /// Request rate limits by name; a route names one with `rate_limit`.
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, RawRateLimit>,
+}
+
+/// `[rate_limits.NAME]`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// What a bucket is kept per: "client_ip" | "header:NAME" | "cookie:NAME" | "route".
+    pub key: String,
+    /// The sustained rate: "N/s", "N/m" or "N/h".
+    pub rate: String,
+    /// Requests allowed at once above the rate. Default: the rate's count per second, at least 1.
+    pub burst: Option<u64>,
 }
 
 /// `[cache]`
@@ -178,6 +193,9 @@ pub struct RawListener {
     pub keepalive_timeout: Option<String>,
     /// Most concurrent client connections; more wait in the kernel's backlog. Default: no limit.
     pub max_connections: Option<usize>,
+    /// Most concurrent connections from one client address; past it a new one is closed at
+    /// accept. Default: no limit.
+    pub max_connections_per_ip: Option<usize>,
     /// ALPN protocols offered on https listeners. Default ["h2", "http/1.1"].
     pub alpn: Option<Vec<String>>,
     /// Expect a PROXY protocol header first: "v1" | "v2" | "any"; only from trusted_proxies.
@@ -368,6 +386,8 @@ pub struct RawRoute {
     pub set_host: Option<String>,
     /// Largest request body; larger answers 413. Default: no limit.
     pub max_body: Option<String>,
+    /// The `[rate_limits.NAME]` that limits this route's requests (429). Default: none.
+    pub rate_limit: Option<String>,
     /// Fields gatehouse itself sets on the way: any of "x-forwarded-for", "x-forwarded-proto",
     /// "x-forwarded-host", "forwarded", "via", "x-request-id". Default: all six.
     pub forward_headers: Option<Vec<String>>,

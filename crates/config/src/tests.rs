@@ -352,3 +352,109 @@ health_check = { type = "http" }
         assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
     }
 }
+
+#[test]
+fn rate_limits_and_connection_limits_parse() {
+    let text = r#"
+[listeners.web]
+bind = "127.0.0.1:8080"
+max_connections_per_ip = 100
+
+[[routes]]
+name = "api"
+rate_limit = "per_ip"
+respond = { status = 200 }
+
+[[routes]]
+rate_limit = "per_key"
+respond = { status = 200 }
+
+[rate_limits.per_ip]
+key = "client_ip"
+rate = "20/s"
+
+[rate_limits.per_key]
+key = "header:X-Api-Key"
+rate = "600/m"
+burst = 40
+"#;
+    let c = parse(text, "r.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.listeners[0].max_connections_per_ip, Some(100));
+    assert_eq!(c.rate_limits.len(), 2);
+    let by_name = |n: &str| c.rate_limits.iter().position(|r| r.name == n);
+    assert_eq!(c.routes[0].rate_limit, by_name("per_ip"));
+    assert_eq!(c.routes[1].rate_limit, by_name("per_key"));
+    let ip = &c.rate_limits[by_name("per_ip").unwrap()];
+    assert_eq!(ip.key, RateKey::ClientIp);
+    assert_eq!((ip.count, ip.per.as_secs(), ip.burst), (20, 1, 20));
+    let key = &c.rate_limits[by_name("per_key").unwrap()];
+    assert_eq!(key.key, RateKey::Header("x-api-key".into()));
+    assert_eq!((key.count, key.per.as_secs(), key.burst), (600, 60, 40));
+    // Without the keys: nothing limited.
+    let plain = parse(
+        "[listeners.web]\nbind = \"127.0.0.1:8080\"\n[[routes]]\nrespond = { status = 200 }\n",
+        "p.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(plain.rate_limits.is_empty());
+    assert_eq!(plain.routes[0].rate_limit, None);
+    assert_eq!(plain.listeners[0].max_connections_per_ip, None);
+}
+
+#[test]
+fn rate_limit_errors_name_their_keys() {
+    let text = r#"
+[listeners.web]
+bind = "127.0.0.1:8080"
+max_connections_per_ip = 0
+
+[listeners.raw]
+bind = "127.0.0.1:9000"
+protocol = "tcp"
+upstream = "app"
+
+[listeners.dns]
+bind = "127.0.0.1:5353"
+protocol = "udp"
+upstream = "app"
+max_connections_per_ip = 5
+
+[[routes]]
+listeners = ["web"]
+rate_limit = "nope"
+respond = { status = 200 }
+
+[[routes]]
+listeners = ["raw"]
+rate_limit = "bad"
+upstream = "app"
+
+[rate_limits.bad]
+key = "ip"
+rate = "20/d"
+burst = 0
+
+[rate_limits.worse]
+key = "header:a b"
+rate = "0/s"
+per = "1s"
+
+[upstreams.app]
+servers = ["127.0.0.1:1"]
+"#;
+    let errs = parse(text, "l.toml").unwrap_err().0;
+    let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    let all = all.join("\n");
+    for needle in [
+        "l.toml:4:26: listeners.web.max_connections_per_ip: must be at least 1",
+        "l.toml:15:26: listeners.dns.max_connections_per_ip: udp listeners take no connections",
+        "l.toml:19:14: routes[0].rate_limit: there is no [rate_limits.nope] section",
+        "l.toml:24:14: routes[1].rate_limit: is HTTP-only",
+        "l.toml:28:7: rate_limits.bad.key: `ip` is not one of",
+        "l.toml:29:8: rate_limits.bad.rate: `20/d` is not a rate",
+        "l.toml:30:9: rate_limits.bad.burst: must be at least 1",
+        "l.toml:35:1: rate_limits.worse.per: unknown field `per`",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+}

@@ -43,6 +43,14 @@ pub enum ErrorKind {
     BadRequest,
     /// The Host is not a name this TLS connection's certificate covers.
     Misdirected,
+    /// The route's rate limit refused the request; a request of its key passes again in
+    /// `retry_after` seconds (rounded up).
+    RateLimited {
+        /// Seconds until a request of the same key would pass: at most one emission interval,
+        /// so at most 3600 ("1/h"). A u16 keeps `ErrorKind` (and every `ProxyError`) as small
+        /// as before.
+        retry_after: u16,
+    },
     /// A bug or an unexpected local failure.
     Internal,
 }
@@ -67,7 +75,8 @@ impl ProxyError {
             ErrorKind::NoRoute
             | ErrorKind::BodyTooLarge
             | ErrorKind::BadRequest
-            | ErrorKind::Misdirected => Side::Client,
+            | ErrorKind::Misdirected
+            | ErrorKind::RateLimited { .. } => Side::Client,
             ErrorKind::Internal => Side::Internal,
             _ => Side::Upstream,
         };

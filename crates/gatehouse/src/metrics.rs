@@ -39,6 +39,17 @@ struct ListenerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    listener: Label,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirectionLabels {
     listener: Label,
     direction: &'static str,
@@ -94,6 +105,8 @@ pub struct Metrics {
     l4_bytes: Family<DirectionLabels, Counter>,
     smtp_transactions: Family<Vec<(String, String)>, Counter>,
     smtp_refusals: Family<Vec<(String, String)>, Counter>,
+    rate_limited: Family<RouteLabels, Counter>,
+    connections_refused: Family<RefusedLabels, Counter>,
     /// Tells this registry's entries apart in the per-thread handle cache.
     id: u64,
 }
@@ -189,8 +202,35 @@ impl Metrics {
                 "smtp_refusals",
                 "SMTP commands and messages the proxy refused, by reason",
             ),
+            rate_limited: family(
+                &mut r,
+                "rate_limited",
+                "Requests refused by their route's rate limit (429)",
+            ),
+            connections_refused: family(
+                &mut r,
+                "connections_refused",
+                "Client connections closed at accept, by listener and reason (per_ip)",
+            ),
             registry: r,
         }
+    }
+
+    /// Counts a request refused by its route's rate limit.
+    pub fn rate_limited(&self, route: &Arc<str>) {
+        let l = RouteLabels {
+            route: Label(route.clone()),
+        };
+        self.rate_limited.get_or_create(&l).inc();
+    }
+
+    /// Counts a connection closed at accept (`reason`: "per_ip").
+    pub fn connection_refused(&self, listener: &Arc<str>, reason: &'static str) {
+        let l = RefusedLabels {
+            listener: Label(listener.clone()),
+            reason,
+        };
+        self.connections_refused.get_or_create(&l).inc();
     }
 
     /// Counts one answered request.

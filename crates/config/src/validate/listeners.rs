@@ -70,6 +70,7 @@ pub(super) fn listeners(
                 Duration::from_secs(60),
             ),
             max_connections: raw.max_connections.filter(|m| *m > 0),
+            max_connections_per_ip: super::limits::max_connections_per_ip(v, &lp, raw),
         });
     }
     listener_models

@@ -7,6 +7,7 @@
 
 mod cache;
 mod global;
+mod limits;
 mod listeners;
 mod routes;
 mod smtp;
@@ -143,7 +144,7 @@ fn http_token(s: &str) -> Result<(), ()> {
     if ok { Ok(()) } else { Err(()) }
 }
 
-const SECTIONS: &str = "global, admin, listeners, routes, upstreams, acme, cache";
+const SECTIONS: &str = "global, admin, listeners, routes, upstreams, acme, cache, rate_limits";
 
 pub(crate) fn parse_and_validate(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
     let (table, syntax) = DeTable::parse_recoverable(text);
@@ -214,6 +215,7 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
     let mut acme: Option<RawAcme> = None;
     let mut cache: Option<RawCache> = None;
     let mut upstreams: Vec<(String, Option<RawUpstream>)> = Vec::new();
+    let mut rate_limits: Vec<(String, Option<RawRateLimit>)> = Vec::new();
     for (key, val) in top.iter() {
         let path = KeyPath::default().key(key.get_ref());
         match key.get_ref().as_ref() {
@@ -221,17 +223,17 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
             "admin" => admin = v.de(val),
             "acme" => acme = v.de(val),
             "cache" => cache = v.de(val),
-            "listeners" | "upstreams" => {
+            "listeners" | "upstreams" | "rate_limits" => {
                 let Some(t) = val.get_ref().as_table() else {
                     v.at(&path, "expected a table of named entries");
                     continue;
                 };
                 for (name, entry) in t.iter() {
                     let name = name.get_ref().to_string();
-                    if key.get_ref() == "listeners" {
-                        listeners.push((name, v.de(entry)));
-                    } else {
-                        upstreams.push((name, v.de(entry)));
+                    match key.get_ref().as_ref() {
+                        "listeners" => listeners.push((name, v.de(entry))),
+                        "upstreams" => upstreams.push((name, v.de(entry))),
+                        _ => rate_limits.push((name, v.de(entry))),
                     }
                 }
             }
@@ -257,7 +259,8 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
     let mut listener_models = listeners::listeners(v, &root_path, &listeners, admin_model);
     let upstream_models = upstreams::upstreams(v, &root_path, &upstreams);
     listeners::listener_upstreams(v, &root_path, &listeners, &mut listener_models, &upstreams);
-    let route_models = routes::routes(v, &root_path, &routes, &listeners, &upstreams);
+    let rate_limit_models = limits::rate_limits(v, &root_path, &rate_limits);
+    let route_models = routes::routes(v, &root_path, &routes, &listeners, &upstreams, &rate_limits);
     let acme_model = global::acme(v, &root_path, acme);
     global::acme_listeners(v, &root_path, acme_model.as_ref(), &listener_models);
     let cache_model = cache::cache_model(v, &root_path, cache.as_ref(), &route_models);
@@ -269,5 +272,6 @@ fn validate(v: &mut Validator, root: &Spanned<DeValue<'_>>) -> Option<Config> {
         listeners: listener_models,
         routes: route_models,
         upstreams: upstream_models.into_iter().collect::<Option<Vec<_>>>()?,
+        rate_limits: rate_limit_models?,
     })
 }

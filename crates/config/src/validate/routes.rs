@@ -15,6 +15,7 @@ pub(super) fn routes(
     routes: &[Option<RawRoute>],
     listeners: &[(String, Option<RawListener>)],
     upstreams: &[(String, Option<RawUpstream>)],
+    rate_limits: &[(String, Option<RawRateLimit>)],
 ) -> Vec<Route> {
     let upstream_index = |n: &str| upstreams.iter().position(|(name, _)| name == n);
     let mut route_models = Vec::new();
@@ -29,7 +30,8 @@ pub(super) fn routes(
                 format!("route name `{name}` is used twice"),
             );
         }
-        let route = route(v, &rp, name, raw, listeners, &upstream_index);
+        let mut route = route(v, &rp, name, raw, listeners, &upstream_index);
+        route.rate_limit = super::limits::route_rate_limit(v, &rp, raw, rate_limits);
         if let RouteAction::Upstream(u) = route.action {
             for i in &route.listeners {
                 if let Some(l) = &listeners[*i].1 {
@@ -103,6 +105,7 @@ fn route(
         add_prefix: raw.add_prefix.clone(),
         set_host: raw.set_host.clone(),
         max_body: v.size(&rp.key("max_body"), raw.max_body.as_deref()),
+        rate_limit: None,
         forward_headers: forward_headers(
             v,
             &rp.key("forward_headers"),
@@ -202,6 +205,7 @@ fn http_only(v: &mut Validator, rp: &KeyPath, raw: &RawRoute) {
         ("headers", !raw.headers.is_empty()),
         ("redirect", raw.redirect.is_some()),
         ("respond", raw.respond.is_some()),
+        ("rate_limit", raw.rate_limit.is_some()),
     ];
     for (key, set) in http_only {
         if set {

@@ -7,6 +7,7 @@ pub mod compress;
 pub mod forward;
 pub mod h1;
 pub mod headers;
+pub mod limit;
 pub mod pipeline;
 pub mod prepare;
 pub mod record;

@@ -118,6 +118,9 @@ fn proxy(
     // For every answer of the route, a cache hit's too.
     fin.echo_request_id = route.forward_headers.request_id;
     limits(route, parts)?;
+    if let Some(limit) = route.rate_limit {
+        rate_limit(conn, snap, listener, route_index, limit, parts)?;
+    }
     match &route.action {
         RouteAction::Respond { status, body } => Ok(Action::Answer(respond::text(
             StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
@@ -206,7 +209,8 @@ fn route(
     })
 }
 
-/// Limits known from the head: a declared body over the route's `max_body` (413).
+/// Limits known from the head: a declared body over the route's `max_body` (413). The rate
+/// limit (429) follows, for routes that have one.
 #[inline]
 fn limits(route: &Route, parts: &Parts) -> Result<(), ProxyError> {
     if let (Some(max), Some(len)) = (route.max_body, content_length(parts))
@@ -216,6 +220,39 @@ fn limits(route: &Route, parts: &Parts) -> Result<(), ProxyError> {
             .with(format!("content-length {len} > max_body {max}")));
     }
     Ok(())
+}
+
+/// The route's rate limit: the request's key counted in the section's buckets (limit.rs).
+#[inline(never)]
+fn rate_limit(
+    conn: &ConnCtx,
+    snap: &Snapshot,
+    listener: &ListenerRt,
+    route_index: usize,
+    limit: usize,
+    parts: &Parts,
+) -> Result<(), ProxyError> {
+    let Some(limiter) = snap.rate_limiters.get(limit) else {
+        return Ok(());
+    };
+    let route = &snap.route_names[route_index];
+    let key = limiter.request_key(
+        parts,
+        conn.peer.ip(),
+        &listener.model.trusted_proxies,
+        route,
+    );
+    let Err(wait) = limiter.check(key) else {
+        return Ok(());
+    };
+    conn.shared.metrics.rate_limited(route);
+    let retry_after = super::limit::retry_after_secs(wait);
+    Err(
+        ProxyError::new(ErrorKind::RateLimited { retry_after }).with(format!(
+            "rate limit `{}` of route `{route}`: retry after {retry_after}s",
+            limiter.model.name
+        )),
+    )
 }
 
 /// A redirect route's answer: its template filled from the request.

@@ -34,6 +34,8 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
         ErrorKind::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+        // RFC 6585 §4.
+        ErrorKind::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -61,6 +63,7 @@ pub fn error_response(err: &ProxyError, request_id: &str) -> Response<ProxyBody>
         ErrorKind::BodyTooLarge => "request body too large",
         ErrorKind::BadRequest => "malformed request",
         ErrorKind::Misdirected => "this connection's certificate does not cover that host",
+        ErrorKind::RateLimited { .. } => "too many requests, retry later",
         ErrorKind::Internal => "internal error",
     };
     let mut resp = text(
@@ -71,6 +74,11 @@ pub fn error_response(err: &ProxyError, request_id: &str) -> Response<ProxyBody>
             status.canonical_reason().unwrap_or("")
         ),
     );
+    if let ErrorKind::RateLimited { retry_after } = err.kind {
+        // RFC 6585 §4, RFC 9110 §10.2.3: delay-seconds.
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    }
     if err.kind == ErrorKind::BodyTooLarge || err.kind == ErrorKind::BadRequest {
         // The rest of the request body is unread: this connection cannot carry another request.
         resp.headers_mut()

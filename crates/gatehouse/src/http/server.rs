@@ -171,9 +171,23 @@ where
     // The bytes read to detect the protocol are read again by hyper.
     let io = TokioIo::new(super::h1::Prefixed::new(stream, prefix));
     let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    // The guards hyper's h2 has, pinned here at the values we rely on (hyper's and h2's
+    // defaults as of hyper 1.12 / h2 0.4.20, so pinning changes nothing today):
+    // - 200 concurrent streams a connection (RFC 9113 §5.1.2);
+    // - 20 streams reset by the client before we accepted them, then GOAWAY (the "rapid
+    //   reset" attack, CVE-2023-44487);
+    // - 1024 streams we reset for the client's errors, then GOAWAY (CVE-2024-2653's kin);
+    // - our PING every 30s, the connection closed when its ack takes more than 20s.
+    // h2 has no count of the client's PING or SETTINGS frames: it acks each one, holding at
+    // most one pending ack (it reads no further frame until the ack is buffered), so a flood
+    // costs CPU and bandwidth but no memory, and is never closed. See tests/e2e/h2_guards.rs.
     b.timer(TokioTimer::new())
         .max_header_list_size(settings.max_header_size as u32)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .max_concurrent_streams(200)
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(1024)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
     let mut conn = b.serve_connection(io, service);
     let mut shutdown = shutdown;
     // A block, not an async fn: a function would move `conn` (1,520 bytes) from its argument

@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 use gatehouse_config::model::{AccessLog, Config, Listener};
 
 use crate::access_log::{AccessLogger, Target};
+use crate::http::limit::RateLimiter;
 use crate::upstream::{ServerState, Upstream, health};
 
 /// A listener's run-time view: its settings and the routes that serve it, in order.
@@ -34,6 +35,8 @@ pub struct Snapshot {
     pub route_names: Vec<Arc<str>>,
     /// The HTTP cache store, when a route caches.
     pub cache: Option<Arc<gatehouse_cache::Cache>>,
+    /// The buckets of each `[rate_limits.NAME]`, by index of `config.rate_limits`.
+    pub rate_limiters: Vec<Arc<RateLimiter>>,
 }
 
 impl Snapshot {
@@ -52,12 +55,14 @@ impl Snapshot {
                 upstreams: Vec::new(),
                 acme: None,
                 cache: None,
+                rate_limits: Vec::new(),
             },
             listeners: Vec::new(),
             upstreams: Vec::new(),
             access_log: None,
             route_names: Vec::new(),
             cache: None,
+            rate_limiters: Vec::new(),
         }
     }
 
@@ -74,6 +79,7 @@ pub(super) fn assemble(
     servers: &mut HashMap<String, Weak<ServerState>>,
     prev_log: Option<&Arc<AccessLogger>>,
     prev_cache: Option<&Arc<gatehouse_cache::Cache>>,
+    prev_limiters: &[Arc<RateLimiter>],
     counters: &gatehouse_cache::CacheCounters,
     challenges: &Arc<crate::acme::Challenges>,
 ) -> Result<Snapshot, Vec<String>> {
@@ -122,7 +128,11 @@ pub(super) fn assemble(
         .iter()
         .map(|r| Arc::from(r.name.as_str()))
         .collect();
+    let rate_limiters = (config.rate_limits.iter())
+        .map(|m| rate_limiter(m, prev_limiters))
+        .collect();
     Ok(Snapshot {
+        rate_limiters,
         route_names,
         config,
         listeners,
@@ -146,6 +156,18 @@ fn cache_store(
         Some(c) if c.model == *m => c.clone(),
         _ => Arc::new(gatehouse_cache::Cache::open(m, counters.clone()).map_err(|e| vec![e])?),
     }))
+}
+
+/// The buckets of a `[rate_limits.NAME]`: the previous ones when the section is unchanged
+/// (name, key, rate and burst), so a reload neither forgives nor forgets a client; else new.
+fn rate_limiter(
+    m: &gatehouse_config::model::RateLimit,
+    prev: &[Arc<RateLimiter>],
+) -> Arc<RateLimiter> {
+    match prev.iter().find(|l| l.model == *m) {
+        Some(l) => l.clone(),
+        None => Arc::new(RateLimiter::new(m.clone())),
+    }
 }
 
 /// The access logger of `global.access_log`: the previous one when it writes to the same

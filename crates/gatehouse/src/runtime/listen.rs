@@ -6,12 +6,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use gatehouse_config::model::Listener;
+use gatehouse_config::units::canonical_ip;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::Shared;
+use super::per_ip::PerIp;
 use crate::http::pipeline::ConnCtx;
 
 /// Starts a bound socket's accept task.
@@ -70,7 +72,10 @@ pub fn bind_http(shared: &Arc<Shared>, l: &Listener, addr: SocketAddr) -> std::i
     let name: Arc<str> = Arc::from(l.name.as_str());
     let limit = l.max_connections.map(|m| Arc::new(Semaphore::new(m)));
     tracing::info!(listener = %name, %local, "listening");
-    let start = move || tokio::spawn(accept_loop(listener, local, limit, shared, name));
+    let start = move || {
+        let per_ip = Arc::new(PerIp::default());
+        tokio::spawn(accept_loop(listener, local, limit, per_ip, shared, name))
+    };
     Ok(Bound {
         local,
         pending: Mutex::new(Some(Box::new(start))),
@@ -106,12 +111,14 @@ async fn accept_loop(
     listener: TcpListener,
     local: SocketAddr,
     limit: Option<Arc<Semaphore>>,
+    per_ip: Arc<PerIp>,
     shared: Arc<Shared>,
     name: Arc<str>,
 ) {
     while let Some((mut stream, peer, permit)) = accept_next(&listener, &limit).await {
         let shared = shared.clone();
         let name = name.clone();
+        let per_ip = per_ip.clone();
         let fut = async move {
             let _permit = permit;
             let _guard = shared.track();
@@ -145,6 +152,20 @@ async fn accept_loop(
                     tracing::warn!(listener = %name, %peer, error = %e, "connection closed");
                     return;
                 }
+            };
+            let _slot = match settings.max_connections_per_ip {
+                None => None,
+                Some(max) => match per_ip.acquire(canonical_ip(peer.ip()), max) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        shared.metrics.connection_refused(&name, "per_ip");
+                        tracing::debug!(
+                            listener = %name, %peer, max,
+                            "connection closed: max_connections_per_ip"
+                        );
+                        return;
+                    }
+                },
             };
             if settings.protocol == gatehouse_config::model::ListenerProtocol::Smtp {
                 Box::pin(crate::smtp::serve(

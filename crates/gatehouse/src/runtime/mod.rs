@@ -4,6 +4,7 @@
 
 mod assemble;
 mod listen;
+mod per_ip;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -158,6 +159,7 @@ impl Shared {
             &mut servers,
             prev.access_log.as_ref(),
             prev.cache.as_ref(),
+            &prev.rate_limiters,
             &self.metrics.cache,
             &self.challenges,
         )?))
