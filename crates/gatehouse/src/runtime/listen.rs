@@ -13,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::Shared;
-use super::per_ip::PerIp;
+use super::per_ip::{PerIp, PerIpSlot};
 use crate::http::pipeline::ConnCtx;
 
 /// Starts a bound socket's accept task.
@@ -122,16 +122,9 @@ async fn accept_loop(
         let fut = async move {
             let _permit = permit;
             let _guard = shared.track();
-            let snap = shared.snapshot();
-            // Settings and certificates as of this accept: a reload changes them for
-            // new connections only.
-            let Some((settings, tls)) = snap
-                .listener(&name)
-                .map(|l| (l.model.clone(), l.tls.clone()))
-            else {
+            let Some((settings, tls)) = settings_now(&shared, &name) else {
                 return;
             };
-            drop(snap);
             // Boxed (as the serving paths below): a task is as large as the largest
             // state of its future, for its whole life, and every idle connection would
             // otherwise carry room for reading a PROXY header.
@@ -153,19 +146,8 @@ async fn accept_loop(
                     return;
                 }
             };
-            let _slot = match settings.max_connections_per_ip {
-                None => None,
-                Some(max) => match per_ip.acquire(canonical_ip(peer.ip()), max) {
-                    Some(slot) => Some(slot),
-                    None => {
-                        shared.metrics.connection_refused(&name, "per_ip");
-                        tracing::debug!(
-                            listener = %name, %peer, max,
-                            "connection closed: max_connections_per_ip"
-                        );
-                        return;
-                    }
-                },
+            let Ok(_slot) = ip_slot(&per_ip, &settings, peer, &shared, &name) else {
+                return;
             };
             if settings.protocol == gatehouse_config::model::ListenerProtocol::Smtp {
                 Box::pin(crate::smtp::serve(
@@ -201,6 +183,39 @@ async fn accept_loop(
             }
         };
         tokio::spawn(fut);
+    }
+}
+
+/// The listener's settings and certificates as of this accept: a reload changes them for new
+/// connections only.
+fn settings_now(
+    shared: &Shared,
+    name: &str,
+) -> Option<(Arc<Listener>, Option<Arc<crate::tls::ListenerTls>>)> {
+    let snap = shared.snapshot();
+    snap.listener(name)
+        .map(|l| (l.model.clone(), l.tls.clone()))
+}
+
+/// A slot of the client's address under `max_connections_per_ip` (None when there is no
+/// limit); Err: the address has all its slots, and the connection is to be closed (counted).
+fn ip_slot(
+    per_ip: &Arc<PerIp>,
+    settings: &Listener,
+    peer: SocketAddr,
+    shared: &Shared,
+    name: &Arc<str>,
+) -> Result<Option<PerIpSlot>, ()> {
+    let Some(max) = settings.max_connections_per_ip else {
+        return Ok(None);
+    };
+    match per_ip.acquire(canonical_ip(peer.ip()), max) {
+        Some(slot) => Ok(Some(slot)),
+        None => {
+            shared.metrics.connection_refused(name, "per_ip");
+            tracing::debug!(listener = %name, %peer, max, "connection closed: max_connections_per_ip");
+            Err(())
+        }
     }
 }
 
