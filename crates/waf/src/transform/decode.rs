@@ -1,0 +1,387 @@
+//! The decoding transformations (URL, HTML entities, JavaScript, CSS, C escapes, Base64,
+//! hex, SQL hex), each as ModSecurity's reference manual describes it: invalid encodings are
+//! left as they are, and a `%uHHHH` or `\uHHHH` keeps its low byte (plus 0x20 for the
+//! full-width ASCII range `FF01`–`FF5E`, as ModSecurity does when no unicode map is set).
+
+fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+fn hex2(a: u8, b: u8) -> Option<u8> {
+    Some(hex(a)? << 4 | hex(b)?)
+}
+
+/// The low byte of `\uHHHH` / `%uHHHH` (four hex digits at `d`), full-width ASCII shifted.
+fn unicode_low_byte(d: &[u8]) -> Option<u8> {
+    let high = hex2(d[0], d[1])?;
+    let low = hex2(d[2], d[3])?;
+    if high == 0xFF && low > 0 && low < 0x5F {
+        Some(low + 0x20)
+    } else {
+        Some(low)
+    }
+}
+
+/// `urlDecode` (`uni == false`) and `urlDecodeUni`: `%HH`, `+` as space; with `uni`, `%uHHHH`.
+pub fn url(input: &[u8], uni: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        let c = input[i];
+        if c == b'%' {
+            if uni
+                && matches!(input.get(i + 1), Some(b'u' | b'U'))
+                && let Some(b) = input.get(i + 2..i + 6).and_then(unicode_low_byte)
+            {
+                out.push(b);
+                i += 6;
+                continue;
+            }
+            if let Some(b) = input.get(i + 1..i + 3).and_then(|h| hex2(h[0], h[1])) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if c == b'+' { b' ' } else { c });
+        i += 1;
+    }
+    out
+}
+
+/// `htmlEntityDecode`: `&#DDD;`, `&#xHH;`, `&quot;`, `&nbsp;`, `&lt;`, `&gt;`, `&amp;`,
+/// `&apos;`; the `;` is optional, a numeric entity keeps its low byte.
+pub fn html_entities(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'&'
+            && let Some((byte, len)) = html_entity(&input[i + 1..])
+        {
+            out.push(byte);
+            i += 1 + len;
+            continue;
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    out
+}
+
+/// The entity after `&`: its byte and how many bytes it spans (including a `;`).
+fn html_entity(s: &[u8]) -> Option<(u8, usize)> {
+    let with_semicolon = |len: usize| {
+        if s.get(len) == Some(&b';') {
+            len + 1
+        } else {
+            len
+        }
+    };
+    if s.first() == Some(&b'#') {
+        let (radix, start) = match s.get(1) {
+            Some(b'x' | b'X') => (16, 2),
+            _ => (10, 1),
+        };
+        let digits = s[start..]
+            .iter()
+            .take_while(|c| (**c as char).is_digit(radix))
+            .count();
+        if digits == 0 {
+            return None;
+        }
+        let text = std::str::from_utf8(&s[start..start + digits]).ok()?;
+        let value = u64::from_str_radix(text, radix).unwrap_or(u64::MAX);
+        return Some(((value & 0xFF) as u8, with_semicolon(start + digits)));
+    }
+    const NAMED: [(&[u8], u8); 6] = [
+        (b"quot", b'"'),
+        (b"amp", b'&'),
+        (b"lt", b'<'),
+        (b"gt", b'>'),
+        (b"nbsp", 0xA0),
+        (b"apos", b'\''),
+    ];
+    NAMED.iter().find_map(|(name, byte)| {
+        let head = s.get(..name.len())?;
+        head.eq_ignore_ascii_case(name)
+            .then(|| (*byte, with_semicolon(name.len())))
+    })
+}
+
+/// `jsDecode`: `\uHHHH`, `\xHH`, `\OOO` (octal), `\a \b \f \n \r \t \v`, and `\c` as `c`.
+pub fn js(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] != b'\\' || i + 1 == input.len() {
+            out.push(input[i]);
+            i += 1;
+            continue;
+        }
+        let next = input[i + 1];
+        if next == b'u'
+            && let Some(b) = input.get(i + 2..i + 6).and_then(unicode_low_byte)
+        {
+            out.push(b);
+            i += 6;
+        } else if next == b'x'
+            && let Some(b) = input.get(i + 2..i + 4).and_then(|h| hex2(h[0], h[1]))
+        {
+            out.push(b);
+            i += 4;
+        } else if (b'0'..=b'7').contains(&next) {
+            let (value, len) = octal(&input[i + 1..]);
+            out.push(value);
+            i += 1 + len;
+        } else {
+            out.push(c_escape(next).unwrap_or(next));
+            i += 2;
+        }
+    }
+    out
+}
+
+/// Up to three octal digits (at most `\377`): the byte and how many digits were used.
+fn octal(s: &[u8]) -> (u8, usize) {
+    let mut value = 0u16;
+    let mut len = 0;
+    while len < 3 && s.get(len).is_some_and(|c| (b'0'..=b'7').contains(c)) {
+        let next = value * 8 + u16::from(s[len] - b'0');
+        if next > 0xFF {
+            break;
+        }
+        value = next;
+        len += 1;
+    }
+    (value as u8, len)
+}
+
+fn c_escape(c: u8) -> Option<u8> {
+    Some(match c {
+        b'a' => 0x07,
+        b'b' => 0x08,
+        b'f' => 0x0C,
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b't' => b'\t',
+        b'v' => 0x0B,
+        _ => return None,
+    })
+}
+
+/// `cssDecode` (CSS 2.1 §4.1.3): `\` and 1–6 hex digits is a character (its low byte,
+/// full-width ASCII shifted), one whitespace after it is eaten; `\` and a newline vanish;
+/// `\` and any other character is that character.
+pub fn css(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] != b'\\' {
+            out.push(input[i]);
+            i += 1;
+            continue;
+        }
+        let digits = input[i + 1..]
+            .iter()
+            .take(6)
+            .take_while(|c| c.is_ascii_hexdigit())
+            .count();
+        if digits > 0 {
+            let d = &input[i + 1..i + 1 + digits];
+            let low = if digits == 1 {
+                hex(d[0])
+            } else {
+                hex2(d[digits - 2], d[digits - 1])
+            };
+            let mut byte = low.unwrap_or(0);
+            let full_width = digits >= 4
+                && d[..digits - 4].iter().all(|c| *c == b'0')
+                && d[digits - 4..digits - 2].eq_ignore_ascii_case(b"ff");
+            if full_width && byte > 0 && byte < 0x5F {
+                byte += 0x20;
+            }
+            out.push(byte);
+            i += 1 + digits;
+            if input.get(i).is_some_and(|c| c.is_ascii_whitespace()) {
+                i += 1;
+            }
+        } else {
+            match input.get(i + 1) {
+                Some(b'\n') | None => {}
+                Some(c) => out.push(*c),
+            }
+            i += 2;
+        }
+    }
+    out
+}
+
+/// `escapeSeqDecode`: ANSI C escapes `\a \b \f \n \r \t \v \\ \? \' \" \xHH \OOO`; anything
+/// else after `\` is left as it is.
+pub fn escape_seq(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'\\' && i + 1 < input.len() {
+            let next = input[i + 1];
+            if let Some(b) = c_escape(next) {
+                out.push(b);
+                i += 2;
+                continue;
+            }
+            if matches!(next, b'\\' | b'?' | b'\'' | b'"') {
+                out.push(next);
+                i += 2;
+                continue;
+            }
+            if next == b'x'
+                && let Some(b) = input.get(i + 2..i + 4).and_then(|h| hex2(h[0], h[1]))
+            {
+                out.push(b);
+                i += 4;
+                continue;
+            }
+            if (b'0'..=b'7').contains(&next) {
+                let (value, len) = octal(&input[i + 1..]);
+                out.push(value);
+                i += 1 + len;
+                continue;
+            }
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    out
+}
+
+/// `base64Decode` (`forgiving == false`): decodes up to the first byte that is not Base64,
+/// as `apr_base64_decode` does; `base64DecodeExt` skips such bytes instead.
+pub fn base64(input: &[u8], forgiving: bool) -> Vec<u8> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::with_capacity(input.len() / 4 * 3 + 3);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in input {
+        match value(c) {
+            Some(v) => {
+                acc = (acc << 6) | v;
+                bits += 6;
+                if bits >= 8 {
+                    bits -= 8;
+                    out.push((acc >> bits) as u8);
+                    acc &= (1 << bits) - 1;
+                }
+            }
+            None if forgiving && c != b'=' => {}
+            None => break,
+        }
+    }
+    out
+}
+
+/// `hexDecode`: each pair of hex digits is a byte; an odd last digit is dropped. A pair that
+/// is not hex becomes the byte ModSecurity's `x2c` computes from it.
+pub fn hex_pairs(input: &[u8]) -> Vec<u8> {
+    let x = |c: u8| {
+        if c >= b'A' {
+            (c & 0xDF).wrapping_sub(b'A').wrapping_add(10)
+        } else {
+            c.wrapping_sub(b'0')
+        }
+    };
+    input
+        .chunks_exact(2)
+        .map(|p| x(p[0]).wrapping_mul(16).wrapping_add(x(p[1])))
+        .collect()
+}
+
+/// `sqlHexDecode`: `0x` followed by hex pairs (MySQL's hex literal) becomes those bytes.
+pub fn sql_hex(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        let pairs = if input[i] == b'0' && matches!(input.get(i + 1), Some(b'x' | b'X')) {
+            input[i + 2..]
+                .iter()
+                .take_while(|c| c.is_ascii_hexdigit())
+                .count()
+                / 2
+        } else {
+            0
+        };
+        if pairs == 0 {
+            out.push(input[i]);
+            i += 1;
+            continue;
+        }
+        out.extend(hex_pairs(&input[i + 2..i + 2 + pairs * 2]));
+        i += 2 + pairs * 2;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_decoding() {
+        assert_eq!(url(b"a%20b+c%3d%zz%4", false), b"a b c=%zz%4");
+        assert_eq!(url(b"%u0041%uff1c%u00", false), b"%u0041%uff1c%u00");
+        assert_eq!(url(b"%u0041%uff1c%u00", true), b"A<%u00");
+        assert_eq!(url(b"%uFF0E%uFF0E%u2215", true), b"..\x15");
+    }
+
+    #[test]
+    fn html_entity_decoding() {
+        assert_eq!(
+            html_entities(b"&lt;script&gt;&#x41;&#66&QUOT;&nbsp;&amp&bogus;&#;"),
+            b"<script>AB\"\xA0&&bogus;&#;"
+        );
+        assert_eq!(html_entities(b"&#x141;"), b"A");
+    }
+
+    #[test]
+    fn js_decoding() {
+        assert_eq!(js(br"\x41\u0042\uff0e\101\n\q\"), b"AB.A\nq\\");
+        assert_eq!(js(br"\x4"), b"x4");
+    }
+
+    #[test]
+    fn css_decoding() {
+        assert_eq!(
+            css(br"\61 b\000062\;\
+x\ff0e"),
+            b"abb;x."
+        );
+        assert_eq!(css(br"j\61vascript"), b"javascript");
+        assert_eq!(css(b"a\\"), b"a");
+    }
+
+    #[test]
+    fn escape_sequences() {
+        assert_eq!(escape_seq(br#"\x41\102\n\\\"\q\"#), b"AB\n\\\"\\q\\");
+    }
+
+    #[test]
+    fn base64_variants() {
+        assert_eq!(base64(b"VGVzdENhc2U=", false), b"TestCase");
+        assert_eq!(base64(b"VGVz.dENhc2U=", false), b"Tes");
+        assert_eq!(base64(b"VGVz.dENhc2U=", true), b"TestCase");
+        assert_eq!(base64(b"VGVzdA", false), b"Test");
+    }
+
+    #[test]
+    fn hex_decoding() {
+        assert_eq!(hex_pairs(b"414243a"), b"ABC");
+        assert_eq!(sql_hex(b"SELECT 0x616263, 0x6"), b"SELECT abc, 0x6");
+    }
+}
