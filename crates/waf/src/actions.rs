@@ -59,8 +59,7 @@ pub fn check(specs: &[ActionSpec]) -> Result<Checked, ErrorKind> {
         match name {
             "t" => {
                 let v = needs_value()?;
-                let t = transform::by_name(v)
-                    .map_err(|()| ErrorKind::UnknownTransformation(v.into()))?;
+                let t = transform::by_name(v)?;
                 out.transformations.push(t);
                 continue;
             }

@@ -8,7 +8,9 @@
 //! - `\v` is vertical whitespace `[\n\x0B\f\r\x85]` and `\h` horizontal `[\t \xA0]` (one
 //!   character and an error to `regex`), `\b` in a class is backspace, `\e` is escape,
 //!   `\0nn` is octal;
-//! - `(?#...)` is a comment.
+//! - `(?#...)` is a comment;
+//! - a non-ASCII character is its UTF-8 bytes, each a character of its own (CRS 942420's
+//!   class `[´’‘]` holds the bytes C2 B4 E2 80 99 98; `regex` refuses it without Unicode).
 //!
 //! What has no `regex` equivalent (lookaround, backreferences, atomic groups, possessive
 //! quantifiers, `\G`, `\K`, `\Z`) is reported so the caller uses `fancy-regex` instead.
@@ -59,6 +61,7 @@ pub fn translate(pcre: &str) -> Translated {
                     t.emit(&format!("\\{c}"), 1);
                     changed = true;
                 }
+                _ if !c.is_ascii() => changed |= t.bytes_of(c),
                 _ => t.push_next(),
             }
             continue;
@@ -128,12 +131,17 @@ pub fn translate(pcre: &str) -> Translated {
                 t.push_next();
                 quantifiable = c != '^' && c != '$';
             }
+            _ if !c.is_ascii() => {
+                changed |= t.bytes_of(c);
+                quantifiable = true;
+            }
             _ => {
                 t.push_next();
                 quantifiable = c != '|';
             }
         }
     }
+    backtracking.sort_unstable();
     backtracking.dedup();
     Translated {
         pattern: t.out,
@@ -189,6 +197,17 @@ impl Translator<'_> {
     fn emit(&mut self, text: &str, consumed: usize) {
         self.out.push_str(text);
         self.i += consumed;
+    }
+
+    /// A non-ASCII character: PCRE without UTF reads its UTF-8 bytes one by one (in a class,
+    /// each byte is a member), so it becomes `\xHH` per byte.
+    fn bytes_of(&mut self, c: char) -> bool {
+        let mut buf = [0; 4];
+        for b in c.encode_utf8(&mut buf).bytes() {
+            self.out.push_str(&format!("\\x{b:02X}"));
+        }
+        self.i += 1;
+        true
     }
 
     /// `\x` outside a class. Returns (rewritten, backtracking features).
@@ -382,6 +401,15 @@ mod tests {
         let r = compiled(r"a\hb\vc");
         assert!(r.is_match(b"a\tb\nc") && r.is_match(b"a\xA0b\x0Bc"));
         assert!(!r.is_match(b"a\nb\nc"));
+    }
+
+    #[test]
+    fn non_ascii_characters_are_their_bytes() {
+        // 942420: PCRE without UTF reads `[’]` as the class of bytes E2, 80, 99.
+        let r = compiled("^[’]$");
+        assert!(r.is_match(b"\xE2") && r.is_match(b"\x99") && !r.is_match("’".as_bytes()));
+        let r = compiled("^’+$");
+        assert!(r.is_match(b"\xE2\x80\x99\x99") && !r.is_match(b"\xE2"));
     }
 
     #[test]

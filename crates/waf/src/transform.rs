@@ -7,6 +7,8 @@ mod decode;
 
 use md5::Digest as _;
 
+use crate::error::ErrorKind;
+
 /// One transformation. `t:none` is not one: it empties the list a rule inherits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transformation {
@@ -82,8 +84,8 @@ pub enum Transformation {
     Utf8ToUnicode,
 }
 
-/// What `t:NAME` means: `None` for `t:none`, a transformation, or `Err` for an unknown name.
-pub fn by_name(name: &str) -> Result<Option<Transformation>, ()> {
+/// What `t:NAME` means: `None` for `t:none`, or a transformation; an unknown name is an error.
+pub fn by_name(name: &str) -> Result<Option<Transformation>, ErrorKind> {
     use Transformation as T;
     let t = match name.to_ascii_lowercase().as_str() {
         "none" => return Ok(None),
@@ -122,7 +124,7 @@ pub fn by_name(name: &str) -> Result<Option<Transformation>, ()> {
         "urldecodeuni" => T::UrlDecodeUni,
         "urlencode" => T::UrlEncode,
         "utf8tounicode" => T::Utf8ToUnicode,
-        _ => return Err(()),
+        _ => return Err(ErrorKind::UnknownTransformation(name.to_string())),
     };
     Ok(Some(t))
 }
@@ -403,7 +405,10 @@ mod tests {
         assert_eq!(by_name("base64decode"), Ok(Some(T::Base64Decode)));
         assert_eq!(by_name("normalizePathWin"), Ok(Some(T::NormalisePathWin)));
         assert_eq!(by_name("none"), Ok(None));
-        assert_eq!(by_name("rot13"), Err(()));
+        assert_eq!(
+            by_name("rot13"),
+            Err(ErrorKind::UnknownTransformation("rot13".into()))
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use gatehouse_waf::{Operator, load};
+use gatehouse_waf::{Operator, RegexEngine, Ruleset, load};
 
 const RULES: &str = "/usr/share/modsecurity-crs/rules";
 const SETUP: [&str; 2] = [
@@ -115,9 +115,39 @@ fn crs_334_loads_completely() {
         "each @rbl/@geoLookup rule warned about"
     );
     assert!(set.warnings.iter().all(|w| w.rule_id.is_some()));
+    assert_eq!(
+        ids_by_engine(&set, RegexEngine::Backtracking),
+        [920120, 920600, 942130, 942260, 953120]
+    );
+    assert_eq!(
+        ids_by_engine(&set, RegexEngine::Translated),
+        [
+            921200, 932100, 932105, 932106, 932150, 932170, 932171, 933170, 933180, 934100, 941380,
+            942380, 942420, 942421, 942430, 942431, 942432, 942440
+        ]
+    );
     let limit = if cfg!(debug_assertions) { 3.0 } else { 1.0 };
     assert!(
         elapsed.as_secs_f64() < limit,
         "loaded in {elapsed:?}, limit {limit} s"
     );
+}
+
+/// The ids of the rules (chains included) with an `@rx` run by `engine`, sorted.
+fn ids_by_engine(set: &Ruleset, engine: RegexEngine) -> Vec<u64> {
+    let mut ids: Vec<u64> = set
+        .entries
+        .iter()
+        .filter_map(|e| match e {
+            gatehouse_waf::Entry::Rule(r) => Some(r),
+            gatehouse_waf::Entry::Marker(_) => None,
+        })
+        .filter(|r| {
+            r.links()
+                .any(|l| matches!(l.operator, Operator::Rx(_, e) if e == engine))
+        })
+        .filter_map(|r| r.id)
+        .collect();
+    ids.sort_unstable();
+    ids
 }
