@@ -10,11 +10,13 @@
 //! Nothing unknown is skipped: an unknown directive, variable, operator, transformation,
 //! action or `ctl:` option is an error naming it. `@rbl` and `@geoLookup` load but never
 //! match (a sans-I/O engine has no DNS and no GeoIP database): each rule using them is a
-//! [`Warning`].
+//! [`Warning`], and so is each `@detectSQLi` / `@detectXSS` until libinjection is in.
+//! [`evaluate`] applies an operator to one value; the transaction around it comes later.
 #![deny(missing_docs)]
 
 pub mod actions;
 pub mod error;
+pub mod evaluate;
 pub mod names;
 pub mod operator;
 pub mod parse;
@@ -165,6 +167,10 @@ fn count(set: &mut Ruleset) {
                 Operator::Rbl(_) => {
                     warnings.push(warn("@rbl never matches: no DNS lookups in this engine"))
                 }
+                Operator::DetectSqli | Operator::DetectXss => warnings.push(warn(&format!(
+                    "@{} never matches: libinjection is not in this build yet",
+                    link.operator_name
+                ))),
                 Operator::GeoLookup => warnings.push(warn(
                     "@geoLookup never matches: no GeoIP database in this engine",
                 )),

@@ -28,7 +28,7 @@ pub enum RegexEngine {
 pub enum Pattern {
     /// A linear-time regex, matched on bytes (PCRE without UTF: `.` is any byte).
     Bytes(regex::bytes::Regex),
-    /// A backtracking regex; values that are not UTF-8 are matched lossily.
+    /// A backtracking regex, in ASCII bytes mode (also PCRE without UTF).
     Fancy(Box<fancy_regex::Regex>),
 }
 
@@ -195,6 +195,7 @@ pub fn compile_rx(pcre_text: &str) -> Result<(Pattern, RegexEngine), ErrorKind> 
         }
     }
     let fancy = fancy_regex::RegexBuilder::new(&format!("(?sm){}", translated.pattern))
+        .bytes_mode(fancy_regex::BytesMode::Ascii)
         .backtrack_limit(1_000_000)
         .build();
     match fancy {
