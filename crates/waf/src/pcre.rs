@@ -12,6 +12,11 @@
 //! - a non-ASCII character is its UTF-8 bytes, each a character of its own (CRS 942420's
 //!   class `[´’‘]` holds the bytes C2 B4 E2 80 99 98; `regex` refuses it without Unicode).
 //!
+//! One difference remains, which no `regex` syntax expresses: in MULTILINE mode PCRE's `^`
+//! does not match after a newline that ends the subject, the `regex` crate's does, so `^$`
+//! matches `"x\n"` here and not in ModSecurity (the differential test against `grep -P`
+//! counts these).
+//!
 //! What has no `regex` equivalent (lookaround, backreferences, atomic groups, possessive
 //! quantifiers, `\G`, `\K`, `\Z`) is reported so the caller uses `fancy-regex` instead.
 

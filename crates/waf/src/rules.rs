@@ -49,6 +49,8 @@ pub struct Rule {
     pub negated: bool,
     /// The operator's name as written, without `@`.
     pub operator_name: String,
+    /// The operator's argument as written (the PCRE pattern of an `@rx`), for logs.
+    pub operator_argument: String,
     /// The compiled operator.
     pub operator: Operator,
     /// The transformations to apply, the phase's `SecDefaultAction` ones first unless a
@@ -310,6 +312,7 @@ impl Builder {
             targets,
             negated: spec.negated,
             operator_name: spec.name,
+            operator_argument: spec.argument,
             operator,
             transformations: resolve_transformations(inherited, &checked.transformations),
             chained: None,
