@@ -35,12 +35,16 @@ impl Macros for NoMacros {
 }
 
 impl Pattern {
-    /// Whether the pattern matches somewhere in `value`. The backtracking engine counts
+    /// Whether the pattern matches somewhere in `value`. A value ending in a newline goes to
+    /// the PCRE-exact twin of a pattern with `^`, if it has one. The backtracking engine counts
     /// hitting its backtrack limit as no match, as ModSecurity does when PCRE's match limit
     /// is exceeded.
     pub fn is_match(&self, value: &[u8]) -> bool {
         match self {
-            Pattern::Bytes(re) => re.is_match(value),
+            Pattern::Bytes(_, Some(twin)) if value.ends_with(b"\n") => {
+                twin.is_match(value).unwrap_or(false)
+            }
+            Pattern::Bytes(re, _) => re.is_match(value),
             Pattern::Fancy(re) => re.is_match(value).unwrap_or(false),
         }
     }
@@ -191,6 +195,9 @@ mod tests {
         assert!(m("rx", r"{{.*?}}", b"{{7*7}}"));
         // 953120, backtracking.
         assert!(m("rx", r"<\?(?!xml)", b"<?php") && !m("rx", r"<\?(?!xml)", b"<?xml"));
+        // PCRE's `^` does not match after a final newline.
+        assert!(!m("rx", "^$", b"x\n") && m("rx", "^$", b"\n") && m("rx", "^$", b""));
+        assert!(m("rx", "^a$", b"x\na\n") && !m("rx", "^0?$", b"1\n"));
         // Bytes that are not UTF-8 are bytes to both engines.
         assert!(m("rx", r"^.(?!x)$", b"\xFF") && m("rx", r"^.$", b"\xFF"));
         // 920480's chained rule: a macro, compiled per value.

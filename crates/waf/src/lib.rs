@@ -64,6 +64,9 @@ pub struct Stats {
     pub rx_backtracking: usize,
     /// `@rx` holding a macro, compiled per transaction.
     pub rx_macro: usize,
+    /// `@rx` on `regex` that also have a `fancy-regex` twin for values ending in a newline
+    /// (their `^` must not match after it, as in PCRE).
+    pub rx_caret_twins: usize,
     /// `@pm`, `@pmf` and `@pmFromFile` automata.
     pub pm: usize,
 }
@@ -74,7 +77,7 @@ impl Ruleset {
         self.entries
             .iter()
             .filter_map(|e| match e {
-                Entry::Rule(r) => Some(r),
+                Entry::Rule(r) => Some(&**r),
                 Entry::Marker(_) => None,
             })
             .flat_map(Rule::links)
@@ -83,7 +86,7 @@ impl Ruleset {
     /// The rule with this id.
     pub fn rule(&self, id: u64) -> Option<&Rule> {
         self.entries.iter().find_map(|e| match e {
-            Entry::Rule(r) if r.id == Some(id) => Some(r),
+            Entry::Rule(r) if r.id == Some(id) => Some(&**r),
             _ => None,
         })
     }
@@ -159,9 +162,16 @@ fn count(set: &mut Ruleset) {
                 message: message.into(),
             };
             match &link.operator {
-                Operator::Rx(_, RegexEngine::Regex) => stats.rx_regex += 1,
-                Operator::Rx(_, RegexEngine::Translated) => stats.rx_translated += 1,
-                Operator::Rx(_, RegexEngine::Backtracking) => stats.rx_backtracking += 1,
+                Operator::Rx(pattern, engine) => {
+                    match engine {
+                        RegexEngine::Regex => stats.rx_regex += 1,
+                        RegexEngine::Translated => stats.rx_translated += 1,
+                        RegexEngine::Backtracking => stats.rx_backtracking += 1,
+                    }
+                    if matches!(pattern, operator::Pattern::Bytes(_, Some(_))) {
+                        stats.rx_caret_twins += 1;
+                    }
+                }
                 Operator::RxMacro(_) => stats.rx_macro += 1,
                 Operator::Pm(_) => stats.pm += 1,
                 Operator::Rbl(_) => {

@@ -26,8 +26,9 @@ pub enum RegexEngine {
 /// A compiled `@rx`.
 #[derive(Debug, Clone)]
 pub enum Pattern {
-    /// A linear-time regex, matched on bytes (PCRE without UTF: `.` is any byte).
-    Bytes(regex::bytes::Regex),
+    /// A linear-time regex, matched on bytes (PCRE without UTF: `.` is any byte); with,
+    /// when the pattern has a `^`, its PCRE-exact twin for values ending in a newline.
+    Bytes(regex::bytes::Regex, Option<Box<fancy_regex::Regex>>),
     /// A backtracking regex, in ASCII bytes mode (also PCRE without UTF).
     Fancy(Box<fancy_regex::Regex>),
 }
@@ -189,21 +190,33 @@ pub fn compile_rx(pcre_text: &str) -> Result<(Pattern, RegexEngine), ErrorKind> 
                 } else {
                     RegexEngine::Regex
                 };
-                return Ok((Pattern::Bytes(re), engine));
+                let twin = match translated.carets.is_empty() {
+                    true => None,
+                    false => Some(Box::new(fancy(&translated.with_exact_caret())?)),
+                };
+                return Ok((Pattern::Bytes(re, twin), engine));
             }
             Err(e) => regex_error = format!("regex: {e}; "),
         }
     }
-    let fancy = fancy_regex::RegexBuilder::new(&format!("(?sm){}", translated.pattern))
+    match fancy(&translated.with_exact_caret()) {
+        Ok(re) => Ok((Pattern::Fancy(Box::new(re)), RegexEngine::Backtracking)),
+        Err(ErrorKind::Regex { message }) => Err(ErrorKind::Regex {
+            message: format!("{regex_error}{message}"),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// `fancy-regex` with ModSecurity's flags, on bytes (ASCII mode: PCRE without UTF).
+fn fancy(pattern: &str) -> Result<fancy_regex::Regex, ErrorKind> {
+    fancy_regex::RegexBuilder::new(&format!("(?sm){pattern}"))
         .bytes_mode(fancy_regex::BytesMode::Ascii)
         .backtrack_limit(1_000_000)
-        .build();
-    match fancy {
-        Ok(re) => Ok((Pattern::Fancy(Box::new(re)), RegexEngine::Backtracking)),
-        Err(e) => Err(ErrorKind::Regex {
-            message: format!("{regex_error}fancy-regex: {e}"),
-        }),
-    }
+        .build()
+        .map_err(|e| ErrorKind::Regex {
+            message: format!("fancy-regex: {e}"),
+        })
 }
 
 fn pm<'a>(phrases: impl Iterator<Item = &'a str>) -> Result<Operator, String> {

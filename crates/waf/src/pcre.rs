@@ -12,10 +12,10 @@
 //! - a non-ASCII character is its UTF-8 bytes, each a character of its own (CRS 942420's
 //!   class `[´’‘]` holds the bytes C2 B4 E2 80 99 98; `regex` refuses it without Unicode).
 //!
-//! One difference remains, which no `regex` syntax expresses: in MULTILINE mode PCRE's `^`
-//! does not match after a newline that ends the subject, the `regex` crate's does, so `^$`
-//! matches `"x\n"` here and not in ModSecurity (the differential test against `grep -P`
-//! counts these).
+//! One difference no `regex` syntax expresses: in MULTILINE mode PCRE's `^` does not match
+//! after a newline that ends the subject, the `regex` crate's does (`^$` matches `"x\n"`).
+//! [`Translated::carets`] finds each `^` so that [`crate::operator`] can also compile the
+//! pattern with [`EXACT_CARET`] for `fancy-regex`, used only on values ending in `\n`.
 //!
 //! What has no `regex` equivalent (lookaround, backreferences, atomic groups, possessive
 //! quantifiers, `\G`, `\K`, `\Z`) is reported so the caller uses `fancy-regex` instead.
@@ -29,6 +29,9 @@ pub struct Translated {
     pub changed: bool,
     /// The PCRE features that only a backtracking engine has, if any (`"lookaround"`).
     pub backtracking: Vec<&'static str>,
+    /// Byte offsets in `pattern` of each `^` outside a class: MULTILINE `^` differs between
+    /// PCRE and `regex` after a final newline (see the module header).
+    pub carets: Vec<usize>,
 }
 
 /// Rewrites PCRE pattern text; see the module header for what changes.
@@ -46,6 +49,7 @@ pub fn translate(pcre: &str) -> Translated {
     // Whether the previous token was a quantifier (so that a `+` after it is possessive).
     let mut after_quantifier = false;
     let mut changed = false;
+    let mut carets = Vec::new();
     while let Some(c) = t.peek(0) {
         if in_class {
             match c {
@@ -132,9 +136,14 @@ pub fn translate(pcre: &str) -> Translated {
                 changed = true;
                 quantifiable = true;
             }
-            ')' | '.' | '^' | '$' => {
+            '^' => {
+                carets.push(t.out.len());
                 t.push_next();
-                quantifiable = c != '^' && c != '$';
+                quantifiable = false;
+            }
+            ')' | '.' | '$' => {
+                t.push_next();
+                quantifiable = c != '$';
             }
             _ if !c.is_ascii() => {
                 changed |= t.bytes_of(c);
@@ -152,6 +161,25 @@ pub fn translate(pcre: &str) -> Translated {
         pattern: t.out,
         changed,
         backtracking,
+        carets,
+    }
+}
+
+/// PCRE's MULTILINE `^`: the start of the subject, or after a newline that does not end it.
+pub const EXACT_CARET: &str = r"(?:\A|(?<=\n)(?!\z))";
+
+impl Translated {
+    /// The pattern with each `^` spelled as [`EXACT_CARET`] (lookaround: for `fancy-regex`).
+    pub fn with_exact_caret(&self) -> String {
+        let mut out = String::with_capacity(self.pattern.len() + self.carets.len() * 20);
+        let mut last = 0;
+        for &at in &self.carets {
+            out.push_str(&self.pattern[last..at]);
+            out.push_str(EXACT_CARET);
+            last = at + 1;
+        }
+        out.push_str(&self.pattern[last..]);
+        out
     }
 }
 
@@ -423,6 +451,30 @@ mod tests {
         assert!(r.is_match(b"a\nb\x08\x1B"));
         let r = compiled(r"\Qa.b\E+");
         assert!(r.is_match(b"a.bb") && !r.is_match(b"axb"));
+    }
+
+    #[test]
+    fn exact_caret_spelling() {
+        let t = translate(r"(?:^|=)[^a]^x\^");
+        assert_eq!(t.carets.len(), 2);
+        assert_eq!(
+            t.with_exact_caret(),
+            format!(r"(?:{EXACT_CARET}|=)[^a]{EXACT_CARET}x\^")
+        );
+        let caret = |text: &str| {
+            fancy_regex::RegexBuilder::new(&format!("(?sm){}", translate(text).with_exact_caret()))
+                .bytes_mode(fancy_regex::BytesMode::Ascii)
+                .build()
+                .expect("compiles")
+        };
+        // PCRE: `^$` does not match "x\n" (no `^` after the final newline), matches "\n".
+        assert!(!caret("^$").is_match(b"x\n".as_slice()).expect("runs"));
+        assert!(caret("^$").is_match(b"\n".as_slice()).expect("runs"));
+        assert!(caret("^b").is_match(b"a\nb".as_slice()).expect("runs"));
+        assert!(
+            compiled("^$").is_match(b"x\n"),
+            "the `regex` crate differs here"
+        );
     }
 
     #[test]

@@ -88,7 +88,7 @@ impl Rule {
 #[derive(Debug, Clone)]
 pub enum Entry {
     /// A rule (with its chain).
-    Rule(Rule),
+    Rule(Box<Rule>),
     /// `SecMarker NAME`, where `skipAfter:NAME` resumes.
     Marker(String),
 }
@@ -329,7 +329,7 @@ impl Builder {
         if continues {
             self.open_chain = Some(head);
         } else {
-            self.entries.push(Entry::Rule(head));
+            self.entries.push(Entry::Rule(Box::new(head)));
         }
         Ok(())
     }

@@ -94,8 +94,9 @@ fn crs_334_loads_completely() {
         s.markers
     );
     println!(
-        "@rx: {} regex as written, {} regex after translation, {} fancy-regex, {} with a macro; {} @pm automata",
-        s.rx_regex, s.rx_translated, s.rx_backtracking, s.rx_macro, s.pm
+        "@rx: {} regex as written, {} regex after translation, {} fancy-regex, {} with a macro \
+         ({} with a fancy-regex twin for `^` after a final newline); {} @pm automata",
+        s.rx_regex, s.rx_translated, s.rx_backtracking, s.rx_macro, s.rx_caret_twins, s.pm
     );
     for w in &set.warnings {
         println!("warning: {w}");
@@ -149,7 +150,7 @@ fn ids_by_engine(set: &Ruleset, engine: RegexEngine) -> Vec<u64> {
         .entries
         .iter()
         .filter_map(|e| match e {
-            gatehouse_waf::Entry::Rule(r) => Some(r),
+            gatehouse_waf::Entry::Rule(r) => Some(&**r),
             gatehouse_waf::Entry::Marker(_) => None,
         })
         .filter(|r| {
