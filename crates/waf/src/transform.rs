@@ -50,7 +50,8 @@ pub enum Transformation {
     ParityOdd7bit,
     /// `parityZero7bit`.
     ParityZero7bit,
-    /// `removeComments`: `/* */` and `<!-- -->` removed; `--` or `#` ends the value.
+    /// `removeComments`: `/* */` and `<!-- -->` removed; `--` or `#` ends the value (see
+    /// [`remove_comments`] for ModSecurity's quirks, kept).
     RemoveComments,
     /// `removeCommentsChar`: the comment markers `/*`, `*/`, `<!--`, `-->`, `--`, `#` removed.
     RemoveCommentsChar,
@@ -174,11 +175,11 @@ impl Transformation {
                 if c.count_ones() % 2 == 0 { c | 0x80 } else { c }
             }),
             T::ParityZero7bit => parity(|c| c & 0x7F),
-            T::RemoveComments => comments(input, Comments::Remove),
+            T::RemoveComments => remove_comments(input),
             T::RemoveCommentsChar => remove_comment_chars(input),
             T::RemoveNulls => input.iter().copied().filter(|&c| c != 0).collect(),
             T::RemoveWhitespace => input.iter().copied().filter(|&c| !is_space(c)).collect(),
-            T::ReplaceComments => comments(input, Comments::Replace),
+            T::ReplaceComments => replace_comments(input),
             T::ReplaceNulls => input
                 .iter()
                 .map(|&c| if c == 0 { b' ' } else { c })
@@ -280,38 +281,52 @@ fn compress_whitespace(input: &[u8]) -> Vec<u8> {
     out
 }
 
-#[derive(PartialEq)]
-enum Comments {
-    Remove,
-    Replace,
-}
-
-/// `replaceComments` (each C comment, terminated or not, becomes one space; a lone `*/` stays)
-/// and `removeComments` (C and HTML comments removed; `--` or `#` starts a comment to the end).
-fn comments(input: &[u8], mode: Comments) -> Vec<u8> {
+/// `replaceComments`: each C comment, terminated or not, becomes one space; a lone `*/` stays.
+fn replace_comments(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
-        let rest = &input[i..];
-        let (open, close): (&[u8], &[u8]) = if rest.starts_with(b"/*") {
-            (b"/*", b"*/")
-        } else if mode == Comments::Remove && rest.starts_with(b"<!--") {
-            (b"<!--", b"-->")
-        } else if mode == Comments::Remove && (rest.starts_with(b"--") || rest[0] == b'#') {
-            break;
-        } else {
+        if !input[i..].starts_with(b"/*") {
             out.push(input[i]);
             i += 1;
             continue;
-        };
-        let end = rest[open.len()..]
-            .windows(close.len())
-            .position(|w| w == close)
-            .map_or(input.len(), |p| i + open.len() + p + close.len());
-        if mode == Comments::Replace {
-            out.push(b' ');
         }
-        i = end;
+        out.push(b' ');
+        i = memchr::memmem::find(&input[i + 2..], b"*/").map_or(input.len(), |p| i + 2 + p + 2);
+    }
+    out
+}
+
+/// `removeComments`, as ModSecurity v3 does it: `/*` and `<!--` open a comment that either
+/// `*/` or `-->` closes (and the byte right after the closer is kept whatever it is, a NUL
+/// when the value ends there); `--` or `#` outside a comment ends the value; a comment still
+/// open at the end leaves one space.
+fn remove_comments(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let (mut i, mut in_comment) = (0, false);
+    while i < input.len() {
+        let rest = &input[i..];
+        if !in_comment {
+            if rest.starts_with(b"/*") || rest.starts_with(b"<!--") {
+                in_comment = true;
+                i += if rest[0] == b'/' { 2 } else { 4 };
+            } else if rest.starts_with(b"--") || rest[0] == b'#' {
+                break;
+            } else {
+                out.push(rest[0]);
+                i += 1;
+            }
+        } else if rest.starts_with(b"*/") || rest.starts_with(b"-->") {
+            in_comment = false;
+            i += if rest[0] == b'*' { 2 } else { 3 };
+            out.push(input.get(i).copied().unwrap_or(0));
+            i += 1;
+        } else {
+            i += 1;
+        }
+    }
+    if in_comment {
+        out.push(b' ');
     }
     out
 }
@@ -371,19 +386,55 @@ fn normalise_path(input: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `utf8toUnicode`: each valid multi-byte UTF-8 sequence becomes `%uhhhh` (its code point);
-/// ASCII and invalid bytes stay as they are.
+/// `utf8toUnicode`, as ModSecurity v3 does it: a lead byte with its continuation bytes
+/// becomes `%u` and the code point in lowercase hex (at least four digits), followed by the
+/// lead byte again when the sequence is overlong or a surrogate (so `C0 AF` is `%u002f\xC0`);
+/// a lead byte whose continuation bytes are missing is dropped; other bytes above 0x7F are
+/// kept; NUL bytes are dropped.
 fn utf8_to_unicode(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
-    for chunk in input.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if c.is_ascii() {
-                out.push(c as u8);
-            } else {
-                out.extend(format!("%u{:04x}", c as u32).into_bytes());
+    let mut out = Vec::with_capacity(input.len() * 2);
+    let mut i = 0;
+    while i < input.len() {
+        let c = input[i];
+        let (len, min) = match c {
+            0 => {
+                i += 1;
+                continue;
             }
+            0x01..=0x7F => {
+                out.push(c);
+                i += 1;
+                continue;
+            }
+            0xC0..=0xDF => (2, 0x80),
+            0xE0..=0xEF => (3, 0x800),
+            0xF0..=0xF7 => (4, 0x10000),
+            _ => {
+                out.push(c);
+                i += 1;
+                continue;
+            }
+        };
+        if c >= 0xF5 {
+            out.push(c);
         }
-        out.extend_from_slice(chunk.invalid());
+        let tail = input.get(i + 1..i + len);
+        if !tail.is_some_and(|t| t.iter().all(|b| b & 0xC0 == 0x80)) {
+            i += 1;
+            continue;
+        }
+        let lead = u32::from(c) & (0x7F >> len);
+        let d = input[i + 1..i + len]
+            .iter()
+            .fold(lead, |d, b| (d << 6) | u32::from(b & 0x3F));
+        out.extend(format!("%u{d:04x}").into_bytes());
+        if (0xD800..=0xDFFF).contains(&d) {
+            out.push(c);
+        }
+        if d < min {
+            out.push(c);
+        }
+        i += len;
     }
     out
 }
@@ -460,6 +511,8 @@ mod tests {
             b"select 1 "
         );
         assert_eq!(t("removeComments", b"a#b"), b"a");
+        assert_eq!(t("removeComments", b"a/*x-->b<!--y*/c/*open"), b"abc ");
+        assert_eq!(t("removeComments", b"a/*x*/"), b"a\0");
         assert_eq!(t("removeCommentsChar", b"a/*b*/c--d#e<!--f-->"), b"abcdef");
     }
 
@@ -478,6 +531,12 @@ mod tests {
             b"a%u00e9%u20ac"
         );
         assert_eq!(t("utf8toUnicode", b"a\xFFb"), b"a\xFFb");
+        // Overlong `/` (an old IIS bypass): decoded, and flagged by the lead byte.
+        assert_eq!(t("utf8toUnicode", b"\xC0\xAF"), b"%u002f\xC0");
+        // A lead byte without its continuation bytes is dropped (a stray continuation byte
+        // is kept); NULs are dropped.
+        assert_eq!(t("utf8toUnicode", b"a\xE2\x82b\0"), b"a\x82b");
+        assert_eq!(t("utf8toUnicode", "\u{1F600}".as_bytes()), b"%u1f600");
         assert_eq!(t("parityZero7bit", b"\xC1"), b"A");
         assert_eq!(t("parityEven7bit", b"AC"), b"A\xC3");
         assert_eq!(t("parityOdd7bit", b"AC"), b"\xC1C");

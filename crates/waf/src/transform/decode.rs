@@ -49,8 +49,8 @@ pub fn url(input: &[u8], uni: bool) -> Vec<u8> {
     out
 }
 
-/// `htmlEntityDecode`: `&#DDD;`, `&#xHH;`, `&quot;`, `&nbsp;`, `&lt;`, `&gt;`, `&amp;`,
-/// `&apos;`; the `;` is optional, a numeric entity keeps its low byte.
+/// `htmlEntityDecode`: `&#DDD;`, `&#xHH;`, `&quot;`, `&nbsp;`, `&lt;`, `&gt;`, `&amp;` (no
+/// other names, not even `&apos;`); the `;` is optional, a numeric entity keeps its low byte.
 pub fn html_entities(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
@@ -90,22 +90,22 @@ fn html_entity(s: &[u8]) -> Option<(u8, usize)> {
             return None;
         }
         let text = std::str::from_utf8(&s[start..start + digits]).ok()?;
-        let value = u64::from_str_radix(text, radix).unwrap_or(u64::MAX);
+        // C's strtol saturates at LONG_MAX; ModSecurity keeps the low byte.
+        let value = i64::from_str_radix(text, radix).unwrap_or(i64::MAX);
         return Some(((value & 0xFF) as u8, with_semicolon(start + digits)));
     }
-    const NAMED: [(&[u8], u8); 6] = [
-        (b"quot", b'"'),
-        (b"amp", b'&'),
-        (b"lt", b'<'),
-        (b"gt", b'>'),
-        (b"nbsp", 0xA0),
-        (b"apos", b'\''),
-    ];
-    NAMED.iter().find_map(|(name, byte)| {
-        let head = s.get(..name.len())?;
-        head.eq_ignore_ascii_case(name)
-            .then(|| (*byte, with_semicolon(name.len())))
-    })
+    // The whole alphanumeric run is the name: `&ltx;` is not `<x;`.
+    let len = s.iter().take_while(|c| c.is_ascii_alphanumeric()).count();
+    let name = s[..len].to_ascii_lowercase();
+    let byte = match name.as_slice() {
+        b"quot" => b'"',
+        b"amp" => b'&',
+        b"lt" => b'<',
+        b"gt" => b'>',
+        b"nbsp" => 0xA0,
+        _ => return None,
+    };
+    Some((byte, with_semicolon(len)))
 }
 
 /// `jsDecode`: `\uHHHH`, `\xHH`, `\OOO` (octal), `\a \b \f \n \r \t \v`, and `\c` as `c`.
@@ -345,6 +345,10 @@ mod tests {
         assert_eq!(
             html_entities(b"&lt;script&gt;&#x41;&#66&QUOT;&nbsp;&amp&bogus;&#;"),
             b"<script>AB\"\xA0&&bogus;&#;"
+        );
+        assert_eq!(
+            html_entities(b"&apos;&ltx;&#99999999999999999999;"),
+            b"&apos;&ltx;\xFF"
         );
         assert_eq!(html_entities(b"&#x141;"), b"A");
     }
