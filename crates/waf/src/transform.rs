@@ -20,7 +20,7 @@ pub enum Transformation {
     Base64Encode,
     /// `cmdLine`: the Windows/Unix command-line normalisation (see [`cmd_line`]).
     CmdLine,
-    /// `compressWhitespace`: each run of whitespace becomes one space.
+    /// `compressWhitespace`: each run of whitespace (C's `isspace`) becomes one space.
     CompressWhitespace,
     /// `cssDecode`: CSS 2.1 escapes.
     CssDecode,
@@ -130,9 +130,15 @@ pub fn by_name(name: &str) -> Result<Option<Transformation>, ErrorKind> {
     Ok(Some(t))
 }
 
-/// C's `isspace` plus the non-breaking space ModSecurity adds for the whitespace transformations.
+/// C's `isspace` in the C locale.
+pub(crate) fn is_c_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r')
+}
+
+/// `isspace` plus the non-breaking space, which `removeWhitespace` also removes (but
+/// `compressWhitespace` keeps, in ModSecurity v3).
 fn is_space(c: u8) -> bool {
-    matches!(c, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | 0xA0)
+    is_c_space(c) || c == 0xA0
 }
 
 impl Transformation {
@@ -268,7 +274,7 @@ fn compress_whitespace(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut in_space = false;
     for &c in input {
-        if is_space(c) {
+        if is_c_space(c) {
             if !in_space {
                 out.push(b' ');
             }
@@ -353,14 +359,15 @@ fn remove_comment_chars(input: &[u8]) -> Vec<u8> {
 
 /// `normalisePath`: repeated slashes collapsed, `.` segments removed, `..` removes the segment
 /// before it (and is dropped at the root of an absolute path, kept at the start of a relative
-/// one); a trailing slash is kept.
+/// one); a trailing slash is kept only where the input ends with one. Segment by segment:
+/// ModSecurity's byte-level version may differ on relative paths climbing above their start.
 fn normalise_path(input: &[u8]) -> Vec<u8> {
     if input.is_empty() {
         return Vec::new();
     }
     let absolute = input[0] == b'/';
-    let trailing = input.len() > 1
-        && (input.ends_with(b"/") || input.ends_with(b"/.") || input.ends_with(b"/.."));
+    // As in ModSecurity, only a path that ends with `/` keeps a trailing slash.
+    let trailing = input.len() > 1 && input.ends_with(b"/");
     let mut parts: Vec<&[u8]> = Vec::new();
     for segment in input.split(|&c| c == b'/') {
         match segment {
@@ -491,7 +498,7 @@ mod tests {
 
     #[test]
     fn whitespace_nulls_and_trim() {
-        assert_eq!(t("compressWhitespace", b"a \t\r\n b\xA0\xA0c"), b"a b c");
+        assert_eq!(t("compressWhitespace", b"a \t\r\n\x0B b\xA0c"), b"a b\xA0c");
         assert_eq!(t("removeWhitespace", b" a b\tc\xA0"), b"abc");
         assert_eq!(t("removeNulls", b"a\0b\0"), b"ab");
         assert_eq!(t("replaceNulls", b"a\0b"), b"a b");
@@ -520,7 +527,8 @@ mod tests {
     fn paths() {
         assert_eq!(t("normalisePath", b"/a//b/./c/../d/"), b"/a/b/d/");
         assert_eq!(t("normalisePath", b"/../../etc/passwd"), b"/etc/passwd");
-        assert_eq!(t("normalisePath", b"../x/./y/.."), b"../x/");
+        assert_eq!(t("normalisePath", b"../x/./y/.."), b"../x");
+        assert_eq!(t("normalisePath", b"/a/b/.."), b"/a");
         assert_eq!(t("normalisePathWin", br"C:\a\..\b\\c"), b"C:/b/c");
     }
 

@@ -202,7 +202,7 @@ pub fn css(input: &[u8]) -> Vec<u8> {
             }
             out.push(byte);
             i += 1 + digits;
-            if input.get(i).is_some_and(|c| c.is_ascii_whitespace()) {
+            if input.get(i).is_some_and(|c| super::is_c_space(*c)) {
                 i += 1;
             }
         } else {
