@@ -97,21 +97,21 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || memchr::memmem::find(haystack, needle).is_some()
 }
 
-/// `@containsWord`: the argument with a non-word byte (not alphanumeric, not `_`) or the
-/// value's edge on each side.
+/// `@containsWord`: the argument with a byte that is not an ASCII letter (digits and `_`
+/// are boundaries to ModSecurity v3) or the value's edge on each side.
 fn contains_word(value: &[u8], word: &[u8]) -> bool {
     if word.is_empty() {
         return true;
     }
-    let boundary = |i: Option<&u8>| i.is_none_or(|c| !(c.is_ascii_alphanumeric() || *c == b'_'));
+    let boundary = |i: Option<&u8>| i.is_none_or(|c| !c.is_ascii_alphabetic());
     memchr::memmem::find_iter(value, word).any(|at| {
         let before = at.checked_sub(1).and_then(|i| value.get(i));
         boundary(before) && boundary(value.get(at + word.len()))
     })
 }
 
-/// A value read as a number the way C's `atoi` reads it (ModSecurity's numeric operators):
-/// leading whitespace, an optional sign, digits; anything else is 0.
+/// A value read as a number the way `std::stoi` reads it (ModSecurity's numeric operators):
+/// leading whitespace, an optional sign, digits; no digits or a value outside `int` is 0.
 fn number(value: &[u8]) -> i64 {
     let text = String::from_utf8_lossy(value);
     let text = text.trim_start();
@@ -124,7 +124,12 @@ fn number(value: &[u8]) -> i64 {
         .bytes()
         .position(|c| !c.is_ascii_digit())
         .unwrap_or(digits.len());
-    sign * digits[..end].parse::<i64>().unwrap_or(0)
+    let value = digits[..end].parse::<i64>().map_or(0, |v| sign * v);
+    if i64::from(i32::MIN) <= value && value <= i64::from(i32::MAX) {
+        value
+    } else {
+        0
+    }
 }
 
 /// Every `%` followed by two hex digits.
@@ -224,6 +229,7 @@ mod tests {
         assert!(m("eq", "0", b"") && m("eq", "0", b"abc") && m("eq", "12", b" 12px"));
         assert!(m("ge", "%{tx.paranoia_level}", b"2") && !m("gt", "%{tx.paranoia_level}", b"2"));
         assert!(m("lt", "2", b"-5") && m("le", "2", b"2"));
+        assert!(m("eq", "0", b"99999999999") && m("eq", "-2147483648", b"-2147483648"));
     }
 
     #[test]
