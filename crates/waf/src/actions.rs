@@ -78,19 +78,29 @@ pub fn check(specs: &[ActionSpec]) -> Result<Checked, ErrorKind> {
                     .parse::<u32>()
                     .map_err(|_| bad("not a number"))?;
             }
-            "setvar" => setvar(needs_value()?).map_err(|m| bad(&m))?,
+            "setvar" => {
+                let v = needs_value()?;
+                setvar(v).map_err(|m| bad(&m))?;
+                macros(v)?;
+            }
             "ctl" => {
                 let v = needs_value()?;
-                let (option, _) = v
+                let (option, setting) = v
                     .split_once('=')
                     .ok_or_else(|| bad("`option=value` expected"))?;
-                if names::find(names::CTL_OPTIONS, option.trim()).is_none() {
-                    return Err(ErrorKind::UnknownAction(format!("ctl:{}", option.trim())));
+                let option = names::find(names::CTL_OPTIONS, option.trim())
+                    .ok_or_else(|| ErrorKind::UnknownAction(format!("ctl:{}", option.trim())))?;
+                // `ruleRemoveTargetById=942100;ARGS:password`: the target must be a variable.
+                if option.starts_with("ruleRemoveTarget") {
+                    let (_, target) = setting
+                        .split_once(';')
+                        .ok_or_else(|| bad("`rule;TARGET` expected"))?;
+                    known_variables(target)?;
                 }
             }
             "msg" | "logdata" | "tag" | "ver" | "rev" | "maturity" | "accuracy" | "skipAfter"
             | "initcol" | "expirevar" | "redirect" | "setenv" | "xmlns" => {
-                needs_value()?;
+                macros(needs_value()?)?;
             }
             _ => {}
         }
@@ -100,6 +110,28 @@ pub fn check(specs: &[ActionSpec]) -> Result<Checked, ErrorKind> {
         });
     }
     Ok(out)
+}
+
+/// Every variable a `%{collection.key}` macro in `text` names must be known.
+pub fn macros(text: &str) -> Result<(), ErrorKind> {
+    for (start, _) in text.match_indices("%{") {
+        let inner = &text[start + 2..];
+        let end = inner.find(['.', '}']).unwrap_or(inner.len());
+        let name = inner[..end].to_ascii_uppercase();
+        if names::find(names::VARIABLES, &name).is_none() {
+            return Err(ErrorKind::UnknownVariable(name));
+        }
+    }
+    Ok(())
+}
+
+fn known_variables(text: &str) -> Result<(), ErrorKind> {
+    for v in crate::parse::parse_variables(text).map_err(ErrorKind::Syntax)? {
+        if names::find(names::VARIABLES, &v.name).is_none() {
+            return Err(ErrorKind::UnknownVariable(v.name));
+        }
+    }
+    Ok(())
 }
 
 /// `id:920160`.
@@ -215,5 +247,14 @@ mod tests {
             Err(ErrorKind::BadValue { .. })
         ));
         assert!(checked("setvar:!tx.flag,setvar:ip.x=-1,PASS,NoLog").is_ok());
+        assert_eq!(
+            checked("ctl:ruleRemoveTargetById=942100;ARGZ:x"),
+            Err(ErrorKind::UnknownVariable("ARGZ".into()))
+        );
+        assert_eq!(
+            checked("msg:'%{MATCHED_VAR} %{tx.x} %{foo.bar}'"),
+            Err(ErrorKind::UnknownVariable("FOO".into()))
+        );
+        assert!(checked("logdata:'%{MATCHED_VAR_NAME}: %{request_headers.host}'").is_ok());
     }
 }

@@ -111,6 +111,7 @@ pub enum Operator {
 /// Compiles `@name argument`. `dir` is the rule file's directory, where `@pmFromFile` and
 /// `@ipMatchFromFile` look for their data files.
 pub fn compile(name: &str, argument: &str, dir: &Path) -> Result<Operator, ErrorKind> {
+    crate::actions::macros(argument)?;
     let bad = |message: String| ErrorKind::BadValue {
         name: format!("@{name}"),
         message,
