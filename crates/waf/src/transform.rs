@@ -12,7 +12,7 @@ use crate::error::ErrorKind;
 /// One transformation. `t:none` is not one: it empties the list a rule inherits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transformation {
-    /// `base64Decode`: Base64 up to the first byte that is not Base64.
+    /// `base64Decode`: strict Base64 (anything else gives an empty value).
     Base64Decode,
     /// `base64DecodeExt`: Base64, skipping bytes that are not Base64.
     Base64DecodeExt,
@@ -147,8 +147,8 @@ impl Transformation {
         use Transformation as T;
         let parity = |f: fn(u8) -> u8| input.iter().map(|&c| f(c)).collect();
         match self {
-            T::Base64Decode => decode::base64(input, false),
-            T::Base64DecodeExt => decode::base64(input, true),
+            T::Base64Decode => decode::base64_strict(input),
+            T::Base64DecodeExt => decode::base64_forgiving(input),
             T::Base64Encode => base64_encode(input),
             T::CmdLine => cmd_line(input),
             T::CompressWhitespace => compress_whitespace(input),

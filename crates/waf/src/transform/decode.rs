@@ -254,35 +254,93 @@ pub fn escape_seq(input: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `base64Decode` (`forgiving == false`): decodes up to the first byte that is not Base64,
-/// as `apr_base64_decode` does; `base64DecodeExt` skips such bytes instead.
-pub fn base64(input: &[u8], forgiving: bool) -> Vec<u8> {
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        } as u32)
+fn base64_value(c: u8) -> Option<u32> {
+    let v = match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => return None,
     };
-    let mut out = Vec::with_capacity(input.len() / 4 * 3 + 3);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &c in input {
-        match value(c) {
-            Some(v) => {
-                acc = (acc << 6) | v;
-                bits += 6;
-                if bits >= 8 {
-                    bits -= 8;
-                    out.push((acc >> bits) as u8);
-                    acc &= (1 << bits) - 1;
-                }
-            }
-            None if forgiving && c != b'=' => {}
-            None => break,
+    Some(u32::from(v))
+}
+
+/// `base64Decode`, as ModSecurity v3 does it (mbedTLS's strict decoder): the value up to a
+/// NUL must be Base64 (spaces only before a line end, `\n` and `\r\n` skipped, at most two
+/// `=` and nothing after them) or the result is empty; a last group of fewer than four
+/// characters is dropped.
+pub fn base64_strict(input: &[u8]) -> Vec<u8> {
+    let input = &input[..memchr::memchr(0, input).unwrap_or(input.len())];
+    let mut pads = 0;
+    let mut i = 0;
+    while i < input.len() {
+        let spaces = input[i..].iter().take_while(|&&c| c == b' ').count();
+        i += spaces;
+        if i == input.len() {
+            break;
         }
+        let line_end = input[i] == b'\n' || input[i..].starts_with(b"\r\n");
+        if !line_end {
+            let c = input[i];
+            let valid = spaces == 0
+                && if c == b'=' {
+                    pads += 1;
+                    pads <= 2
+                } else {
+                    base64_value(c).is_some() && pads == 0
+                };
+            if !valid {
+                return Vec::new();
+            }
+        }
+        i += 1;
+    }
+    let mut out = Vec::with_capacity(input.len() / 4 * 3);
+    let (mut acc, mut n, mut wanted) = (0u32, 0, 3);
+    for &c in input.iter().filter(|c| !matches!(c, b'\r' | b'\n' | b' ')) {
+        if c == b'=' {
+            wanted -= 1;
+        }
+        acc = (acc << 6) | base64_value(c).unwrap_or(0);
+        n += 1;
+        if n == 4 {
+            let bytes = acc.to_be_bytes();
+            out.extend_from_slice(&bytes[1..1 + wanted]);
+            (acc, n) = (0, 0);
+        }
+    }
+    out
+}
+
+/// `base64DecodeExt`, as ModSecurity v3 does it: bytes that are not Base64 are skipped,
+/// `=` too, except that a `=` after the first character of a group (and not followed by
+/// another `=`) empties the result.
+pub fn base64_forgiving(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len() / 4 * 3 + 3);
+    let (mut acc, mut bits, mut count) = (0u32, 0u32, 0usize);
+    let mut last_was_pad = false;
+    for (k, &c) in input.iter().enumerate() {
+        if c == b'=' {
+            if input.get(k + 1) != Some(&b'=') && count % 4 == 1 {
+                return Vec::new();
+            }
+            last_was_pad = true;
+            continue;
+        }
+        last_was_pad = false;
+        let Some(v) = base64_value(c) else { continue };
+        acc = (acc << 6) | v;
+        bits += 6;
+        count += 1;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    if last_was_pad && count % 4 == 1 {
+        return Vec::new();
     }
     out
 }
@@ -377,10 +435,18 @@ x\ff0e"),
 
     #[test]
     fn base64_variants() {
-        assert_eq!(base64(b"VGVzdENhc2U=", false), b"TestCase");
-        assert_eq!(base64(b"VGVz.dENhc2U=", false), b"Tes");
-        assert_eq!(base64(b"VGVz.dENhc2U=", true), b"TestCase");
-        assert_eq!(base64(b"VGVzdA", false), b"Test");
+        assert_eq!(base64_strict(b"VGVzdENhc2U="), b"TestCase");
+        assert_eq!(base64_strict(b"VGVzdA=="), b"Test");
+        // Strict: one bad byte, a space inside a line or data after `=` empties the result.
+        assert!(base64_strict(b"VGVz.dENhc2U=").is_empty());
+        assert!(base64_strict(b"VGVz dA==").is_empty());
+        assert!(base64_strict(b"VG=Vz").is_empty());
+        // Line ends and trailing spaces are fine; an unfinished last group is dropped.
+        assert_eq!(base64_strict(b"VGVz\r\ndA==  "), b"Test");
+        assert_eq!(base64_strict(b"VGVzdA"), b"Tes");
+        assert_eq!(base64_forgiving(b"VGVz.dENhc2U="), b"TestCase");
+        assert_eq!(base64_forgiving(b"VGVzdA"), b"Test");
+        assert_eq!(base64_forgiving(b"V=GVz"), b"");
     }
 
     #[test]
