@@ -227,13 +227,13 @@ fn base64_encode(input: &[u8]) -> Vec<u8> {
         .into_bytes()
 }
 
-/// `urlEncode`: everything but ASCII letters, digits and `*-._` (and space as `+`) as `%hh`.
+/// `urlEncode`: everything but ASCII letters, digits and `*` (and space, as `+`) as `%hh`.
 fn url_encode(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     for &c in input {
         match c {
             b' ' => out.push(b'+'),
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => out.push(c),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'*' => out.push(c),
             _ => out.extend(format!("%{c:02x}").into_bytes()),
         }
     }
@@ -484,7 +484,7 @@ mod tests {
         );
         assert_eq!(t("hexEncode", b"a\x00"), b"6100");
         assert_eq!(t("base64Encode", b"Test"), b"VGVzdA==");
-        assert_eq!(t("urlEncode", b"a b/c"), b"a+b%2fc");
+        assert_eq!(t("urlEncode", b"a b/c-d.e*"), b"a+b%2fc%2dd%2ee*");
     }
 
     #[test]

@@ -216,8 +216,8 @@ pub fn css(input: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `escapeSeqDecode`: ANSI C escapes `\a \b \f \n \r \t \v \\ \? \' \" \xHH \OOO`; anything
-/// else after `\` is left as it is.
+/// `escapeSeqDecode`: ANSI C escapes `\a \b \f \n \r \t \v \\ \? \' \" \xHH \OOO` (three octal
+/// digits at most, kept to a byte); after `\` anything else is kept without the backslash.
 pub fn escape_seq(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
@@ -234,7 +234,7 @@ pub fn escape_seq(input: &[u8]) -> Vec<u8> {
                 i += 2;
                 continue;
             }
-            if next == b'x'
+            if matches!(next, b'x' | b'X')
                 && let Some(b) = input.get(i + 2..i + 4).and_then(|h| hex2(h[0], h[1]))
             {
                 out.push(b);
@@ -242,11 +242,23 @@ pub fn escape_seq(input: &[u8]) -> Vec<u8> {
                 continue;
             }
             if (b'0'..=b'7').contains(&next) {
-                let (value, len) = octal(&input[i + 1..]);
-                out.push(value);
-                i += 1 + len;
+                // Up to three octal digits, kept to a byte (`\666` is 0xB6).
+                let digits = input[i + 1..]
+                    .iter()
+                    .take(3)
+                    .take_while(|c| (b'0'..=b'7').contains(*c))
+                    .count();
+                let value = input[i + 1..i + 1 + digits]
+                    .iter()
+                    .fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+                out.push(value as u8);
+                i += 1 + digits;
                 continue;
             }
+            // Not an escape ModSecurity knows: the backslash goes, the byte stays.
+            out.push(next);
+            i += 2;
+            continue;
         }
         out.push(input[i]);
         i += 1;
@@ -430,7 +442,8 @@ x\ff0e"),
 
     #[test]
     fn escape_sequences() {
-        assert_eq!(escape_seq(br#"\x41\102\n\\\"\q\"#), b"AB\n\\\"\\q\\");
+        assert_eq!(escape_seq(br#"\x41\102\n\\\"\q\"#), b"AB\n\\\"q\\");
+        assert_eq!(escape_seq(br"\8\9\666\x\X41\0123"), b"89\xB6xA\n3");
     }
 
     #[test]
