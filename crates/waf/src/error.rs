@@ -65,7 +65,6 @@ pub enum ErrorKind {
 
 /// One directive that could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{at}: {directive}: {kind}")]
 pub struct LoadError {
     /// Where the directive starts.
     pub at: Location,
@@ -73,6 +72,16 @@ pub struct LoadError {
     pub directive: String,
     /// What is wrong.
     pub kind: ErrorKind,
+}
+
+impl fmt::Display for LoadError {
+    /// `file:line: Directive: what`, or `file: what` for a file that could not be read.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.at.line == 0 {
+            return write!(f, "{}: {}", self.at.file.display(), self.kind);
+        }
+        write!(f, "{}: {}: {}", self.at, self.directive, self.kind)
+    }
 }
 
 impl LoadError {

@@ -112,7 +112,9 @@ pub fn load<P: AsRef<Path>>(paths: &[P]) -> Result<Ruleset, Vec<LoadError>> {
                 continue;
             }
         };
-        match parse::lex(path, &text) {
+        // A byte-order mark is not part of the first directive's name.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        match parse::lex(path, text) {
             Ok(directives) => {
                 for d in &directives {
                     builder.directive(d, dir);

@@ -156,4 +156,15 @@ fn settings_are_kept_and_data_files_found_beside_the_rules() {
     assert_eq!(set.stats.pm, 1);
     let e = load(&[paths[1].with_file_name("missing.conf")]).expect_err("missing file");
     assert!(matches!(e[0].kind, ErrorKind::Io(_)));
+    assert!(
+        e[0].to_string()
+            .contains("missing.conf: cannot read the file"),
+        "{}",
+        e[0]
+    );
+    let bom = write("bom", &[("bom.conf", "\u{feff}SecRuleEngine On\n")]);
+    assert_eq!(
+        load(&bom).expect("a BOM is skipped").settings[0].name,
+        "SecRuleEngine"
+    );
 }
