@@ -17,6 +17,7 @@
 pub mod actions;
 pub mod error;
 pub mod evaluate;
+mod files;
 pub mod names;
 pub mod operator;
 pub mod parse;
@@ -93,36 +94,12 @@ impl Ruleset {
 }
 
 /// Loads rule files in order (as ModSecurity reads `Include`d files: `crs-setup.conf` first,
-/// then `rules/*.conf` sorted). `@pmFromFile` data files are found beside the rule file.
+/// then `rules/*.conf` sorted), following `Include` and `IncludeOptional` (globs in the file
+/// name). `@pmFromFile` data files are found beside the rule file.
 pub fn load<P: AsRef<Path>>(paths: &[P]) -> Result<Ruleset, Vec<LoadError>> {
     let mut builder = rules::Builder::default();
     for path in paths {
-        let path = path.as_ref();
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) => {
-                let at = Location {
-                    file: path.into(),
-                    line: 0,
-                };
-                builder
-                    .errors
-                    .push(LoadError::new(at, "", ErrorKind::Io(e.to_string())));
-                continue;
-            }
-        };
-        // A byte-order mark is not part of the first directive's name.
-        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-        match parse::lex(path, text) {
-            Ok(directives) => {
-                for d in &directives {
-                    builder.directive(d, dir);
-                }
-            }
-            Err(errors) => builder.errors.extend(errors),
-        }
-        builder.end_of_file();
+        files::load_file(&mut builder, path.as_ref(), 0);
     }
     if !builder.errors.is_empty() {
         return Err(builder.errors);

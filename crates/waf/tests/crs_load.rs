@@ -162,3 +162,20 @@ fn ids_by_engine(set: &Ruleset, engine: RegexEngine) -> Vec<u64> {
     ids.sort_unstable();
     ids
 }
+
+/// Debian's `owasp-crs.load` includes `crs-setup.conf`, the exclusion files and `rules/*.conf`:
+/// loading it is loading the same rules.
+#[test]
+fn debian_load_file_follows_its_includes() {
+    let Some(files) = crs_files() else { return };
+    let load_file = Path::new("/usr/share/modsecurity-crs/owasp-crs.load");
+    if !load_file.is_file() {
+        eprintln!("SKIPPED: no {}", load_file.display());
+        return;
+    }
+    let direct = load(&files).expect("CRS loads");
+    let included = load(&[load_file]).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(included.stats.rules, direct.stats.rules);
+    assert_eq!(included.stats.rx_regex, direct.stats.rx_regex);
+    assert_eq!(included.warnings.len(), direct.warnings.len());
+}

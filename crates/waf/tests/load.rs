@@ -168,3 +168,28 @@ fn settings_are_kept_and_data_files_found_beside_the_rules() {
         "SecRuleEngine"
     );
 }
+
+#[test]
+fn includes_are_followed_in_place() {
+    let paths = write(
+        "include",
+        &[
+            ("b-2.conf", "SecRule ARGS \"@rx b\" \"id:2\"\n"),
+            ("b-1.conf", "SecRule ARGS \"@rx a\" \"id:1\"\n"),
+            ("other.txt", "not rules\n"),
+            (
+                "main.conf",
+                "Include b-*.conf\nIncludeOptional absent-*.conf\nSecRule ARGS \"@rx c\" \"id:3\"\n",
+            ),
+        ],
+    );
+    let set = load(&paths[3..]).unwrap_or_else(|e| panic!("{e:?}"));
+    let ids: Vec<_> = set.links().filter_map(|r| r.id).collect();
+    assert_eq!(ids, [1, 2, 3], "sorted glob, in place");
+    let missing = write("include-missing", &[("m.conf", "Include nothing-*.conf\n")]);
+    let e = load(&missing).expect_err("Include of nothing");
+    assert!(e[0].to_string().contains("m.conf:1: Include:"), "{}", e[0]);
+    let looping = write("include-loop", &[("self.conf", "Include self.conf\n")]);
+    let e = load(&looping).expect_err("a loop");
+    assert!(e.iter().any(|e| e.to_string().contains("nest deeper")));
+}
