@@ -71,6 +71,10 @@ const PAYLOADS: &[&[u8]] = &[
     b"php://filter/convert.base64-encode/resource=index.php",
     b"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
     b"text/html ; charset = utf-8",
+    // 920600's possessive `\s*+` decides these: a greedy `\s*` would give the space back and
+    // let `charset=utf-16` through the generic parameter branch.
+    b"text/html; charset=utf-16",
+    b"text/html;  charset=utf-8",
     b"text/html,  \tx/y",
     b"*/*;  ;q=0.1",
     b"application/json; charset=\"utf-8\"",
