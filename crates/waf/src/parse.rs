@@ -382,6 +382,62 @@ mod tests {
         assert_eq!((op.name.as_str(), op.argument.as_str()), ("rx", "^\\d+$"));
     }
 
+    /// REQUEST-920-PROTOCOL-ENFORCEMENT.conf's rule 920170 as CRS 3.3.4 writes it: a chain
+    /// of two rules, each over several continued lines, the second indented.
+    #[test]
+    fn crs_920170_chain() {
+        let text = r#"#
+SecRule REQUEST_METHOD "@rx ^(?:GET|HEAD)$" \
+    "id:920170,\
+    phase:2,\
+    block,\
+    t:none,\
+    msg:'GET or HEAD Request with Body Content',\
+    logdata:'%{MATCHED_VAR}',\
+    tag:'application-multi',\
+    tag:'capec/1000/210/272',\
+    ver:'OWASP_CRS/3.3.4',\
+    severity:'CRITICAL',\
+    chain"
+    SecRule REQUEST_HEADERS:Content-Length "!@rx ^0?$" \
+        "t:none,\
+        setvar:'tx.anomaly_score_pl1=+%{tx.critical_anomaly_score}'"
+"#;
+        let all = lex(Path::new("920.conf"), text).expect("lexes");
+        assert_eq!(all.len(), 2);
+        assert_eq!((all[0].at.line, all[1].at.line), (2, 14));
+        assert_eq!(all[1].name, "SecRule");
+        let first = parse_actions(&all[0].args[2]).expect("actions");
+        let names: Vec<_> = first.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "id", "phase", "block", "t", "msg", "logdata", "tag", "tag", "ver", "severity",
+                "chain"
+            ]
+        );
+        assert_eq!(first[5].value.as_deref(), Some("%{MATCHED_VAR}"));
+        assert_eq!(parse_operator(&all[1].args[1]).argument, "^0?$");
+        let second = parse_actions(&all[1].args[2]).expect("actions");
+        assert_eq!(
+            second[1].value.as_deref(),
+            Some("tx.anomaly_score_pl1=+%{tx.critical_anomaly_score}")
+        );
+    }
+
+    /// crs-setup.conf's SecAction 900990.
+    #[test]
+    fn crs_setup_sec_action() {
+        let text = "SecAction \\\n    \"id:900990,\\\n    phase:1,\\\n    nolog,\\\n    pass,\\\n    t:none,\\\n    setvar:tx.crs_setup_version=334\"\n";
+        let d = one(text);
+        assert_eq!(d.args.len(), 1);
+        let actions = parse_actions(&d.args[0]).expect("actions");
+        assert_eq!(
+            actions[5].value.as_deref(),
+            Some("tx.crs_setup_version=334")
+        );
+    }
+
     #[test]
     fn escaped_quote_inside_double_quotes() {
         // REQUEST-941: the regex contains `[\"']`, and ModSecurity hands PCRE `["']`.
