@@ -42,11 +42,7 @@ pub(super) async fn run(ctx: &Ctx<'_>, st: &mut State, client: &mut Client) -> F
             st.origin = None;
             st.end_transaction(ctx, client, "aborted", 0);
             if timed_out {
-                client.reply(&Reply::with_status(
-                    421,
-                    gatehouse_wire::smtp::EnhancedCode::new(4, 4, 2),
-                    &format!("{} Error: timeout exceeded", ctx.cfg.hostname),
-                ));
+                client.reply(&super::session::timed_out(ctx.cfg));
             }
             return Flow::Close;
         }

@@ -63,6 +63,15 @@ pub(super) enum Read {
     Stopping,
 }
 
+/// `421 4.4.2`: the client took longer than its timeout.
+pub(super) fn timed_out(cfg: &SmtpListener) -> Reply {
+    Reply::with_status(
+        421,
+        EnhancedCode::new(4, 4, 2),
+        &format!("{} Error: timeout exceeded", cfg.hostname),
+    )
+}
+
 /// Whether the session goes on.
 pub(super) enum Flow {
     Go,
@@ -93,11 +102,7 @@ pub(super) async fn run(ctx: &Ctx<'_>, mut client: Client, origin: Origin) {
                 continue;
             }
             Read::TimedOut => {
-                client.reply(&Reply::with_status(
-                    421,
-                    EnhancedCode::new(4, 4, 2),
-                    &format!("{} Error: timeout exceeded", ctx.cfg.hostname),
-                ));
+                client.reply(&timed_out(ctx.cfg));
                 break;
             }
             Read::Stopping => {

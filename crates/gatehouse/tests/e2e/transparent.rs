@@ -136,6 +136,31 @@ fn hosts(tag: &str, net: &str) -> Option<(Hosts, String, String, String)> {
     Some((hosts, c, p, o))
 }
 
+/// Starts the origin script in namespace `o` and gatehouse with `cfg` in namespace `p`; the
+/// hosts end them before their namespaces go.
+fn start(
+    hosts: &mut Hosts,
+    mut procs: Peer,
+    origin: &std::path::Path,
+    cfg: &str,
+    o: &str,
+    p: &str,
+) {
+    let cfg = procs.write("gh.toml", cfg);
+    procs
+        .spawn(&mut in_ns(o, &["python3", origin.to_str().unwrap()]))
+        .spawn(&mut in_ns(
+            p,
+            &[
+                env!("CARGO_BIN_EXE_gatehouse"),
+                "run",
+                "-c",
+                cfg.to_str().unwrap(),
+            ],
+        ));
+    hosts.procs = Some(procs);
+}
+
 /// A command run in namespace `ns`.
 fn in_ns(ns: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new("ip");
@@ -148,7 +173,7 @@ fn the_origin_sees_the_clients_own_address() {
     let Some((mut hosts, c, p, o)) = hosts("gh", "10.201") else {
         return;
     };
-    let mut procs = Peer::new("transparent");
+    let procs = Peer::new("transparent");
     let origin = procs.write("origin.py", ORIGIN);
     let cfg = Config::new()
         .global("threads = 1")
@@ -158,19 +183,7 @@ fn the_origin_sees_the_clients_own_address() {
             "origin",
             Upstream::servers(["10.201.2.2:9000"]).raw(r#"source_address = "client""#),
         );
-    let cfg = procs.write("gh.toml", cfg.toml());
-    procs
-        .spawn(&mut in_ns(&o, &["python3", origin.to_str().unwrap()]))
-        .spawn(&mut in_ns(
-            &p,
-            &[
-                env!("CARGO_BIN_EXE_gatehouse"),
-                "run",
-                "-c",
-                cfg.to_str().unwrap(),
-            ],
-        ));
-    hosts.procs = Some(procs);
+    start(&mut hosts, procs, &origin, &cfg.toml(), &o, &p);
     let mut body = String::new();
     for _ in 0..50 {
         std::thread::sleep(Duration::from_millis(100));
@@ -241,7 +254,7 @@ fn an_smtp_origin_sees_the_clients_own_address() {
     let Some((mut hosts, c, p, o)) = hosts("gs", "10.202") else {
         return;
     };
-    let mut procs = Peer::new("transparent-smtp");
+    let procs = Peer::new("transparent-smtp");
     let origin = procs.write("origin.py", SMTP_ORIGIN);
     let client = procs.write("client.py", SMTP_CLIENT);
     let cfg = Config::new().global("threads = 1").raw(
@@ -256,19 +269,7 @@ protocol = "smtp"
 source_address = "client"
 "#,
     );
-    let cfg = procs.write("gh.toml", cfg.toml());
-    procs
-        .spawn(&mut in_ns(&o, &["python3", origin.to_str().unwrap()]))
-        .spawn(&mut in_ns(
-            &p,
-            &[
-                env!("CARGO_BIN_EXE_gatehouse"),
-                "run",
-                "-c",
-                cfg.to_str().unwrap(),
-            ],
-        ));
-    hosts.procs = Some(procs);
+    start(&mut hosts, procs, &origin, &cfg.toml(), &o, &p);
     let mut seen = String::new();
     for _ in 0..50 {
         std::thread::sleep(Duration::from_millis(100));
