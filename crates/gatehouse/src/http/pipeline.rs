@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! handle: snapshot -> request id -> record (record.rs) -> proxy -> own fields (answer.rs)
-//!   proxy: [ACME http-01] -> host -> 421 -> route (router.rs) -> limits -> action:
+//!   proxy: [ACME http-01] -> host -> 421 -> route (router.rs) -> limits -> [rate limit] -> action:
 //!     respond | redirect | upstream:
 //!       [cache route: cache_flow (lookup, flight, validation) around the fetch below]
 //!       Origin::fetch: prepare the request (prepare.rs) -> pick + send with retries
