@@ -126,7 +126,10 @@ impl Framing {
                         // chunked must be the last coding, applied once (RFC 9112 §6.1).
                         return Err("Transfer-Encoding with a coding after chunked".into());
                     }
-                    self.te = Some(coding.eq_ignore_ascii_case("chunked"));
+                    // Any coding but chunked makes the answer one we cannot pass: it would
+                    // reach the client coded and unlabelled (Transfer-Encoding is hop-by-hop).
+                    let chunked = coding.eq_ignore_ascii_case("chunked");
+                    self.te = Some(chunked && self.te != Some(false));
                 }
             }
             Kind::Connection => {
@@ -348,7 +351,7 @@ mod tests {
         assert_eq!(p.status, 200);
         assert_eq!(f, In::Length(5));
         assert!(!c);
-        let (_, _, f, _) = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+        let (_, _, f, _) = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!(f, In::Chunked(Chunk::Size));
@@ -380,6 +383,9 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip, chunked\r\n\r\n",
+            // gzip would reach the client coded and unlabelled.
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n",
             "HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
             "HTTP/1.1 200 OK\r\nx: a\r\n b\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",

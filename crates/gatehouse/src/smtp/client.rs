@@ -10,12 +10,16 @@ use bytes::{Buf, BytesMut};
 use gatehouse_wire::smtp::Reply;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// Room for a read while commands are expected: a command line is short, and an idle session
 /// should hold little (a larger buffer left from DATA is let go when empty).
 pub(super) const COMMAND_CHUNK: usize = 1024;
 /// Room for a read during DATA.
 pub(super) const DATA_CHUNK: usize = 16 * 1024;
+
+/// How long the last replies may take to leave when a session ends.
+const CLOSE_WRITE: Duration = Duration::from_secs(5);
 
 /// The client's socket.
 pub(super) enum ClientIo {
@@ -88,25 +92,33 @@ impl Client {
         r
     }
 
-    /// Reads more from the client within `timeout`, with room for `chunk` bytes: the bytes read
-    /// (0: it closed). Queued replies are written first: the client may be waiting for them.
-    pub(super) async fn read_more(&mut self, timeout: Duration, chunk: usize) -> io::Result<usize> {
-        self.flush().await?;
-        if self.buf.is_empty() && self.buf.capacity() > chunk {
-            self.buf = BytesMut::new();
-        }
-        self.buf.reserve(chunk);
-        let read = async {
+    /// Writes the queued replies, then reads more from the client, all by `deadline` (a client
+    /// that stops reading its replies is timed out as one that stops writing), with room for
+    /// `chunk` bytes: the bytes read (0: it closed).
+    pub(super) async fn read_more(&mut self, deadline: Instant, chunk: usize) -> io::Result<usize> {
+        let work = async {
+            self.flush().await?;
+            if self.buf.is_empty() && self.buf.capacity() > chunk {
+                self.buf = BytesMut::new();
+            }
+            self.buf.reserve(chunk);
             match &mut self.io {
                 ClientIo::Plain(s) => s.read_buf(&mut self.buf).await,
                 ClientIo::Tls(s) => s.read_buf(&mut self.buf).await,
                 ClientIo::Gone => Ok(0),
             }
         };
-        match tokio::time::timeout(timeout, read).await {
+        match tokio::time::timeout_at(deadline, work).await {
             Ok(r) => r,
             Err(_) => Err(io::ErrorKind::TimedOut.into()),
         }
+    }
+
+    /// Writes the queued replies by `deadline`.
+    async fn flush_by(&mut self, deadline: Instant) -> io::Result<()> {
+        tokio::time::timeout_at(deadline, self.flush())
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
     }
 
     /// Drops `n` bytes the readers consumed.
@@ -122,7 +134,7 @@ impl Client {
         config: Arc<rustls::ServerConfig>,
         within: Duration,
     ) -> io::Result<()> {
-        self.flush().await?;
+        self.flush_by(Instant::now() + within).await?;
         self.buf.clear();
         let ClientIo::Plain(tcp) = std::mem::replace(&mut self.io, ClientIo::Gone) else {
             return Err(io::ErrorKind::InvalidInput.into());
@@ -142,9 +154,10 @@ impl Client {
         Ok(())
     }
 
-    /// Ends the connection: queued replies are written, then the socket is shut down.
+    /// Ends the connection: queued replies are written (for a few seconds at most), then the
+    /// socket is shut down.
     pub(super) async fn close(mut self) {
-        let _ = self.flush().await;
+        let _ = self.flush_by(Instant::now() + CLOSE_WRITE).await;
         match &mut self.io {
             ClientIo::Plain(s) => {
                 let _ = s.shutdown().await;

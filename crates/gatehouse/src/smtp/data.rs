@@ -91,7 +91,13 @@ async fn stream(
         if let Some(v) = p.done {
             return Ok(v);
         }
-        match client.read_more(ctx.cfg.data_timeout, DATA_CHUNK).await {
+        match client
+            .read_more(
+                tokio::time::Instant::now() + ctx.cfg.data_timeout,
+                DATA_CHUNK,
+            )
+            .await
+        {
             Ok(n) if n > 0 => {}
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(true),
             _ => return Err(false),
@@ -180,7 +186,10 @@ pub(super) async fn auth(
         };
         let r = match o.command(&line).await {
             Ok(r) => r,
-            Err(e) => return st.origin_lost(ctx, client, e),
+            Err(e) => {
+                st.lines.set_sasl(false);
+                return st.origin_lost(ctx, client, e);
+            }
         };
         client.reply(&r);
         if r.code != 334 {

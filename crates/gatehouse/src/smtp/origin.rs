@@ -123,7 +123,7 @@ impl Origin {
             return Err(format!("greeted with {}", greeting.code));
         }
         if let (true, Some(tls)) = (starttls, &server.tls) {
-            o.start_tls(tls, hostname, m.connect_timeout).await?;
+            o = o.start_tls(tls, hostname, m.connect_timeout).await?;
         }
         Ok(o)
     }
@@ -131,14 +131,14 @@ impl Origin {
     /// STARTTLS to the origin (RFC 3207): EHLO, STARTTLS, handshake; the session then starts
     /// over (the client's EHLO is passed on next).
     async fn start_tls(
-        &mut self,
+        mut self,
         tls: &(
             Arc<rustls::ClientConfig>,
             rustls::pki_types::ServerName<'static>,
         ),
         hostname: &str,
         within: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<Origin, String> {
         let ehlo = self
             .command(format!("EHLO {hostname}\r\n").as_bytes())
             .await
@@ -156,11 +156,19 @@ impl Origin {
         }
         // Anything the origin sent after its 220 is not to be trusted across the handshake.
         self.buf.clear();
-        let UpIo::Tcp(tcp) = std::mem::replace(&mut self.io, UpIo::Tcp(placeholder()?)) else {
+        let UpIo::Tcp(tcp) = self.io else {
             return Err("STARTTLS on a TLS connection".into());
         };
-        self.io = UpIo::Tls(Box::new(handshake(tls, tcp, within).await?));
-        Ok(())
+        Ok(Origin {
+            io: UpIo::Tls(Box::new(handshake(tls, tcp, within).await?)),
+            ..self
+        })
+    }
+
+    /// Whether a HELO or EHLO resets the origin's session whatever it answers: XCLIENT goes
+    /// first, and Postfix starts the session over on it.
+    pub(super) fn hello_resets(&self) -> bool {
+        self.xclient
     }
 
     /// The client said EHLO or HELO `name`: with XCLIENT, the client's address goes first
@@ -273,15 +281,6 @@ async fn handshake(
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?
         .map_err(|e| format!("TLS handshake failed: {e}"))
-}
-
-/// A TCP stream to stand in while the real one is in the TLS handshake: never used.
-fn placeholder() -> Result<tokio::net::TcpStream, String> {
-    let std = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let addr = std.local_addr().map_err(|e| e.to_string())?;
-    let s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    s.set_nonblocking(true).map_err(|e| e.to_string())?;
-    tokio::net::TcpStream::from_std(s).map_err(|e| e.to_string())
 }
 
 /// XCLIENT's xtext (RFC 1891 §5, as Postfix reads it): `+`, `=`, controls and spaces as `+XX`.

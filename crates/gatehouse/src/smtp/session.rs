@@ -89,6 +89,16 @@ pub(super) async fn run(ctx: &Ctx<'_>, mut client: Client, origin: Origin) {
         stop: ctx.shared.shutdown_signal(),
     };
     loop {
+        // Every reply of 400 and above counts, the proxy's own refusals of unreadable lines too.
+        if client.errors >= ERROR_LIMIT {
+            ctx.shared.metrics.smtp_refusal("error_limit");
+            client.reply(&Reply::with_status(
+                421,
+                EnhancedCode::new(4, 7, 0),
+                &format!("{} Error: too many errors", ctx.cfg.hostname),
+            ));
+            break;
+        }
         let line = match read_line(ctx, &mut client, &mut st.lines, &mut st.stop).await {
             Read::Command(line) => line,
             Read::TooLong => {
@@ -127,15 +137,6 @@ pub(super) async fn run(ctx: &Ctx<'_>, mut client: Client, origin: Origin) {
         if let Flow::Close = step(ctx, &mut st, &mut client, cmd).await {
             break;
         }
-        if client.errors >= ERROR_LIMIT {
-            ctx.shared.metrics.smtp_refusal("error_limit");
-            client.reply(&Reply::with_status(
-                421,
-                EnhancedCode::new(4, 7, 0),
-                &format!("{} Error: too many errors", ctx.cfg.hostname),
-            ));
-            break;
-        }
     }
     st.end_transaction(ctx, &client, "aborted", 0);
     if let Some(o) = st.origin.take() {
@@ -152,6 +153,8 @@ pub(super) async fn read_line(
     lines: &mut LineReader,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Read {
+    // RFC 5321 §4.5.3.2.7: the timeout is for the command, not for each of its reads.
+    let deadline = tokio::time::Instant::now() + ctx.cfg.command_timeout;
     loop {
         let read = lines.read(&client.buf);
         let got = match read.line {
@@ -168,7 +171,7 @@ pub(super) async fn read_line(
             return Read::Stopping;
         }
         let read = tokio::select! {
-            r = client.read_more(ctx.cfg.command_timeout, COMMAND_CHUNK) => r,
+            r = client.read_more(deadline, COMMAND_CHUNK) => r,
             // The sender lives as long as the process state: an error is shutdown too.
             changed = stop.changed() => match changed {
                 Ok(()) => continue,
@@ -281,10 +284,8 @@ async fn hello(
     name: String,
     esmtp: bool,
 ) -> Flow {
-    st.end_transaction(ctx, client, "aborted", 0);
     let mut line = Vec::new();
     cmd.encode(&mut line);
-    st.helo = None;
     let origin = match st.origin(ctx).await {
         Ok(o) => o,
         Err(r) => {
@@ -292,6 +293,8 @@ async fn hello(
             return Flow::Go;
         }
     };
+    // With XCLIENT first, the origin's session starts over whatever it answers the EHLO.
+    let resets = origin.hello_resets();
     let r = match origin.hello(&ctx.who, &line, &name, esmtp).await {
         Ok(r) => r,
         Err(e) => return st.origin_lost(ctx, client, e),
@@ -311,6 +314,15 @@ async fn hello(
         (250, false) => Reply::new(250, ctx.cfg.hostname.clone()),
         _ => r.clone(),
     };
+    // The session follows the origin's: an accepted EHLO ends any transaction (RFC 5321
+    // §4.1.4); a refused one ends it only where XCLIENT started the origin's session over.
+    if r.code == 250 || resets {
+        st.end_transaction(ctx, client, "aborted", 0);
+        st.helo = None;
+    }
+    if r.code != 250 && resets {
+        st.session = Session::new();
+    }
     st.session.on_reply(cmd, &r);
     if r.code == 250 {
         st.helo = Some((line, name, esmtp));

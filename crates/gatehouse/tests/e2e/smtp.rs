@@ -642,3 +642,20 @@ protocol = "smtp"
     gh.apply(model).await.unwrap();
     assert_eq!(starttls_peer_cert(addr, &pki).await, b.der);
 }
+
+#[tokio::test]
+async fn a_command_dripped_byte_by_byte_still_times_out() {
+    use tokio::io::AsyncWriteExt;
+    let mta = fake_mta().await;
+    let gh = smtp_proxy(mta.addr, r#"command_timeout = "1s""#, "", "").await;
+    let mut c = session(&gh).await;
+    let started = std::time::Instant::now();
+    // A byte every 300 ms and never a line end: each read is in time, the command is not.
+    for _ in 0..10 {
+        let _ = c.io.write_all(b"x").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (code, text) = c.reply().await;
+    assert_eq!((code, &text[0][..5]), (421, "4.4.2"), "{text:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
