@@ -17,12 +17,8 @@ use super::session::{Ctx, Flow, Read, State, read_line};
 
 /// DATA: the origin's 354, then the message streamed through the reader, then the verdict.
 pub(super) async fn run(ctx: &Ctx<'_>, st: &mut State, client: &mut Client) -> Flow {
-    let origin = match st.origin(ctx).await {
-        Ok(o) => o,
-        Err(r) => {
-            client.reply(&r);
-            return Flow::Go;
-        }
+    let Some(origin) = st.origin_or_reply(ctx, client).await else {
+        return Flow::Go;
     };
     let go = match origin.command(b"DATA\r\n").await {
         Ok(r) => r,

@@ -286,12 +286,8 @@ async fn hello(
 ) -> Flow {
     let mut line = Vec::new();
     cmd.encode(&mut line);
-    let origin = match st.origin(ctx).await {
-        Ok(o) => o,
-        Err(r) => {
-            client.reply(&r);
-            return Flow::Go;
-        }
+    let Some(origin) = st.origin_or_reply(ctx, client).await else {
+        return Flow::Go;
     };
     // With XCLIENT first, the origin's session starts over whatever it answers the EHLO.
     let resets = origin.hello_resets();
@@ -388,12 +384,8 @@ pub(super) async fn pass(
 ) -> Flow {
     let mut line = Vec::new();
     cmd.encode(&mut line);
-    let origin = match st.origin(ctx).await {
-        Ok(o) => o,
-        Err(r) => {
-            client.reply(&r);
-            return Flow::Go;
-        }
+    let Some(origin) = st.origin_or_reply(ctx, client).await else {
+        return Flow::Go;
     };
     let server = origin.server.label.clone();
     let r = match origin.command(&line).await {
@@ -474,6 +466,21 @@ impl State {
         self.origin
             .as_mut()
             .ok_or_else(|| Reply::new(451, "4.4.2 no origin"))
+    }
+
+    /// [`State::origin`], or its failure's reply queued for the client (the command then ends).
+    pub(super) async fn origin_or_reply(
+        &mut self,
+        ctx: &Ctx<'_>,
+        client: &mut Client,
+    ) -> Option<&mut Origin> {
+        match self.origin(ctx).await {
+            Ok(o) => Some(o),
+            Err(r) => {
+                client.reply(&r);
+                None
+            }
+        }
     }
 
     /// The origin died or stopped answering: 451 4.4.2 (RFC 5321 §4.2.2), the transaction is
