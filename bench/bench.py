@@ -94,6 +94,19 @@ def rss_kib(pid):
     return 0
 
 
+def nginx_main(d):
+    """The main context every nginx of the bench runs with: one worker in the foreground, its pid
+    and error log in `d`."""
+    return f"""
+worker_processes 1;
+master_process off;
+daemon off;
+worker_rlimit_nofile 19500;
+pid {d}/nginx.pid;
+error_log {d}/error.log error;
+events {{ worker_connections 19000; }}"""
+
+
 class Setup:
     def __init__(self, work):
         self.work = work
@@ -142,14 +155,7 @@ class Setup:
     def nginx_conf(self, name, body):
         d = os.path.join(self.work, name)
         os.makedirs(d, exist_ok=True)
-        conf = f"""
-worker_processes 1;
-master_process off;
-daemon off;
-worker_rlimit_nofile 19500;
-pid {d}/nginx.pid;
-error_log {d}/error.log error;
-events {{ worker_connections 19000; }}
+        conf = nginx_main(d) + f"""
 http {{
   access_log off;
   open_file_cache max=100 inactive=600s;

@@ -89,14 +89,7 @@ class SmtpSetup:
         # offers what gatehouse's does.
         with open(conf, "w") as f:
             f.write(f"""
-load_module {NGINX_MAIL_MODULE};
-worker_processes 1;
-master_process off;
-daemon off;
-worker_rlimit_nofile 19500;
-pid {d}/nginx.pid;
-error_log {d}/error.log error;
-events {{ worker_connections 19000; }}
+load_module {NGINX_MAIL_MODULE};""" + bench.nginx_main(d) + f"""
 mail {{
   server_name bench.example;
   auth_http 127.0.0.1:{auth}/auth;
