@@ -142,19 +142,31 @@ pub fn choose_upstream(
     local: SocketAddr,
     sni: Option<&str>,
 ) -> Option<Arc<crate::upstream::Upstream>> {
+    choose_route(snap, listener, peer, local, sni).map(|(up, _)| up)
+}
+
+/// [`choose_upstream`], and the index of the route that chose it (None: the listener's default
+/// upstream), for those that log the route (the SMTP proxy).
+pub fn choose_route(
+    snap: &Snapshot,
+    listener: &str,
+    peer: SocketAddr,
+    local: SocketAddr,
+    sni: Option<&str>,
+) -> Option<(Arc<crate::upstream::Upstream>, Option<usize>)> {
     let l = snap.listener(listener)?;
     let (src, dst) = (canonical_ip(peer.ip()), canonical_ip(local.ip()));
-    let routed = l.routes.iter().map(|i| &snap.config.routes[*i]).find(|r| {
-        let m = &r.matcher;
+    let routed = l.routes.iter().copied().find(|i| {
+        let m = &snap.config.routes[*i].matcher;
         (m.sources.is_empty() || m.sources.iter().any(|c| c.contains(src)))
             && (m.destinations.is_empty() || m.destinations.iter().any(|c| c.contains(dst)))
             && (m.sni.is_empty() || sni.is_some_and(|s| m.sni.iter().any(|p| p.matches(s))))
     });
-    let index = match routed.map(|r| &r.action) {
-        Some(RouteAction::Upstream(i)) => Some(*i),
-        _ => l.model.upstream,
+    let (index, route) = match routed.map(|i| (i, &snap.config.routes[i].action)) {
+        Some((r, RouteAction::Upstream(i))) => (Some(*i), Some(r)),
+        _ => (l.model.upstream, None),
     };
-    index.map(|i| snap.upstreams[i].clone())
+    index.map(|i| (snap.upstreams[i].clone(), route))
 }
 
 /// What the client side of an L4 connection said about TLS: the SNI of a passed-through

@@ -23,8 +23,7 @@ mod session;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use gatehouse_config::model::{Listener, RouteAction, SmtpListener};
-use gatehouse_config::units::canonical_ip;
+use gatehouse_config::model::{Listener, SmtpListener};
 use gatehouse_wire::smtp::{EnhancedCode, Reply};
 use tokio::net::TcpStream;
 
@@ -107,31 +106,15 @@ fn unavailable(cfg: &SmtpListener) -> Reply {
 }
 
 /// The upstream for a session, and the name of the route that chose it ("" for the listener's
-/// default upstream): the first route naming the listener whose sources (the client's zone) and
-/// destinations (the address it reached) match.
+/// default upstream): the L4 listeners' choice, by the client's zone (sources) and the address
+/// it reached (destinations).
 fn route(
     snap: &Snapshot,
     listener: &str,
     peer: SocketAddr,
     local: SocketAddr,
 ) -> Option<(Arc<Upstream>, Arc<str>)> {
-    let l = snap.listener(listener)?;
-    let (src, dst) = (canonical_ip(peer.ip()), canonical_ip(local.ip()));
-    let routed = l.routes.iter().copied().find(|i| {
-        let m = &snap.config.routes[*i].matcher;
-        (m.sources.is_empty() || m.sources.iter().any(|c| c.contains(src)))
-            && (m.destinations.is_empty() || m.destinations.iter().any(|c| c.contains(dst)))
-    });
-    match routed {
-        Some(i) => match snap.config.routes[i].action {
-            RouteAction::Upstream(u) => {
-                Some((snap.upstreams[u].clone(), snap.route_names[i].clone()))
-            }
-            _ => None,
-        },
-        None => l
-            .model
-            .upstream
-            .map(|u| (snap.upstreams[u].clone(), Arc::from(""))),
-    }
+    let (up, route) = crate::l4::choose_route(snap, listener, peer, local, None)?;
+    let name = route.map_or_else(|| Arc::from(""), |i| snap.route_names[i].clone());
+    Some((up, name))
 }
