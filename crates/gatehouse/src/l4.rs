@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 
 use crate::runtime::Snapshot;
 use crate::upstream::pool::ProxyHeader;
-use crate::upstream::{ActiveGuard, PickInput, fnv1a, now_ms};
+use crate::upstream::{ActiveGuard, fnv1a, now_ms};
 
 /// A stream that stamps the time of its last byte, read or written, and counts what it reads.
 struct Watched<T> {
@@ -261,17 +261,7 @@ async fn connect_origin(
     local: &SocketAddr,
     tls: Option<&TlsSide>,
 ) -> Option<(TcpStream, ActiveGuard)> {
-    let hash = client_hash(*peer);
-    let mut tried = Vec::new();
-    for _ in 0..=up.model.retries {
-        let input = PickInput {
-            hash: Some(hash),
-            sticky: None,
-            exclude: &tried,
-        };
-        let i = up.pick(&input)?;
-        tried.push(i);
-        let server = up.servers[i].clone();
+    for server in up.connection_picks(client_hash(*peer)) {
         let guard = ActiveGuard::new(server.clone());
         match crate::upstream::pool::connect_tcp(&server, up.model.connect_timeout, Some(*peer))
             .await

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::upstream::h1::UpIo;
 use crate::upstream::pool::{ProxyHeader, connect_tcp};
-use crate::upstream::{ActiveGuard, PickInput, ServerState, Upstream};
+use crate::upstream::{ActiveGuard, ServerState, Upstream};
 
 /// Who the client is, for XCLIENT and the PROXY header.
 #[derive(Debug, Clone)]
@@ -45,18 +45,8 @@ impl Origin {
         hostname: &str,
     ) -> Result<Origin, String> {
         let m = &up.model;
-        let hash = crate::l4::client_hash(client.peer);
-        let mut tried = Vec::new();
         let mut last = format!("upstream `{}` has no server to try", m.name);
-        for _ in 0..=m.retries {
-            let input = PickInput {
-                hash: Some(hash),
-                sticky: None,
-                exclude: &tried,
-            };
-            let Some(i) = up.pick(&input) else { break };
-            tried.push(i);
-            let server = up.servers[i].clone();
+        for server in up.connection_picks(crate::l4::client_hash(client.peer)) {
             match Origin::open(up, server.clone(), client, hostname).await {
                 Ok(o) => {
                     server.record_success();

@@ -239,6 +239,31 @@ pub struct PickInput<'a> {
     pub exclude: &'a [usize],
 }
 
+/// See [`Upstream::connection_picks`].
+pub struct ConnectionPicks<'a> {
+    up: &'a Upstream,
+    hash: u64,
+    tried: Vec<usize>,
+}
+
+impl Iterator for ConnectionPicks<'_> {
+    type Item = Arc<ServerState>;
+
+    fn next(&mut self) -> Option<Arc<ServerState>> {
+        if self.tried.len() > self.up.model.retries as usize {
+            return None;
+        }
+        let input = PickInput {
+            hash: Some(self.hash),
+            sticky: None,
+            exclude: &self.tried,
+        };
+        let i = self.up.pick(&input)?;
+        self.tried.push(i);
+        Some(self.up.servers[i].clone())
+    }
+}
+
 impl Upstream {
     /// Builds the run-time upstream, reusing `existing` server states that are unchanged.
     pub fn new(
@@ -260,6 +285,17 @@ impl Upstream {
             name: Arc::from(model.name.as_str()),
             servers,
             selector,
+        }
+    }
+
+    /// The servers to try for one client's connection (L4, SMTP): picked as the upstream
+    /// balances, with `hash` (the client address's) for `hash`, each at most once, 1 + `retries`
+    /// of them at most.
+    pub fn connection_picks(&self, hash: u64) -> ConnectionPicks<'_> {
+        ConnectionPicks {
+            up: self,
+            hash,
+            tried: Vec::new(),
         }
     }
 
